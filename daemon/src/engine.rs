@@ -1,0 +1,601 @@
+//! The decisions: enrollment, verification, backup codes, unlock, reset.
+//!
+//! Every operation on a user runs under that user's lock and reads, decides
+//! and durably writes the record before it returns, so two concurrent
+//! requests never both use one code, and a crash right after a reply never
+//! forgets a used code or a failure.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use zeroize::Zeroizing;
+
+use crate::backup_codes::{self, BackupCodeSet, KdfParams, PlainCode};
+use crate::clock::Clock;
+use crate::crypto::MasterKey;
+use crate::error::Error;
+use crate::policy::{Gate, Policy};
+use crate::record::{Enrollment, LastSuccess, Method, UserName, UserRecord};
+use crate::secret::{Code, TotpSecret};
+use crate::store::Store;
+use crate::totp::{self, Algorithm, TotpMatch, TotpParams};
+
+/// Settings the engine decides with (from the configuration).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Throttle and lockout.
+    pub policy: Policy,
+    /// Acceptance window, ± steps.
+    pub window: u32,
+    /// Parameters of new enrollments unless the request says otherwise.
+    pub defaults: TotpParams,
+    /// Issuer of new enrollments unless the request says otherwise.
+    pub issuer: String,
+    /// Cost of hashing backup codes.
+    pub kdf: KdfParams,
+    /// Warn when this many backup codes or fewer are left.
+    pub backup_codes_low: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            window: 1,
+            defaults: TotpParams::default(),
+            issuer: "otpd".into(),
+            kdf: KdfParams::default(),
+            backup_codes_low: 3,
+        }
+    }
+}
+
+/// What a Verify caller tells the daemon besides user and code.
+#[derive(Debug, Clone, Default)]
+pub struct LoginContext {
+    /// PAM service.
+    pub service: String,
+    /// PAM_RHOST.
+    pub remote_host: String,
+    /// PAM_TTY.
+    pub tty: String,
+}
+
+/// The decision on a Verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The code was valid; it is now used.
+    Accepted,
+    /// Wrong or replayed code.
+    Rejected,
+    /// Locked out; not checked.
+    Locked,
+    /// Throttled; not checked.
+    Throttled,
+    /// No active enrollment.
+    NotEnrolled,
+}
+
+/// Why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Accepted.
+    Ok,
+    /// Matches nothing.
+    WrongCode,
+    /// The time step was already used.
+    Replayed,
+    /// Matches a step outside the window.
+    ClockSkew,
+    /// Locked out.
+    Locked,
+    /// Throttled.
+    Throttled,
+    /// No active enrollment.
+    NotEnrolled,
+}
+
+impl Reason {
+    /// Name used in audit events and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::WrongCode => "wrong_code",
+            Self::Replayed => "replayed",
+            Self::ClockSkew => "clock_skew",
+            Self::Locked => "locked",
+            Self::Throttled => "throttled",
+            Self::NotEnrolled => "not_enrolled",
+        }
+    }
+}
+
+/// The full answer to a Verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Accepted or why not.
+    pub decision: Decision,
+    /// Detail.
+    pub reason: Reason,
+    /// Set when accepted.
+    pub method: Option<Method>,
+    /// Backup codes left (when accepted).
+    pub backup_codes_left: u32,
+    /// Seconds until the next attempt is checked (locked/throttled).
+    pub retry_after: u64,
+    /// Device clock offset in seconds (clock-skew rejections).
+    pub clock_skew_seconds: i64,
+    /// Few backup codes left.
+    pub backup_codes_low: bool,
+}
+
+impl Verdict {
+    fn refused(decision: Decision, reason: Reason) -> Self {
+        Self {
+            decision,
+            reason,
+            method: None,
+            backup_codes_left: 0,
+            retry_after: 0,
+            clock_skew_seconds: 0,
+            backup_codes_low: false,
+        }
+    }
+}
+
+/// Optional parameters of a new enrollment.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollOptions {
+    /// Issuer (default: configured).
+    pub issuer: Option<String>,
+    /// Algorithm (default: configured).
+    pub algorithm: Option<Algorithm>,
+    /// 6 or 8 (default: configured).
+    pub digits: Option<u8>,
+    /// 15..=300 seconds (default: configured).
+    pub period: Option<u64>,
+}
+
+/// A started enrollment, to show the user once.
+pub struct EnrollStarted {
+    /// The key, base32.
+    pub secret_base32: Zeroizing<String>,
+    /// otpauth:// URI (holds the secret).
+    pub otpauth_uri: Zeroizing<String>,
+    /// Parameters.
+    pub params: TotpParams,
+    /// Issuer.
+    pub issuer: String,
+}
+
+impl std::fmt::Debug for EnrollStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollStarted")
+            .field("params", &self.params)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State of a user's second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Nothing stored.
+    NotEnrolled,
+    /// Enrollment started, not confirmed.
+    Pending,
+    /// Active.
+    Active,
+    /// Active and locked out.
+    Locked,
+}
+
+/// The status of one user.
+#[derive(Debug, Clone)]
+pub struct UserStatus {
+    /// Name.
+    pub user: String,
+    /// State.
+    pub state: State,
+    /// Parameters of the active (else pending) secret.
+    pub params: Option<TotpParams>,
+    /// Unused backup codes.
+    pub backup_codes_left: u32,
+    /// Consecutive failures.
+    pub consecutive_failures: u32,
+    /// Unix time the lockout ends, 0 if not locked.
+    pub locked_until: u64,
+    /// Last accepted code.
+    pub last_success: Option<LastSuccess>,
+    /// When the active secret was confirmed, 0 if none.
+    pub enrolled_at: u64,
+    /// A (re-)enrollment awaits confirmation.
+    pub pending: bool,
+    /// Device clock offset seen with the last accepted TOTP code.
+    pub clock_skew_seconds: i64,
+}
+
+const STRIPES: usize = 64;
+
+/// The decision engine.
+pub struct Engine {
+    store: Box<dyn Store>,
+    key: MasterKey,
+    clock: Arc<dyn Clock>,
+    cfg: EngineConfig,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine on a store, sealing with `key`, telling time by `clock`.
+    pub fn new(
+        store: Box<dyn Store>,
+        key: MasterKey,
+        clock: Arc<dyn Clock>,
+        cfg: EngineConfig,
+    ) -> Self {
+        Self {
+            store,
+            key,
+            clock,
+            cfg,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn lock(&self, user: &UserName) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        user.hash(&mut h);
+        let i = (h.finish() % STRIPES as u64) as usize;
+        // The guarded value is `()`: a poisoned lock protects nothing broken.
+        self.stripes[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn load(&self, user: &UserName) -> Result<Option<UserRecord>, Error> {
+        match self.store.get(user)? {
+            None => Ok(None),
+            Some(sealed) => UserRecord::open(&self.key, user, &sealed).map(Some),
+        }
+    }
+
+    fn save(&self, user: &UserName, record: &UserRecord) -> Result<(), Error> {
+        let sealed = record.seal(&self.key, user)?;
+        self.store.put(user, &sealed)
+    }
+
+    /// Checks a code. Refusals are verdicts; errors are for malformed state.
+    pub fn verify(
+        &self,
+        user: &UserName,
+        code: &Code,
+        ctx: &LoginContext,
+    ) -> Result<Verdict, Error> {
+        let _guard = self.lock(user);
+        let now = self.clock.now();
+        let Some(mut rec) = self.load(user)? else {
+            return Ok(Verdict::refused(Decision::NotEnrolled, Reason::NotEnrolled));
+        };
+        let Some(active) = rec.active.clone() else {
+            return Ok(Verdict::refused(Decision::NotEnrolled, Reason::NotEnrolled));
+        };
+        let policy = self.cfg.policy;
+        match policy.gate(&rec.counters, now) {
+            Gate::Open => {}
+            g @ Gate::Locked { .. } => {
+                return Ok(Verdict {
+                    retry_after: g.retry_after(now),
+                    ..Verdict::refused(Decision::Locked, Reason::Locked)
+                });
+            }
+            g @ Gate::Throttled { .. } => {
+                return Ok(Verdict {
+                    retry_after: g.retry_after(now),
+                    ..Verdict::refused(Decision::Throttled, Reason::Throttled)
+                });
+            }
+        }
+
+        let totp = totp::check(
+            &active.secret,
+            active.params,
+            code,
+            now,
+            self.cfg.window,
+            rec.last_used_step,
+        );
+        let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
+        let method = match totp {
+            TotpMatch::Accepted { step, skew_steps } => {
+                rec.last_used_step = Some(step);
+                rec.clock_skew_seconds = skew_steps.saturating_mul(period);
+                Some(Method::Totp)
+            }
+            _ => {
+                let used_backup = match rec.backup_codes.as_mut() {
+                    Some(set) if code.len() == backup_codes::DIGITS => set.consume(code)?,
+                    _ => false,
+                };
+                used_backup.then_some(Method::BackupCode)
+            }
+        };
+
+        let left = rec
+            .backup_codes
+            .as_ref()
+            .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX));
+        let verdict = match method {
+            Some(method) => {
+                policy.record_success(&mut rec.counters);
+                rec.last_success = Some(LastSuccess {
+                    time: now,
+                    service: ctx.service.clone(),
+                    remote_host: ctx.remote_host.clone(),
+                    method,
+                });
+                Verdict {
+                    decision: Decision::Accepted,
+                    reason: Reason::Ok,
+                    method: Some(method),
+                    backup_codes_left: left,
+                    retry_after: 0,
+                    clock_skew_seconds: 0,
+                    backup_codes_low: left <= self.cfg.backup_codes_low,
+                }
+            }
+            None => {
+                policy.record_failure(&mut rec.counters, now);
+                let (reason, skew) = match totp {
+                    TotpMatch::Replayed => (Reason::Replayed, 0),
+                    TotpMatch::ClockSkew { skew_steps } => {
+                        (Reason::ClockSkew, skew_steps.saturating_mul(period))
+                    }
+                    _ => (Reason::WrongCode, 0),
+                };
+                Verdict {
+                    clock_skew_seconds: skew,
+                    retry_after: policy.gate(&rec.counters, now).retry_after(now),
+                    ..Verdict::refused(Decision::Rejected, reason)
+                }
+            }
+        };
+        // Durable before the reply: a used code stays used, a failure counts.
+        self.save(user, &rec)?;
+        Ok(verdict)
+    }
+
+    /// Starts (or restarts) an enrollment in the pending state.
+    pub fn enroll_start(
+        &self,
+        user: &UserName,
+        opts: EnrollOptions,
+    ) -> Result<EnrollStarted, Error> {
+        let params = TotpParams {
+            algorithm: opts.algorithm.unwrap_or(self.cfg.defaults.algorithm),
+            digits: opts.digits.unwrap_or(self.cfg.defaults.digits),
+            period: opts.period.unwrap_or(self.cfg.defaults.period),
+        };
+        validate_params(params)?;
+        let issuer = opts.issuer.unwrap_or_else(|| self.cfg.issuer.clone());
+        validate_issuer(&issuer)?;
+
+        let _guard = self.lock(user);
+        let now = self.clock.now();
+        let mut rec = self.load(user)?.unwrap_or_default();
+        let secret = TotpSecret::generate();
+        let otpauth_uri = otpauth_uri(&secret, params, &issuer, user)?;
+        let secret_base32 = secret.to_base32();
+        rec.pending = Some(Enrollment {
+            secret,
+            params,
+            issuer: issuer.clone(),
+            since: now,
+        });
+        self.save(user, &rec)?;
+        Ok(EnrollStarted {
+            secret_base32,
+            otpauth_uri,
+            params,
+            issuer,
+        })
+    }
+
+    /// Confirms the pending enrollment with a current code; returns the new
+    /// backup codes. The old secret (if any) stays in force until this
+    /// succeeds.
+    pub fn enroll_confirm(&self, user: &UserName, code: &Code) -> Result<Vec<PlainCode>, Error> {
+        let _guard = self.lock(user);
+        let now = self.clock.now();
+        let mut rec = self.load(user)?.unwrap_or_default();
+        let Some(mut pending) = rec.pending.clone() else {
+            return Err(Error::NoPendingEnrollment {
+                user: user.to_string(),
+            });
+        };
+        let TotpMatch::Accepted { step, skew_steps } = totp::check(
+            &pending.secret,
+            pending.params,
+            code,
+            now,
+            self.cfg.window,
+            None,
+        ) else {
+            return Err(Error::ConfirmMismatch);
+        };
+        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf)?;
+        pending.since = now;
+        let period = i64::try_from(pending.params.period).unwrap_or(i64::MAX);
+        rec.active = Some(pending);
+        rec.pending = None;
+        rec.backup_codes = Some(set);
+        rec.last_used_step = Some(step);
+        rec.clock_skew_seconds = skew_steps.saturating_mul(period);
+        rec.counters = Default::default();
+        self.save(user, &rec)?;
+        Ok(plain)
+    }
+
+    /// Issues new backup codes; all earlier ones become invalid.
+    pub fn regenerate_backup_codes(&self, user: &UserName) -> Result<Vec<PlainCode>, Error> {
+        let _guard = self.lock(user);
+        let mut rec = self.load(user)?.ok_or_else(|| not_enrolled(user))?;
+        if rec.active.is_none() {
+            return Err(not_enrolled(user));
+        }
+        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf)?;
+        rec.backup_codes = Some(set);
+        self.save(user, &rec)?;
+        Ok(plain)
+    }
+
+    /// Clears lockout, throttle and failure counters.
+    pub fn unlock(&self, user: &UserName) -> Result<(), Error> {
+        let _guard = self.lock(user);
+        let mut rec = self.load(user)?.ok_or_else(|| not_enrolled(user))?;
+        rec.counters = Default::default();
+        self.save(user, &rec)
+    }
+
+    /// Removes everything about the user. Works on a corrupted record too.
+    pub fn reset(&self, user: &UserName) -> Result<(), Error> {
+        let _guard = self.lock(user);
+        if self.store.get(user)?.is_none() {
+            return Err(not_enrolled(user));
+        }
+        self.store.remove(user)
+    }
+
+    /// The status of one user (state NotEnrolled if unknown).
+    pub fn status(&self, user: &UserName) -> Result<UserStatus, Error> {
+        let _guard = self.lock(user);
+        let rec = self.load(user)?.unwrap_or_default();
+        Ok(self.status_of(user.as_str(), &rec))
+    }
+
+    /// Status of every stored user, and the names whose records do not open.
+    pub fn list(&self) -> Result<(Vec<UserStatus>, Vec<String>), Error> {
+        let mut statuses = Vec::new();
+        let mut unreadable = Vec::new();
+        for name in self.store.users()? {
+            let Ok(user) = UserName::parse(name.as_bytes()) else {
+                unreadable.push(name);
+                continue;
+            };
+            match self.status(&user) {
+                Ok(s) => statuses.push(s),
+                Err(Error::Corrupted { .. }) => unreadable.push(name),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((statuses, unreadable))
+    }
+
+    fn status_of(&self, user: &str, rec: &UserRecord) -> UserStatus {
+        let now = self.clock.now();
+        let locked_until = if rec.counters.locked_until > now {
+            rec.counters.locked_until
+        } else {
+            0
+        };
+        let state = match (&rec.active, &rec.pending) {
+            (Some(_), _) if locked_until > 0 => State::Locked,
+            (Some(_), _) => State::Active,
+            (None, Some(_)) => State::Pending,
+            (None, None) => State::NotEnrolled,
+        };
+        let params = rec
+            .active
+            .as_ref()
+            .or(rec.pending.as_ref())
+            .map(|e| e.params);
+        UserStatus {
+            user: user.to_owned(),
+            state,
+            params,
+            backup_codes_left: rec
+                .backup_codes
+                .as_ref()
+                .filter(|_| rec.active.is_some())
+                .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX)),
+            consecutive_failures: rec.counters.consecutive_failures,
+            locked_until,
+            last_success: rec.last_success.clone(),
+            enrolled_at: rec.active.as_ref().map_or(0, |e| e.since),
+            pending: rec.pending.is_some(),
+            clock_skew_seconds: rec.clock_skew_seconds,
+        }
+    }
+}
+
+fn not_enrolled(user: &UserName) -> Error {
+    Error::NotEnrolled {
+        user: user.to_string(),
+    }
+}
+
+fn validate_params(p: TotpParams) -> Result<(), Error> {
+    if p.digits != 6 && p.digits != 8 {
+        return Err(Error::InvalidArgument(format!(
+            "digits must be 6 or 8, not {}",
+            p.digits
+        )));
+    }
+    if !(15..=300).contains(&p.period) {
+        return Err(Error::InvalidArgument(format!(
+            "period must be 15..=300 seconds, not {}",
+            p.period
+        )));
+    }
+    Ok(())
+}
+
+fn validate_issuer(issuer: &str) -> Result<(), Error> {
+    if issuer.is_empty() || issuer.len() > 64 {
+        return Err(Error::InvalidArgument("issuer must be 1..=64 bytes".into()));
+    }
+    if issuer.contains(':') || issuer.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(
+            "issuer must not contain ':' or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn otpauth_uri(
+    secret: &TotpSecret,
+    params: TotpParams,
+    issuer: &str,
+    user: &UserName,
+) -> Result<Zeroizing<String>, Error> {
+    let algorithm = match params.algorithm {
+        Algorithm::Sha1 => totp_rs::Algorithm::SHA1,
+        Algorithm::Sha256 => totp_rs::Algorithm::SHA256,
+        Algorithm::Sha512 => totp_rs::Algorithm::SHA512,
+    };
+    let totp = totp_rs::TOTP::new(
+        algorithm,
+        usize::from(params.digits),
+        0,
+        params.period,
+        secret.expose().to_vec(),
+        Some(issuer.to_owned()),
+        user.as_str().to_owned(),
+    )
+    .map_err(|e| Error::InvalidArgument(format!("cannot build the otpauth URI: {e}")))?;
+    Ok(Zeroizing::new(totp.get_url()))
+}

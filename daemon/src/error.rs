@@ -1,0 +1,85 @@
+//! The daemon's one error type. Messages never contain a code, a secret or
+//! a key.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in otpd.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The user name is not acceptable.
+    #[error("invalid user name: {0}")]
+    InvalidUser(&'static str),
+    /// The code is malformed (not a wrong code: a code that cannot be one).
+    #[error("invalid code: {0}")]
+    InvalidCode(&'static str),
+    /// Another request parameter is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The user has no active enrollment.
+    #[error("user {user:?} is not enrolled")]
+    NotEnrolled {
+        /// The user.
+        user: String,
+    },
+    /// Confirm was called without a pending enrollment.
+    #[error("user {user:?} has no pending enrollment; start one with `otpctl enroll`")]
+    NoPendingEnrollment {
+        /// The user.
+        user: String,
+    },
+    /// The confirmation code does not match the pending secret.
+    #[error(
+        "the code does not match the pending enrollment; check that the app \
+         shows this account and that the device clock is right"
+    )]
+    ConfirmMismatch,
+    /// The user's record does not open: that user fails closed.
+    #[error(
+        "the stored record of user {user:?} is corrupted or sealed under another \
+         key; this user cannot log in until `otpctl reset` (other users are unaffected)"
+    )]
+    Corrupted {
+        /// The user.
+        user: String,
+    },
+    /// The caller may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The store directory is in use by another process.
+    #[error("the store {path} is locked by another process (is another otpd running?)")]
+    StoreLocked {
+        /// Store directory.
+        path: PathBuf,
+    },
+    /// Reading or writing the store failed.
+    #[error("store error: {0}")]
+    Store(String),
+    /// The master key file is missing, unsafe or malformed.
+    #[error("master key {path}: {reason}")]
+    Key {
+        /// Key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configuration is invalid.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// Config file (or "command line").
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The socket cannot be set up.
+    #[error("socket {path}: {reason}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bug or an unexpected failure of a dependency.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
