@@ -16,3 +16,12 @@ pub mod store;
 pub mod totp;
 
 pub use error::Error;
+pub mod audit;
+pub mod authz;
+pub mod config;
+pub mod server;
+pub mod service;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use server::Daemon;

@@ -1,1 +1,124 @@
-fn main() {}
+//! `otpd`: the daemon binary. Parses arguments, loads the configuration,
+//! runs the library until SIGTERM/SIGINT, maps errors to exit codes.
+//!
+//! Exit codes: 0 clean shutdown; 1 runtime failure; 2 usage error;
+//! 78 configuration, key or store problem at start (EX_CONFIG).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use otpd::config::{Config, LogFormat};
+use otpd::{Daemon, Error, SystemClock};
+
+/// The otpd daemon: holds TOTP secrets and decides on one-time codes for
+/// PAM and otpctl, over a local Unix socket.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file [default: /etc/otpd/otpd.toml if it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Socket to listen on (overrides the config file)
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory of the master key and the store (overrides the config file)
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Check the configuration and exit
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("otpd: error: {e}");
+            match e {
+                Error::Config { .. }
+                | Error::Key { .. }
+                | Error::StoreLocked { .. }
+                | Error::Store(_)
+                | Error::Socket { .. } => ExitCode::from(78),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, Error> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(socket) = args.socket {
+        config.socket = std::path::absolute(&socket).unwrap_or(socket);
+    }
+    if let Some(dir) = args.state_dir {
+        config.state_dir = std::path::absolute(&dir).unwrap_or(dir);
+    }
+    if args.check_config {
+        println!("configuration OK");
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(config.log_format);
+    harden_process();
+
+    let daemon = Daemon::open(&config, Arc::new(SystemClock))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("otpd")
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        tracing::info!(
+            socket = %config.socket.display(),
+            state_dir = %config.state_dir.display(),
+            "otpd listening"
+        );
+        // Tell systemd (Type=notify) and test harnesses that we serve now.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        daemon.serve(shutdown).await
+    })?;
+    tracing::info!("otpd stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::Internal(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::Internal(format!("cannot handle SIGINT: {e}")))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("shutting down");
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// No core dumps (they would hold secrets), no ptrace by non-root.
+fn harden_process() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot clear the dumpable flag");
+    }
+}

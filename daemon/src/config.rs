@@ -1,0 +1,329 @@
+//! `/etc/otpd/otpd.toml`: every key optional; `otpd.toml.example` at the
+//! repository root documents each with its default (and a test loads it).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::backup_codes::KdfParams;
+use crate::engine::EngineConfig;
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::totp::{Algorithm, TotpParams};
+
+/// Where the daemon looks for its config when not told.
+pub const DEFAULT_CONFIG: &str = "/etc/otpd/otpd.toml";
+/// Default socket.
+pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
+/// Default state directory (master key and store).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/otpd";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable key=value lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Unix socket the daemon listens on.
+    pub socket: PathBuf,
+    /// Mode of the socket file. Access is decided per call from the peer's
+    /// credentials, so the default lets every local user connect.
+    pub socket_mode: u32,
+    /// Directory of the master key and the store.
+    pub state_dir: PathBuf,
+    /// Members of this group may call every RPC, like root.
+    pub admin_group: Option<String>,
+    /// Issuer shown in authenticator apps (default: the host name).
+    pub issuer: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// TOTP defaults.
+    pub totp: TotpSection,
+    /// Throttle.
+    pub rate_limit: RateLimitSection,
+    /// Lockout.
+    pub lockout: LockoutSection,
+    /// Backup codes.
+    pub backup_codes: BackupCodesSection,
+}
+
+/// `[totp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotpSection {
+    /// sha1 | sha256 | sha512 for new enrollments.
+    pub algorithm: Algorithm,
+    /// 6 or 8 for new enrollments.
+    pub digits: u8,
+    /// Seconds per step for new enrollments.
+    pub period: u64,
+    /// Accepted steps either side of the current one.
+    pub window: u32,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// Failures allowed per window.
+    pub max_failures: u32,
+    /// Window in seconds.
+    pub window_seconds: u64,
+}
+
+/// `[lockout]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutSection {
+    /// Consecutive failures that lock the user.
+    pub threshold: u32,
+    /// First lockout, seconds.
+    pub duration_seconds: u64,
+    /// Cap of the doubling lockout, seconds.
+    pub max_duration_seconds: u64,
+}
+
+/// `[backup_codes]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupCodesSection {
+    /// Warn the user at login when this many codes or fewer are left.
+    pub low_warning: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_SOCKET.into(),
+            socket_mode: 0o666,
+            state_dir: DEFAULT_STATE_DIR.into(),
+            admin_group: None,
+            issuer: None,
+            log_format: LogFormat::Text,
+            totp: TotpSection::default(),
+            rate_limit: RateLimitSection::default(),
+            lockout: LockoutSection::default(),
+            backup_codes: BackupCodesSection::default(),
+        }
+    }
+}
+
+impl Default for TotpSection {
+    fn default() -> Self {
+        let d = TotpParams::default();
+        Self {
+            algorithm: d.algorithm,
+            digits: d.digits,
+            period: d.period,
+            window: 1,
+        }
+    }
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            max_failures: p.max_failures,
+            window_seconds: p.window,
+        }
+    }
+}
+
+impl Default for LockoutSection {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            threshold: p.lock_threshold,
+            duration_seconds: p.lock_duration,
+            max_duration_seconds: p.lock_max,
+        }
+    }
+}
+
+impl Default for BackupCodesSection {
+    fn default() -> Self {
+        Self { low_warning: 3 }
+    }
+}
+
+impl Config {
+    /// Loads `path`; when `path` is `None`, loads [`DEFAULT_CONFIG`] if it
+    /// exists and uses the defaults otherwise. An explicitly named file must
+    /// exist.
+    pub fn load(path: Option<&Path>) -> Result<Self, Error> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Self::default());
+            }
+            Err(e) => {
+                return Err(Error::Config {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, Error> {
+        let config: Self = toml::from_str(text).map_err(|e| Error::Config {
+            path: origin.to_owned(),
+            reason: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate().map_err(|reason| Error::Config {
+            path: origin.to_owned(),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.socket_mode > 0o777 {
+            return Err(format!(
+                "socket_mode {:o} is not a file mode",
+                self.socket_mode
+            ));
+        }
+        if !self.socket.is_absolute() || !self.state_dir.is_absolute() {
+            return Err("socket and state_dir must be absolute paths".into());
+        }
+        if self.totp.digits != 6 && self.totp.digits != 8 {
+            return Err(format!(
+                "totp.digits must be 6 or 8, not {}",
+                self.totp.digits
+            ));
+        }
+        if !(15..=300).contains(&self.totp.period) {
+            return Err(format!(
+                "totp.period must be 15..=300, not {}",
+                self.totp.period
+            ));
+        }
+        if self.totp.window > 10 {
+            return Err(format!(
+                "totp.window must be 0..=10, not {}",
+                self.totp.window
+            ));
+        }
+        if self.rate_limit.max_failures == 0 || self.rate_limit.window_seconds == 0 {
+            return Err("rate_limit.max_failures and window_seconds must be at least 1".into());
+        }
+        if self.lockout.threshold == 0 || self.lockout.duration_seconds == 0 {
+            return Err("lockout.threshold and duration_seconds must be at least 1".into());
+        }
+        if self.lockout.max_duration_seconds < self.lockout.duration_seconds {
+            return Err("lockout.max_duration_seconds must be >= duration_seconds".into());
+        }
+        Ok(())
+    }
+
+    /// The engine's settings.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            policy: Policy {
+                max_failures: self.rate_limit.max_failures,
+                window: self.rate_limit.window_seconds,
+                lock_threshold: self.lockout.threshold,
+                lock_duration: self.lockout.duration_seconds,
+                lock_max: self.lockout.max_duration_seconds,
+            },
+            window: self.totp.window,
+            defaults: TotpParams {
+                algorithm: self.totp.algorithm,
+                digits: self.totp.digits,
+                period: self.totp.period,
+            },
+            issuer: self.issuer.clone().unwrap_or_else(default_issuer),
+            kdf: KdfParams::default(),
+            backup_codes_low: self.backup_codes.low_warning,
+        }
+    }
+}
+
+fn default_issuer() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.replace(':', "-"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "otpd".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() -> Result<(), Error> {
+        let c = Config::parse("", "test")?;
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.engine_config().policy, Policy::default());
+        Ok(())
+    }
+
+    #[test]
+    fn example_file_parses_and_states_the_defaults() -> Result<(), Box<dyn std::error::Error>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../otpd.toml.example");
+        let text = std::fs::read_to_string(path)?;
+        // Every key is commented out: the file as shipped is the defaults...
+        let shipped = Config::parse(&text, "example")?;
+        assert_eq!(shipped.engine_config().policy, Policy::default());
+        // ...and uncommenting every key must give the same values.
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let explicit = Config::parse(&uncommented, "example uncommented")?;
+        assert_eq!(explicit.engine_config().policy, Policy::default());
+        assert_eq!(explicit.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(explicit.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(explicit.socket_mode, 0o666);
+        assert_eq!(explicit.totp.window, 1);
+        assert_eq!(explicit.engine_config().defaults, TotpParams::default());
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_config_is_a_clear_error() {
+        for (text, needle) in [
+            ("sockett = \"/x\"", "unknown field"),
+            ("[totp]\ndigits = 7", "digits must be 6 or 8"),
+            ("[totp]\nalgorithm = \"md5\"", "unknown variant"),
+            ("[lockout]\nthreshold = 0", "at least 1"),
+            ("socket = \"relative\"", "absolute"),
+            ("this is not toml", "config"),
+        ] {
+            let err = Config::parse(text, "t")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/otpd.toml"))).is_err());
+    }
+}

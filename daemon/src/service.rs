@@ -1,0 +1,398 @@
+//! The gRPC handlers: wire types in, domain calls, wire types out. The one
+//! mapping from domain errors to `tonic::Status` lives here.
+
+use std::sync::Arc;
+
+use otpd_proto::v1 as pb;
+use pb::otpd_server::Otpd;
+use tonic::{Request, Response, Status};
+
+use crate::audit;
+use crate::authz::{Authz, Caller};
+use crate::engine::{self, Decision, Engine, EnrollOptions, LoginContext, Reason, Verdict};
+use crate::error::Error;
+use crate::record::{Method, UserName};
+use crate::secret::Code;
+use crate::totp::Algorithm;
+
+/// The otpd.v1 service.
+#[derive(Debug, Clone)]
+pub struct OtpdService {
+    engine: Arc<Engine>,
+    authz: Arc<Authz>,
+}
+
+impl OtpdService {
+    /// A service deciding with `engine`, authorising with `authz`.
+    pub fn new(engine: Arc<Engine>, authz: Arc<Authz>) -> Self {
+        Self { engine, authz }
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let cred = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred);
+        self.authz
+            .caller(
+                cred.map(|c| c.uid()),
+                cred.map(|c| c.gid()),
+                cred.and_then(|c| c.pid()),
+            )
+            .map_err(|e| {
+                audit::refused(None, "connect", None, &e);
+                Status::from(e)
+            })
+    }
+
+    /// Runs blocking engine work (fsync, Argon2) off the async workers.
+    async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
+    {
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| Error::Internal(format!("worker failed: {e}")))?
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::InvalidUser(_) | Error::InvalidCode(_) | Error::InvalidArgument(_) => {
+                Status::invalid_argument(msg)
+            }
+            Error::PermissionDenied(_) => Status::permission_denied(msg),
+            Error::NotEnrolled { .. } => Status::not_found(msg),
+            Error::NoPendingEnrollment { .. } => Status::failed_precondition(msg),
+            Error::ConfirmMismatch => Status::unauthenticated(msg),
+            Error::Corrupted { .. } => Status::data_loss(msg),
+            Error::StoreLocked { .. } | Error::Store(_) => Status::unavailable(msg),
+            _ => Status::internal(msg),
+        }
+    }
+}
+
+fn parse_user(raw: &[u8], caller: &Caller, action: &'static str) -> Result<UserName, Status> {
+    UserName::parse(raw).map_err(|e| {
+        audit::refused(Some(caller), action, None, &e);
+        Status::from(e)
+    })
+}
+
+fn fail<T>(caller: &Caller, action: &'static str, user: &UserName, e: Error) -> Result<T, Status> {
+    audit::refused(Some(caller), action, Some(user.as_str()), &e);
+    Err(Status::from(e))
+}
+
+fn algorithm_to_wire(a: Algorithm) -> pb::Algorithm {
+    match a {
+        Algorithm::Sha1 => pb::Algorithm::Sha1,
+        Algorithm::Sha256 => pb::Algorithm::Sha256,
+        Algorithm::Sha512 => pb::Algorithm::Sha512,
+    }
+}
+
+fn method_to_wire(m: Option<Method>) -> pb::Method {
+    match m {
+        Some(Method::Totp) => pb::Method::Totp,
+        Some(Method::BackupCode) => pb::Method::BackupCode,
+        None => pb::Method::Unspecified,
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
+    pb::VerifyResponse {
+        decision: match v.decision {
+            Decision::Accepted => pb::Decision::Accepted,
+            Decision::Rejected => pb::Decision::Rejected,
+            Decision::Locked => pb::Decision::Locked,
+            Decision::Throttled => pb::Decision::Throttled,
+            Decision::NotEnrolled => pb::Decision::NotEnrolled,
+        } as i32,
+        reason: match v.reason {
+            Reason::Ok => pb::Reason::Ok,
+            Reason::WrongCode => pb::Reason::WrongCode,
+            Reason::Replayed => pb::Reason::Replayed,
+            Reason::ClockSkew => pb::Reason::ClockSkew,
+            Reason::Locked => pb::Reason::Locked,
+            Reason::Throttled => pb::Reason::Throttled,
+            Reason::NotEnrolled => pb::Reason::NotEnrolled,
+        } as i32,
+        method: method_to_wire(v.method) as i32,
+        backup_codes_left: v.backup_codes_left,
+        retry_after_seconds: v.retry_after,
+        clock_skew_seconds: v.clock_skew_seconds,
+        backup_codes_low: v.backup_codes_low,
+    }
+}
+
+fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
+    pb::UserStatus {
+        user: s.user,
+        state: match s.state {
+            engine::State::NotEnrolled => pb::State::NotEnrolled,
+            engine::State::Pending => pb::State::Pending,
+            engine::State::Active => pb::State::Active,
+            engine::State::Locked => pb::State::Locked,
+        } as i32,
+        algorithm: s.params.map_or(pb::Algorithm::Unspecified, |p| {
+            algorithm_to_wire(p.algorithm)
+        }) as i32,
+        digits: s.params.map_or(0, |p| u32::from(p.digits)),
+        period: s
+            .params
+            .map_or(0, |p| u32::try_from(p.period).unwrap_or(u32::MAX)),
+        backup_codes_left: s.backup_codes_left,
+        consecutive_failures: s.consecutive_failures,
+        locked_until: clamp_i64(s.locked_until),
+        last_success: s.last_success.map(|l| pb::LastSuccess {
+            time: clamp_i64(l.time),
+            service: l.service,
+            remote_host: l.remote_host,
+            method: method_to_wire(Some(l.method)) as i32,
+        }),
+        enrolled_at: clamp_i64(s.enrolled_at),
+        pending: s.pending,
+        clock_skew_seconds: s.clock_skew_seconds,
+    }
+}
+
+fn enroll_options(r: &pb::EnrollStartRequest) -> Result<EnrollOptions, Error> {
+    let algorithm = match pb::Algorithm::try_from(r.algorithm) {
+        Ok(pb::Algorithm::Unspecified) => None,
+        Ok(pb::Algorithm::Sha1) => Some(Algorithm::Sha1),
+        Ok(pb::Algorithm::Sha256) => Some(Algorithm::Sha256),
+        Ok(pb::Algorithm::Sha512) => Some(Algorithm::Sha512),
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown algorithm {}",
+                r.algorithm
+            )));
+        }
+    };
+    let digits = match r.digits {
+        0 => None,
+        d => Some(
+            u8::try_from(d)
+                .map_err(|_| Error::InvalidArgument(format!("digits must be 6 or 8, not {d}")))?,
+        ),
+    };
+    Ok(EnrollOptions {
+        issuer: (!r.issuer.is_empty()).then(|| r.issuer.clone()),
+        algorithm,
+        digits,
+        period: (r.period != 0).then_some(u64::from(r.period)),
+    })
+}
+
+fn codes_to_wire(codes: Vec<crate::backup_codes::PlainCode>) -> Vec<String> {
+    codes.iter().map(|c| c.as_str().to_owned()).collect()
+}
+
+/// Longest service / remote host / tty string kept.
+const MAX_CONTEXT_LEN: usize = 256;
+
+fn context_field(s: String) -> String {
+    if s.len() <= MAX_CONTEXT_LEN {
+        return s;
+    }
+    let mut end = MAX_CONTEXT_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+#[tonic::async_trait]
+impl Otpd for OtpdService {
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let user = parse_user(&r.user, &caller, "verify")?;
+        if let Err(e) = caller.require_self_or_admin(&user, "verify codes") {
+            return fail(&caller, "verify", &user, e);
+        }
+        let code = match Code::parse(&r.code) {
+            Ok(c) => c,
+            Err(e) => return fail(&caller, "verify", &user, e),
+        };
+        let ctx = LoginContext {
+            service: context_field(r.service),
+            remote_host: context_field(r.remote_host),
+            tty: context_field(r.tty),
+        };
+        let (u, c) = (user.clone(), ctx.clone());
+        let mut verdict = match self.run(move |e| e.verify(&u, &code, &c)).await {
+            Ok(v) => v,
+            Err(e) => return fail(&caller, "verify", &user, e),
+        };
+        audit::verify(&caller, user.as_str(), &ctx, &verdict);
+        if !caller.admin && verdict.decision == Decision::NotEnrolled {
+            // To a non-admin, an unknown user looks like a wrong code.
+            verdict.decision = Decision::Rejected;
+            verdict.reason = Reason::WrongCode;
+        }
+        Ok(Response::new(verdict_to_wire(&verdict)))
+    }
+
+    async fn enroll_start(
+        &self,
+        request: Request<pb::EnrollStartRequest>,
+    ) -> Result<Response<pb::EnrollStartResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let user = parse_user(&r.user, &caller, "enroll_start")?;
+        let started = caller
+            .require_admin("enrolling users")
+            .and_then(|()| enroll_options(&r));
+        let opts = match started {
+            Ok(o) => o,
+            Err(e) => return fail(&caller, "enroll_start", &user, e),
+        };
+        let u = user.clone();
+        let started = match self.run(move |e| e.enroll_start(&u, opts)).await {
+            Ok(s) => s,
+            Err(e) => return fail(&caller, "enroll_start", &user, e),
+        };
+        audit::admin(&caller, "enroll_start", user.as_str());
+        Ok(Response::new(pb::EnrollStartResponse {
+            user: user.to_string(),
+            secret_base32: started.secret_base32.as_str().to_owned(),
+            otpauth_uri: started.otpauth_uri.as_str().to_owned(),
+            algorithm: algorithm_to_wire(started.params.algorithm) as i32,
+            digits: u32::from(started.params.digits),
+            period: u32::try_from(started.params.period).unwrap_or(u32::MAX),
+            issuer: started.issuer.clone(),
+        }))
+    }
+
+    async fn enroll_confirm(
+        &self,
+        request: Request<pb::EnrollConfirmRequest>,
+    ) -> Result<Response<pb::EnrollConfirmResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let user = parse_user(&r.user, &caller, "enroll_confirm")?;
+        let code = match caller
+            .require_admin("confirming enrollments")
+            .and_then(|()| Code::parse(&r.code))
+        {
+            Ok(c) => c,
+            Err(e) => return fail(&caller, "enroll_confirm", &user, e),
+        };
+        let u = user.clone();
+        let codes = match self.run(move |e| e.enroll_confirm(&u, &code)).await {
+            Ok(c) => c,
+            Err(e) => return fail(&caller, "enroll_confirm", &user, e),
+        };
+        audit::admin(&caller, "enroll_confirm", user.as_str());
+        Ok(Response::new(pb::EnrollConfirmResponse {
+            backup_codes: codes_to_wire(codes),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::UserStatus>, Status> {
+        let caller = self.caller(&request)?;
+        let user = parse_user(&request.get_ref().user, &caller, "status")?;
+        if let Err(e) = caller.require_self_or_admin(&user, "read the status") {
+            return fail(&caller, "status", &user, e);
+        }
+        let u = user.clone();
+        match self.run(move |e| e.status(&u)).await {
+            Ok(s) => Ok(Response::new(status_to_wire(s))),
+            Err(e) => fail(&caller, "status", &user, e),
+        }
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let caller = self.caller(&request)?;
+        if let Err(e) = caller.require_admin("listing users") {
+            audit::refused(Some(&caller), "list", None, &e);
+            return Err(e.into());
+        }
+        let (users, unreadable) = self.run(|e| e.list()).await.map_err(|e| {
+            audit::refused(Some(&caller), "list", None, &e);
+            Status::from(e)
+        })?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(status_to_wire).collect(),
+            unreadable,
+        }))
+    }
+
+    async fn regenerate_backup_codes(
+        &self,
+        request: Request<pb::RegenerateBackupCodesRequest>,
+    ) -> Result<Response<pb::RegenerateBackupCodesResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let user = parse_user(&request.get_ref().user, &caller, "backup_codes")?;
+        if let Err(e) = caller.require_admin("regenerating backup codes") {
+            return fail(&caller, "backup_codes", &user, e);
+        }
+        let u = user.clone();
+        match self.run(move |e| e.regenerate_backup_codes(&u)).await {
+            Ok(codes) => {
+                audit::admin(&caller, "backup_codes", user.as_str());
+                Ok(Response::new(pb::RegenerateBackupCodesResponse {
+                    backup_codes: codes_to_wire(codes),
+                }))
+            }
+            Err(e) => fail(&caller, "backup_codes", &user, e),
+        }
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let user = parse_user(&request.get_ref().user, &caller, "unlock")?;
+        if let Err(e) = caller.require_admin("unlocking users") {
+            return fail(&caller, "unlock", &user, e);
+        }
+        let u = user.clone();
+        match self.run(move |e| e.unlock(&u)).await {
+            Ok(()) => {
+                audit::admin(&caller, "unlock", user.as_str());
+                Ok(Response::new(pb::UnlockResponse {}))
+            }
+            Err(e) => fail(&caller, "unlock", &user, e),
+        }
+    }
+
+    async fn reset(
+        &self,
+        request: Request<pb::ResetRequest>,
+    ) -> Result<Response<pb::ResetResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let user = parse_user(&request.get_ref().user, &caller, "reset")?;
+        if let Err(e) = caller.require_admin("resetting users") {
+            return fail(&caller, "reset", &user, e);
+        }
+        let u = user.clone();
+        match self.run(move |e| e.reset(&u)).await {
+            Ok(()) => {
+                audit::admin(&caller, "reset", user.as_str());
+                Ok(Response::new(pb::ResetResponse {}))
+            }
+            Err(e) => fail(&caller, "reset", &user, e),
+        }
+    }
+}
