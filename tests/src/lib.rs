@@ -1,1 +1,379 @@
-//! Integration tests live in tests/tests/.
+//! Test harness: the real daemon on a socket in its own temporary
+//! directory, in-process (with a clock the test sets) or as the built
+//! `otpd` binary (with the real clock), and gRPC clients for it.
+//!
+//! The binaries are found next to the test executable's directory
+//! (`target/<profile>/`); `make test` builds them first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd::backup_codes::KdfParams;
+use otpd::config::Config;
+use otpd::engine::EngineConfig;
+use otpd::{Daemon, ManualClock};
+use otpd_proto::v1 as pb;
+use pb::otpd_client::OtpdClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub use pb::Decision;
+
+/// A start time for manual clocks: a step boundary, so that `advance(30)`
+/// moves exactly one step.
+pub const T0: u64 = 1_800_000_000 - 1_800_000_000 % 30;
+
+/// Path of a workspace binary or library built by cargo.
+pub fn built(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A temporary directory that other users can traverse (for the tests
+/// that run a client as `nobody`).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("otpd-test-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A configuration with everything inside `dir`.
+pub fn config_in(dir: &Path) -> Config {
+    Config {
+        socket: dir.join("otpd.sock"),
+        state_dir: dir.join("state"),
+        issuer: Some("otpd-test".into()),
+        ..Config::default()
+    }
+}
+
+/// Engine settings for in-process tests: the defaults, with a cheaper
+/// backup-code hash (the cost is not what these tests are about).
+pub fn test_engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        kdf: KdfParams {
+            m_kib: 1024,
+            t: 1,
+            p: 1,
+        },
+        ..config.engine_config()
+    }
+}
+
+/// Connects a client to a socket.
+pub async fn connect(socket: &Path) -> OtpdClient<Channel> {
+    let path = socket.to_owned();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the daemon");
+    OtpdClient::new(channel)
+}
+
+/// The daemon library serving in a thread of its own, with a manual clock.
+pub struct InProcess {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub clock: Arc<ManualClock>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Starts on a fresh directory.
+    pub fn start() -> Self {
+        let dir = shared_tempdir();
+        let config = config_in(dir.path());
+        Self::start_in(dir, config, Arc::new(ManualClock::new(T0)))
+    }
+
+    /// Starts with a given directory, configuration and clock.
+    pub fn start_in(dir: tempfile::TempDir, config: Config, clock: Arc<ManualClock>) -> Self {
+        // Bound before the thread starts: clients can connect at once.
+        let daemon =
+            Daemon::open_with(&config, test_engine_config(&config), clock.clone()).expect("open");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(daemon.serve(async {
+                let _ = rx.await;
+            }))
+            .unwrap();
+        });
+        Self {
+            dir,
+            config,
+            clock,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Path {
+        &self.config.socket
+    }
+
+    /// A client.
+    pub async fn client(&self) -> OtpdClient<Channel> {
+        connect(self.socket()).await
+    }
+
+    /// Stops the daemon (the store is closed when this returns) and hands
+    /// back the directory and clock for a restart.
+    pub fn stop(mut self) -> (tempfile::TempDir, Config, Arc<ManualClock>) {
+        self.shutdown();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.config.clone(), self.clock.clone())
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The built `otpd` binary, started with `--socket` and `--state-dir` only.
+pub struct Process {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Process {
+    /// Starts `otpd` in `dir` and waits for its readiness notification.
+    pub fn start(dir: &Path) -> Self {
+        Self::try_start(dir)
+            .unwrap_or_else(|(status, stderr)| panic!("otpd did not start ({status}): {stderr}"))
+    }
+
+    /// Starts `otpd`; on failure returns its exit status and stderr.
+    pub fn try_start(dir: &Path) -> Result<Self, (String, String)> {
+        let socket = dir.join("otpd.sock");
+        let state_dir = dir.join("state");
+        let notify_path = dir.join(format!("notify-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let stderr_path = dir.join(format!("otpd-{}.log", nanos()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(built("otpd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let ready = loop {
+            match notify.recv(&mut buf) {
+                Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        let _ = std::fs::remove_file(&notify_path);
+        if !ready {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            return Err((status.to_string(), log));
+        }
+        Ok(Self {
+            child,
+            socket,
+            state_dir,
+            stderr_path,
+        })
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.stderr_path)
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .unwrap();
+        s
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn crash(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// An authenticator app: computes codes from an otpauth URI, with an
+/// independent parser (totp-rs's).
+pub struct App(totp_rs::TOTP);
+
+impl App {
+    /// From the otpauth URI the daemon gave.
+    pub fn from_uri(uri: &str) -> Self {
+        Self(totp_rs::TOTP::from_url_unchecked(uri).expect("valid otpauth URI"))
+    }
+
+    /// The code at Unix time `t`.
+    pub fn code_at(&self, t: u64) -> String {
+        self.0.generate(t)
+    }
+
+    /// The code now (real clock).
+    pub fn code_now(&self) -> String {
+        self.0.generate_current().unwrap()
+    }
+
+    /// A code that is certainly wrong at `t` (and its neighbours).
+    pub fn wrong_code_at(&self, t: u64) -> String {
+        let period = self.0.step;
+        let valid: Vec<String> = (0..5)
+            .map(|i| self.code_at((t + i * period).saturating_sub(2 * period)))
+            .collect();
+        (0..1000u32)
+            .map(|i| format!("{:0width$}", 123_456 + i, width = self.0.digits))
+            .find(|c| !valid.contains(c))
+            .unwrap()
+    }
+
+    /// The secret, base32.
+    pub fn secret_base32(&self) -> String {
+        self.0.get_secret_base32()
+    }
+
+    /// The raw secret.
+    pub fn secret(&self) -> Vec<u8> {
+        self.0.secret.clone()
+    }
+}
+
+/// Enrolls and confirms `user` at the clock's time; returns the app and the
+/// backup codes.
+pub async fn enroll(client: &mut OtpdClient<Channel>, user: &str, now: u64) -> (App, Vec<String>) {
+    let started = client
+        .enroll_start(pb::EnrollStartRequest {
+            user: user.as_bytes().to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let app = App::from_uri(&started.otpauth_uri);
+    let codes = client
+        .enroll_confirm(pb::EnrollConfirmRequest {
+            user: user.as_bytes().to_vec().into(),
+            code: app.code_at(now).into_bytes().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .backup_codes;
+    (app, codes)
+}
+
+/// A Verify request.
+pub fn verify_req(user: &str, code: &str) -> pb::VerifyRequest {
+    pb::VerifyRequest {
+        user: user.as_bytes().to_vec().into(),
+        code: code.as_bytes().to_vec().into(),
+        service: "test".into(),
+        remote_host: "192.0.2.7".into(),
+        tty: "ssh".into(),
+    }
+}
+
+/// Verifies and returns the reply.
+pub async fn verify(
+    client: &mut OtpdClient<Channel>,
+    user: &str,
+    code: &str,
+) -> pb::VerifyResponse {
+    client
+        .verify(verify_req(user, code))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The status of a user.
+pub async fn status(client: &mut OtpdClient<Channel>, user: &str) -> pb::UserStatus {
+    client
+        .get_status(pb::GetStatusRequest {
+            user: user.as_bytes().to_vec().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}

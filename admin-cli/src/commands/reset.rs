@@ -1,0 +1,23 @@
+//! `otpctl reset USER`: remove everything otpd keeps about the user.
+
+use std::process::ExitCode;
+
+use otpd_proto::v1::ResetRequest;
+
+use crate::cli::UserArgs;
+use crate::client::Client;
+use crate::error::Error;
+use crate::output::Printer;
+
+pub async fn run(
+    client: &mut Client,
+    p: &mut Printer<'_>,
+    args: UserArgs,
+) -> Result<ExitCode, Error> {
+    let request = ResetRequest {
+        user: args.user.as_bytes().to_vec().into(),
+    };
+    client.reset(request).await?;
+    p.reset(&args.user)?;
+    Ok(ExitCode::SUCCESS)
+}

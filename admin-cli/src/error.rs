@@ -1,0 +1,211 @@
+//! The one error type of otpctl, and its mapping to exit codes.
+
+use std::io;
+use std::path::PathBuf;
+
+use tonic::Code;
+
+/// Exit codes other than 0 (success), documented in `otpctl --help`.
+pub mod exit {
+    /// The code was rejected: verify rejected, locked or throttled, or
+    /// confirm with a wrong code (daemon status UNAUTHENTICATED).
+    pub const REJECTED: u8 = 1;
+    /// Usage error (clap's own exit code) or invalid argument (daemon
+    /// status INVALID_ARGUMENT, or an unusable `--qr-png` path).
+    pub const USAGE: u8 = 2;
+    /// The daemon cannot be reached on its socket.
+    pub const UNREACHABLE: u8 = 3;
+    /// Permission denied (daemon status PERMISSION_DENIED, or the socket
+    /// refuses the connection).
+    pub const PERMISSION: u8 = 4;
+    /// Any other error: other daemon statuses (NOT_FOUND,
+    /// FAILED_PRECONDITION, DATA_LOSS, UNAVAILABLE, INTERNAL, ...) and
+    /// local I/O errors.
+    pub const OTHER: u8 = 5;
+}
+
+/// Everything that can make otpctl fail. None of the messages holds a
+/// secret, a code or a backup code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Nothing answers on the socket.
+    #[error(
+        "cannot reach otpd at {socket}: {source}; is the daemon running? \
+         Start it with 'systemctl start otpd' or 'otpd --socket {socket}'",
+        socket = .socket.display()
+    )]
+    Unreachable { socket: PathBuf, source: io::Error },
+
+    /// The socket's permissions refuse us.
+    #[error(
+        "permission denied: cannot connect to otpd at {socket}: {source}; \
+         run otpctl as root or as a member of otpd's admin group",
+        socket = .socket.display()
+    )]
+    SocketPermission { socket: PathBuf, source: io::Error },
+
+    /// The socket accepted, but no gRPC connection could be set up over it.
+    #[error("cannot reach otpd at {socket}: {source}", socket = .socket.display())]
+    Transport {
+        socket: PathBuf,
+        source: tonic::transport::Error,
+    },
+
+    /// The daemon answered with an error status.
+    #[error("{}", status_line(.0))]
+    Status(tonic::Status),
+
+    /// `--qr-png` names a file that exists already.
+    #[error("refusing to overwrite {}: the file exists", .path.display())]
+    PngExists { path: PathBuf },
+
+    /// `--qr-png` names a file that cannot be created.
+    #[error("cannot create {}: {source}", .path.display())]
+    PngCreate { path: PathBuf, source: io::Error },
+
+    /// Writing the PNG failed.
+    #[error("cannot write the QR code to {}: {source}", .path.display())]
+    PngWrite {
+        path: PathBuf,
+        source: image::ImageError,
+    },
+
+    /// The otpauth URI does not fit in a QR code.
+    #[error("cannot make a QR code of the otpauth URI: {0}")]
+    Qr(qrcode::types::QrError),
+
+    /// Reading the code typed at the prompt failed.
+    #[error("cannot read the code from the terminal: {0}")]
+    Prompt(io::Error),
+
+    /// Writing to stdout or stderr failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] io::Error),
+
+    /// The async runtime could not be started.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Status(status)
+    }
+}
+
+impl Error {
+    /// The process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Unreachable { .. } | Error::Transport { .. } => exit::UNREACHABLE,
+            Error::SocketPermission { .. } => exit::PERMISSION,
+            Error::Status(status) => match status.code() {
+                Code::Unauthenticated => exit::REJECTED,
+                Code::InvalidArgument => exit::USAGE,
+                Code::PermissionDenied => exit::PERMISSION,
+                _ => exit::OTHER,
+            },
+            Error::PngExists { .. } | Error::PngCreate { .. } => exit::USAGE,
+            Error::PngWrite { .. }
+            | Error::Qr(_)
+            | Error::Prompt(_)
+            | Error::Output(_)
+            | Error::Runtime(_) => exit::OTHER,
+        }
+    }
+
+    /// The error for a failed connect to the socket: "not allowed" when the
+    /// socket's permissions refuse us, else "nobody listens".
+    pub fn connect(socket: PathBuf, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            Error::SocketPermission { socket, source }
+        } else {
+            Error::Unreachable { socket, source }
+        }
+    }
+}
+
+/// A short prefix for the status code, then the daemon's message verbatim.
+fn status_line(status: &tonic::Status) -> String {
+    let prefix = match status.code() {
+        Code::Ok => "unexpected OK status",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "not implemented by this otpd",
+        Code::Internal => "internal error in otpd",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "code rejected",
+    };
+    if status.message().is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}: {}", status.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_to_documented_exit_codes() {
+        let cases = [
+            (Code::Unauthenticated, 1),
+            (Code::InvalidArgument, 2),
+            (Code::PermissionDenied, 4),
+            (Code::NotFound, 5),
+            (Code::FailedPrecondition, 5),
+            (Code::DataLoss, 5),
+            (Code::Unavailable, 5),
+            (Code::Internal, 5),
+        ];
+        for (code, exit) in cases {
+            assert_eq!(
+                Error::Status(tonic::Status::new(code, "x")).exit_code(),
+                exit,
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_message_is_printed_verbatim_after_a_prefix() {
+        let e = Error::Status(tonic::Status::permission_denied(
+            "uid 1000 may not call Reset",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "permission denied: uid 1000 may not call Reset"
+        );
+        let e = Error::Status(tonic::Status::not_found(""));
+        assert_eq!(e.to_string(), "not found");
+    }
+
+    #[test]
+    fn unreachable_names_the_socket_and_how_to_start_the_daemon() {
+        let e = Error::connect(
+            PathBuf::from("/run/otpd/otpd.sock"),
+            io::Error::from_raw_os_error(2),
+        );
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(
+            e.to_string(),
+            "cannot reach otpd at /run/otpd/otpd.sock: No such file or directory (os error 2); \
+             is the daemon running? Start it with 'systemctl start otpd' or \
+             'otpd --socket /run/otpd/otpd.sock'"
+        );
+        let e = Error::connect(PathBuf::from("/s"), io::Error::from_raw_os_error(13));
+        assert_eq!(e.exit_code(), 4);
+    }
+}

@@ -1,0 +1,40 @@
+//! otpctl: the admin CLI of otpd. See `otpctl --help` for the commands and
+//! the exit codes.
+
+mod cli;
+mod client;
+mod commands;
+mod error;
+mod output;
+mod qr;
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::error::Error;
+use crate::output::Printer;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&mut io::stderr().lock(), &e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, Error> {
+    // Exits 2 itself on a usage error (0 for --help and --version).
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let (mut stdout, mut stderr) = (io::stdout().lock(), io::stderr().lock());
+    let mut printer = Printer::new(&mut stdout, &mut stderr, cli.json);
+    runtime.block_on(commands::run(cli, &mut printer))
+}

@@ -1,0 +1,991 @@
+//! All printing: the human text and the `--json` shapes, in one place.
+//!
+//! Human output goes to stdout; warnings and the one error line go to
+//! stderr, prefixed with `otpctl: warning: ` / `otpctl: error: `. `--json`
+//! prints exactly one JSON value on one line to stdout.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use otpd_proto::v1::{
+    Algorithm, Decision, LastSuccess, Method, Reason, State, UserStatus, VerifyResponse,
+};
+use serde::Serialize;
+
+use crate::commands::enroll::Enrollment;
+use crate::error::Error;
+
+/// The prompt of an interactive `otpctl enroll`.
+pub const CONFIRM_PROMPT: &str = "Enter the code shown in the app to confirm: ";
+
+/// Prints the one error line of a failed run.
+pub fn error(err: &mut dyn Write, e: &Error) {
+    // If stderr itself is gone there is no one left to tell.
+    let _ = writeln!(err, "otpctl: error: {e}");
+}
+
+/// Where and how a command prints.
+pub struct Printer<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    json: bool,
+}
+
+impl<'a> Printer<'a> {
+    pub fn new(out: &'a mut dyn Write, err: &'a mut dyn Write, json: bool) -> Self {
+        Printer { out, err, json }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    fn json_line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        serde_json::to_writer(&mut *self.out, value)?;
+        writeln!(self.out)
+    }
+
+    fn warning(&mut self, message: &str) -> io::Result<()> {
+        writeln!(self.err, "otpctl: warning: {message}")
+    }
+
+    /// The new secret of `otpctl enroll`: QR code, URI, parameters and key.
+    pub fn enrollment(
+        &mut self,
+        e: &Enrollment,
+        qr: Option<&str>,
+        png: Option<&Path>,
+    ) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                issuer: &'a str,
+                secret: &'a str,
+                otpauth_uri: &'a str,
+                algorithm: Option<&'static str>,
+                digits: u32,
+                period: u32,
+            }
+            return self.json_line(&Json {
+                user: &e.user,
+                issuer: &e.issuer,
+                secret: &e.secret,
+                otpauth_uri: &e.otpauth_uri,
+                algorithm: algorithm_name(e.algorithm),
+                digits: e.digits,
+                period: e.period,
+            });
+        }
+        if let Some(qr) = qr {
+            writeln!(self.out, "{qr}")?;
+            writeln!(self.out)?;
+        }
+        writeln!(
+            self.out,
+            "Scan the QR code with an authenticator app, or type in the key by hand."
+        )?;
+        writeln!(self.out)?;
+        let algorithm =
+            algorithm_name(e.algorithm).map_or_else(|| "-".to_owned(), str::to_uppercase);
+        writeln!(self.out, "Account:    {}", e.user)?;
+        writeln!(self.out, "Issuer:     {}", e.issuer)?;
+        writeln!(self.out, "Algorithm:  {algorithm}")?;
+        writeln!(self.out, "Digits:     {}", e.digits)?;
+        writeln!(self.out, "Period:     {}s", e.period)?;
+        writeln!(self.out, "Key:        {}", &*group_key(&e.secret))?;
+        writeln!(self.out, "URI:        {}", &*e.otpauth_uri)?;
+        if let Some(png) = png {
+            writeln!(
+                self.out,
+                "QR PNG:     {} (holds the secret: delete it once scanned)",
+                png.display()
+            )?;
+        }
+        writeln!(self.out)
+    }
+
+    /// Asks for the first code after `enrollment` (human mode only).
+    pub fn confirm_prompt(&mut self) -> io::Result<()> {
+        write!(self.out, "{CONFIRM_PROMPT}")?;
+        self.out.flush()
+    }
+
+    /// Tells how to confirm later, when `enroll` does not prompt (or the
+    /// prompt got no code; `eof`: not even a newline).
+    pub fn confirm_hint(&mut self, user: &str, eof: bool) -> io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        if eof {
+            writeln!(self.out)?;
+        }
+        writeln!(self.out, "Confirm with: otpctl confirm {user} CODE")
+    }
+
+    /// The backup codes after a confirmation at the prompt of `enroll`.
+    pub fn confirmed_at_prompt(&mut self, user: &str, codes: &[String]) -> io::Result<()> {
+        writeln!(self.out)?;
+        self.backup_codes(user, codes)
+    }
+
+    /// Backup codes issued by confirm, `enroll` or `backup-codes`.
+    pub fn backup_codes(&mut self, user: &str, codes: &[String]) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                backup_codes: &'a [String],
+            }
+            return self.json_line(&Json {
+                user,
+                backup_codes: codes,
+            });
+        }
+        writeln!(
+            self.out,
+            "Backup codes for {user} (shown only this once; each code works once):"
+        )?;
+        for code in codes {
+            writeln!(self.out, "{code}")?;
+        }
+        Ok(())
+    }
+
+    /// `otpctl unlock`.
+    pub fn unlocked(&mut self, user: &str) -> io::Result<()> {
+        self.done(user, format!("unlocked {user}"))
+    }
+
+    /// `otpctl reset`.
+    pub fn reset(&mut self, user: &str) -> io::Result<()> {
+        self.done(
+            user,
+            format!("reset {user}: secret, backup codes and counters removed"),
+        )
+    }
+
+    fn done(&mut self, user: &str, line: String) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                ok: bool,
+            }
+            return self.json_line(&Json { user, ok: true });
+        }
+        writeln!(self.out, "{line}")
+    }
+
+    /// `otpctl status`: a table (or a JSON array) of users, sorted by name.
+    /// Users whose record cannot be opened are listed as "unreadable", with a
+    /// warning each on stderr.
+    pub fn status(&mut self, users: &[UserStatus], unreadable: &[String]) -> io::Result<()> {
+        for user in unreadable {
+            self.warning(&format!(
+                "the record of {user} cannot be opened (corrupted, or sealed under \
+                 another key); {user} cannot log in until it is reset"
+            ))?;
+        }
+        let mut rows: Vec<Row<'_>> = users
+            .iter()
+            .map(Row::Status)
+            .chain(unreadable.iter().map(|u| Row::Unreadable(u)))
+            .collect();
+        rows.sort_by(|a, b| a.user().cmp(b.user()));
+
+        if self.json {
+            let json: Vec<StatusJson<'_>> = rows.iter().map(StatusJson::from).collect();
+            return self.json_line(&json);
+        }
+        let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
+        write!(self.out, "{}", table(&STATUS_HEADER, &cells))
+    }
+
+    /// `otpctl verify`: one line, or one JSON object.
+    pub fn verify(&mut self, user: &str, r: &VerifyResponse) -> io::Result<()> {
+        if r.decision() == Decision::Accepted && r.backup_codes_low {
+            let left = r.backup_codes_left;
+            let noun = if left == 1 { "code" } else { "codes" };
+            self.warning(&format!(
+                "only {left} backup {noun} left for {user}; issue new ones with \
+                 'otpctl backup-codes {user}'"
+            ))?;
+        }
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                accepted: bool,
+                decision: &'static str,
+                reason: &'static str,
+                method: Option<&'static str>,
+                backup_codes_left: u32,
+                retry_after_seconds: u64,
+                clock_skew_seconds: i64,
+                backup_codes_low: bool,
+            }
+            return self.json_line(&Json {
+                user,
+                accepted: r.decision() == Decision::Accepted,
+                decision: decision_name(r.decision()),
+                reason: reason_name(r.reason()),
+                method: method_name(r.method()),
+                backup_codes_left: r.backup_codes_left,
+                retry_after_seconds: r.retry_after_seconds,
+                clock_skew_seconds: r.clock_skew_seconds,
+                backup_codes_low: r.backup_codes_low,
+            });
+        }
+        writeln!(self.out, "{}", verify_line(r))
+    }
+}
+
+/// The human line for a verify answer.
+fn verify_line(r: &VerifyResponse) -> String {
+    let retry = |what: &str| match r.retry_after_seconds {
+        0 => format!("rejected: {what}"),
+        s => format!("rejected: {what}, retry in {}", duration(s)),
+    };
+    match r.decision() {
+        Decision::Accepted => match r.method() {
+            Method::BackupCode => format!("accepted (backup code, {} left)", r.backup_codes_left),
+            Method::Totp | Method::Unspecified => "accepted (totp)".to_owned(),
+        },
+        Decision::Locked => retry("locked"),
+        Decision::Throttled => retry("throttled"),
+        Decision::NotEnrolled => "rejected: not enrolled".to_owned(),
+        Decision::Rejected => match r.reason() {
+            Reason::Replayed => "rejected: code already used".to_owned(),
+            Reason::ClockSkew => match r.clock_skew_seconds {
+                0 => "rejected: clock skew, check the clock of the device".to_owned(),
+                s => format!(
+                    "rejected: clock skew, the device clock is {} {}",
+                    duration(s.unsigned_abs()),
+                    if s > 0 { "ahead" } else { "behind" }
+                ),
+            },
+            Reason::Locked => retry("locked"),
+            Reason::Throttled => retry("throttled"),
+            Reason::NotEnrolled => "rejected: not enrolled".to_owned(),
+            Reason::WrongCode | Reason::Ok | Reason::Unspecified => {
+                "rejected: wrong code".to_owned()
+            }
+        },
+        Decision::Unspecified => "rejected: unknown answer from otpd".to_owned(),
+    }
+}
+
+const STATUS_HEADER: [&str; 8] = [
+    "USER",
+    "STATE",
+    "TOTP",
+    "BACKUP",
+    "FAILS",
+    "LOCKED-UNTIL",
+    "LAST-SUCCESS",
+    "ENROLLED",
+];
+
+/// One line of `otpctl status`.
+enum Row<'a> {
+    Status(&'a UserStatus),
+    Unreadable(&'a str),
+}
+
+impl Row<'_> {
+    fn user(&self) -> &str {
+        match self {
+            Row::Status(s) => &s.user,
+            Row::Unreadable(u) => u,
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let s = match self {
+            Row::Status(s) => s,
+            Row::Unreadable(u) => {
+                let mut cells = vec![(*u).to_owned(), "unreadable".to_owned()];
+                cells.resize(STATUS_HEADER.len(), "-".to_owned());
+                return cells;
+            }
+        };
+        let mut state = state_label(s.state()).to_owned();
+        if s.pending && matches!(s.state(), State::Active | State::Locked) {
+            state.push_str("+pending");
+        }
+        let totp = match algorithm_name(s.algorithm()) {
+            Some(alg) if s.digits != 0 && s.period != 0 => {
+                format!("{alg}/{}/{}s", s.digits, s.period)
+            }
+            _ => "-".to_owned(),
+        };
+        let last_success = s
+            .last_success
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), last_success_text);
+        vec![
+            s.user.clone(),
+            state,
+            totp,
+            s.backup_codes_left.to_string(),
+            s.consecutive_failures.to_string(),
+            rfc3339(s.locked_until).unwrap_or_else(|| "-".to_owned()),
+            last_success,
+            rfc3339(s.enrolled_at).unwrap_or_else(|| "-".to_owned()),
+        ]
+    }
+}
+
+/// "TIME SERVICE from HOST"; " from HOST" is left out when no host was
+/// recorded, and a missing service shows as "-".
+fn last_success_text(l: &LastSuccess) -> String {
+    let time = rfc3339(l.time).unwrap_or_else(|| "-".to_owned());
+    let service = if l.service.is_empty() {
+        "-"
+    } else {
+        &l.service
+    };
+    if l.remote_host.is_empty() {
+        format!("{time} {service}")
+    } else {
+        format!("{time} {service} from {}", l.remote_host)
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    user: &'a str,
+    state: &'static str,
+    pending: bool,
+    algorithm: Option<&'static str>,
+    digits: u32,
+    period: u32,
+    backup_codes_left: u32,
+    consecutive_failures: u32,
+    locked_until: Option<String>,
+    last_success: Option<LastSuccessJson<'a>>,
+    enrolled_at: Option<String>,
+    clock_skew_seconds: i64,
+}
+
+#[derive(Serialize)]
+struct LastSuccessJson<'a> {
+    time: Option<String>,
+    service: &'a str,
+    remote_host: &'a str,
+    method: Option<&'static str>,
+}
+
+impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
+    fn from(row: &'a Row<'a>) -> Self {
+        match row {
+            Row::Status(s) => StatusJson {
+                user: &s.user,
+                state: state_json(s.state()),
+                pending: s.pending,
+                algorithm: algorithm_name(s.algorithm()),
+                digits: s.digits,
+                period: s.period,
+                backup_codes_left: s.backup_codes_left,
+                consecutive_failures: s.consecutive_failures,
+                locked_until: rfc3339(s.locked_until),
+                last_success: s.last_success.as_ref().map(|l| LastSuccessJson {
+                    time: rfc3339(l.time),
+                    service: &l.service,
+                    remote_host: &l.remote_host,
+                    method: method_name(l.method()),
+                }),
+                enrolled_at: rfc3339(s.enrolled_at),
+                clock_skew_seconds: s.clock_skew_seconds,
+            },
+            Row::Unreadable(user) => StatusJson {
+                user,
+                state: "unreadable",
+                pending: false,
+                algorithm: None,
+                digits: 0,
+                period: 0,
+                backup_codes_left: 0,
+                consecutive_failures: 0,
+                locked_until: None,
+                last_success: None,
+                enrolled_at: None,
+                clock_skew_seconds: 0,
+            },
+        }
+    }
+}
+
+/// Left-aligned columns, two spaces apart, no trailing blanks; widths are
+/// counted in characters.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = width.saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Unix seconds as RFC 3339 UTC to the second; `None` for 0 (no time).
+/// Times humantime cannot show (before 1970, after 9999) print as
+/// "@SECONDS".
+pub fn rfc3339(unix: i64) -> Option<String> {
+    // 10000-01-01T00:00:00Z: the end of humantime's range.
+    const MAX: i64 = 253_402_300_800;
+    match unix {
+        0 => None,
+        1..MAX => {
+            let time = UNIX_EPOCH.checked_add(Duration::from_secs(unix.unsigned_abs()))?;
+            Some(humantime::format_rfc3339_seconds(time).to_string())
+        }
+        _ => Some(format!("@{unix}")),
+    }
+}
+
+/// A span of seconds as "1d 2h 3m 4s", leaving out zero parts ("14m 12s",
+/// "40s", "2h 5s"); "0s" for zero.
+pub fn duration(seconds: u64) -> String {
+    let parts = [
+        (seconds / 86_400, "d"),
+        (seconds / 3_600 % 24, "h"),
+        (seconds / 60 % 60, "m"),
+        (seconds % 60, "s"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n != 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".to_owned()
+    } else {
+        text.join(" ")
+    }
+}
+
+/// "ABCD EFGH IJ": the key in blocks of four, for typing in by hand.
+fn group_key(secret: &str) -> zeroize::Zeroizing<String> {
+    let mut grouped = zeroize::Zeroizing::new(String::with_capacity(secret.len() * 5 / 4 + 1));
+    for (i, c) in secret.chars().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    grouped
+}
+
+fn algorithm_name(a: Algorithm) -> Option<&'static str> {
+    match a {
+        Algorithm::Sha1 => Some("sha1"),
+        Algorithm::Sha256 => Some("sha256"),
+        Algorithm::Sha512 => Some("sha512"),
+        Algorithm::Unspecified => None,
+    }
+}
+
+fn method_name(m: Method) -> Option<&'static str> {
+    match m {
+        Method::Totp => Some("totp"),
+        Method::BackupCode => Some("backup_code"),
+        Method::Unspecified => None,
+    }
+}
+
+fn state_label(s: State) -> &'static str {
+    match s {
+        State::NotEnrolled => "not-enrolled",
+        State::Pending => "pending",
+        State::Active => "active",
+        State::Locked => "locked",
+        State::Unspecified => "unknown",
+    }
+}
+
+fn state_json(s: State) -> &'static str {
+    match s {
+        State::NotEnrolled => "not_enrolled",
+        State::Pending => "pending",
+        State::Active => "active",
+        State::Locked => "locked",
+        State::Unspecified => "unknown",
+    }
+}
+
+fn decision_name(d: Decision) -> &'static str {
+    match d {
+        Decision::Accepted => "accepted",
+        Decision::Rejected => "rejected",
+        Decision::Locked => "locked",
+        Decision::Throttled => "throttled",
+        Decision::NotEnrolled => "not_enrolled",
+        Decision::Unspecified => "unspecified",
+    }
+}
+
+fn reason_name(r: Reason) -> &'static str {
+    match r {
+        Reason::Ok => "ok",
+        Reason::WrongCode => "wrong_code",
+        Reason::Replayed => "replayed",
+        Reason::ClockSkew => "clock_skew",
+        Reason::Locked => "locked",
+        Reason::Throttled => "throttled",
+        Reason::NotEnrolled => "not_enrolled",
+        Reason::Unspecified => "unspecified",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use zeroize::Zeroizing;
+
+    /// Runs `f` on a printer; returns (stdout, stderr).
+    fn render(json: bool, f: impl FnOnce(&mut Printer<'_>) -> io::Result<()>) -> (String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        f(&mut Printer::new(&mut out, &mut err, json)).unwrap();
+        (
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    /// Parses the single JSON line of `out`.
+    fn json_of(out: &str) -> Value {
+        assert!(out.ends_with('\n'));
+        assert_eq!(out.lines().count(), 1, "one line: {out}");
+        serde_json::from_str(out).unwrap()
+    }
+
+    const T0: i64 = 1_700_000_000; // 2023-11-14T22:13:20Z
+
+    fn alice() -> UserStatus {
+        UserStatus {
+            user: "alice".into(),
+            state: State::Active.into(),
+            algorithm: Algorithm::Sha1.into(),
+            digits: 6,
+            period: 30,
+            backup_codes_left: 9,
+            consecutive_failures: 0,
+            locked_until: 0,
+            last_success: Some(LastSuccess {
+                time: T0 + 60,
+                service: "sshd".into(),
+                remote_host: "192.0.2.7".into(),
+                method: Method::Totp.into(),
+            }),
+            enrolled_at: T0,
+            pending: true,
+            clock_skew_seconds: -30,
+        }
+    }
+
+    fn bob() -> UserStatus {
+        UserStatus {
+            user: "bob".into(),
+            state: State::Locked.into(),
+            algorithm: Algorithm::Sha256.into(),
+            digits: 8,
+            period: 60,
+            backup_codes_left: 10,
+            consecutive_failures: 12,
+            locked_until: T0 + 852,
+            last_success: None,
+            enrolled_at: T0,
+            pending: false,
+            clock_skew_seconds: 0,
+        }
+    }
+
+    fn carol() -> UserStatus {
+        UserStatus {
+            user: "carol".into(),
+            state: State::NotEnrolled.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(852), "14m 12s");
+        assert_eq!(duration(40), "40s");
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(60), "1m");
+        assert_eq!(duration(3_605), "1h 5s");
+        assert_eq!(duration(90_061), "1d 1h 1m 1s");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339(0), None);
+        assert_eq!(rfc3339(T0).as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(rfc3339(1).as_deref(), Some("1970-01-01T00:00:01Z"));
+        assert_eq!(rfc3339(-5).as_deref(), Some("@-5"));
+        assert_eq!(rfc3339(i64::MAX), Some(format!("@{}", i64::MAX)));
+    }
+
+    #[test]
+    fn key_is_grouped_in_blocks_of_four() {
+        assert_eq!(&*group_key("JBSWY3DPEHPK3PXP"), "JBSW Y3DP EHPK 3PXP");
+        assert_eq!(&*group_key("ABCDEF"), "ABCD EF");
+        assert_eq!(&*group_key(""), "");
+    }
+
+    #[test]
+    fn table_aligns_columns_without_trailing_blanks() {
+        let rows = vec![
+            vec!["a".to_owned(), "long value".to_owned(), "x".to_owned()],
+            vec!["wider".to_owned(), "v".to_owned(), "-".to_owned()],
+        ];
+        assert_eq!(
+            table(&["H1", "H2", "LAST-COLUMN"], &rows),
+            "H1     H2          LAST-COLUMN\n\
+             a      long value  x\n\
+             wider  v           -\n"
+        );
+        // Widths count characters, not bytes.
+        let rows = vec![vec!["jörg".to_owned(), "x".to_owned()]];
+        assert_eq!(table(&["USER", "S"], &rows), "USER  S\njörg  x\n");
+    }
+
+    #[test]
+    fn status_table() {
+        let (out, err) = render(false, |p| {
+            p.status(&[carol(), bob(), alice()], &["dave".to_owned()])
+        });
+        let expected = "\
+USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED
+alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z
+bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z
+carol  not-enrolled    -             0       0      -                     -                                         -
+dave   unreadable      -             -       -      -                     -                                         -
+";
+        assert_eq!(out, expected);
+        assert_eq!(
+            err,
+            "otpctl: warning: the record of dave cannot be opened (corrupted, or sealed under \
+             another key); dave cannot log in until it is reset\n"
+        );
+    }
+
+    #[test]
+    fn status_pending_and_missing_host() {
+        let mut s = alice();
+        s.state = State::Pending.into();
+        s.last_success = Some(LastSuccess {
+            time: T0,
+            service: "login".into(),
+            remote_host: String::new(),
+            method: Method::BackupCode.into(),
+        });
+        let (out, _) = render(false, |p| p.status(&[s], &[]));
+        let line = out.lines().nth(1).unwrap();
+        assert!(line.starts_with("alice  pending  sha1/6/30s"), "{line}");
+        assert!(line.contains("2023-11-14T22:13:20Z login  "), "{line}");
+    }
+
+    #[test]
+    fn status_with_no_users_prints_the_header() {
+        let (out, err) = render(false, |p| p.status(&[], &[]));
+        assert_eq!(
+            out,
+            "USER  STATE  TOTP  BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED\n"
+        );
+        assert_eq!(err, "");
+        let (out, _) = render(true, |p| p.status(&[], &[]));
+        assert_eq!(out, "[]\n");
+    }
+
+    #[test]
+    fn status_json() {
+        let (out, _) = render(true, |p| {
+            p.status(&[bob(), alice(), carol()], &["dave".to_owned()])
+        });
+        assert_eq!(
+            json_of(&out),
+            json!([
+                {
+                    "user": "alice", "state": "active", "pending": true, "algorithm": "sha1",
+                    "digits": 6, "period": 30, "backup_codes_left": 9, "consecutive_failures": 0,
+                    "locked_until": null,
+                    "last_success": {
+                        "time": "2023-11-14T22:14:20Z", "service": "sshd",
+                        "remote_host": "192.0.2.7", "method": "totp"
+                    },
+                    "enrolled_at": "2023-11-14T22:13:20Z", "clock_skew_seconds": -30
+                },
+                {
+                    "user": "bob", "state": "locked", "pending": false, "algorithm": "sha256",
+                    "digits": 8, "period": 60, "backup_codes_left": 10, "consecutive_failures": 12,
+                    "locked_until": "2023-11-14T22:27:32Z", "last_success": null,
+                    "enrolled_at": "2023-11-14T22:13:20Z", "clock_skew_seconds": 0
+                },
+                {
+                    "user": "carol", "state": "not_enrolled", "pending": false, "algorithm": null,
+                    "digits": 0, "period": 0, "backup_codes_left": 0, "consecutive_failures": 0,
+                    "locked_until": null, "last_success": null, "enrolled_at": null,
+                    "clock_skew_seconds": 0
+                },
+                {
+                    "user": "dave", "state": "unreadable", "pending": false, "algorithm": null,
+                    "digits": 0, "period": 0, "backup_codes_left": 0, "consecutive_failures": 0,
+                    "locked_until": null, "last_success": null, "enrolled_at": null,
+                    "clock_skew_seconds": 0
+                }
+            ])
+        );
+        // Field order is part of the stable output.
+        assert!(out.starts_with(
+            r#"[{"user":"alice","state":"active","pending":true,"algorithm":"sha1","digits":6,"#
+        ));
+    }
+
+    fn verify(decision: Decision, reason: Reason) -> VerifyResponse {
+        VerifyResponse {
+            decision: decision.into(),
+            reason: reason.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verify_lines() {
+        let mut totp = verify(Decision::Accepted, Reason::Ok);
+        totp.method = Method::Totp.into();
+        totp.backup_codes_left = 10;
+        let mut backup = verify(Decision::Accepted, Reason::Ok);
+        backup.method = Method::BackupCode.into();
+        backup.backup_codes_left = 9;
+        let mut locked = verify(Decision::Locked, Reason::Locked);
+        locked.retry_after_seconds = 852;
+        let mut throttled = verify(Decision::Throttled, Reason::Throttled);
+        throttled.retry_after_seconds = 40;
+        let mut ahead = verify(Decision::Rejected, Reason::ClockSkew);
+        ahead.clock_skew_seconds = 90;
+        let mut behind = verify(Decision::Rejected, Reason::ClockSkew);
+        behind.clock_skew_seconds = -3_600;
+        let cases = [
+            (totp, "accepted (totp)"),
+            (backup, "accepted (backup code, 9 left)"),
+            (
+                verify(Decision::Rejected, Reason::WrongCode),
+                "rejected: wrong code",
+            ),
+            (
+                verify(Decision::Rejected, Reason::Replayed),
+                "rejected: code already used",
+            ),
+            (locked, "rejected: locked, retry in 14m 12s"),
+            (verify(Decision::Locked, Reason::Locked), "rejected: locked"),
+            (throttled, "rejected: throttled, retry in 40s"),
+            (
+                verify(Decision::NotEnrolled, Reason::NotEnrolled),
+                "rejected: not enrolled",
+            ),
+            (
+                ahead,
+                "rejected: clock skew, the device clock is 1m 30s ahead",
+            ),
+            (
+                behind,
+                "rejected: clock skew, the device clock is 1h behind",
+            ),
+            (
+                verify(Decision::Rejected, Reason::ClockSkew),
+                "rejected: clock skew, check the clock of the device",
+            ),
+            (
+                verify(Decision::Unspecified, Reason::Unspecified),
+                "rejected: unknown answer from otpd",
+            ),
+        ];
+        for (response, line) in cases {
+            let (out, err) = render(false, |p| p.verify("alice", &response));
+            assert_eq!(out, format!("{line}\n"));
+            assert_eq!(err, "");
+        }
+    }
+
+    #[test]
+    fn verify_json_and_low_backup_code_warning() {
+        let mut r = verify(Decision::Accepted, Reason::Ok);
+        r.method = Method::BackupCode.into();
+        r.backup_codes_left = 1;
+        r.backup_codes_low = true;
+        let (out, err) = render(true, |p| p.verify("alice", &r));
+        assert_eq!(
+            out,
+            r#"{"user":"alice","accepted":true,"decision":"accepted","reason":"ok","method":"backup_code","backup_codes_left":1,"retry_after_seconds":0,"clock_skew_seconds":0,"backup_codes_low":true}"#
+                .to_owned()
+                + "\n"
+        );
+        assert_eq!(
+            err,
+            "otpctl: warning: only 1 backup code left for alice; issue new ones with \
+             'otpctl backup-codes alice'\n"
+        );
+
+        let mut r = verify(Decision::Throttled, Reason::Throttled);
+        r.retry_after_seconds = 40;
+        let (out, err) = render(true, |p| p.verify("bob", &r));
+        assert_eq!(
+            json_of(&out),
+            json!({
+                "user": "bob", "accepted": false, "decision": "throttled", "reason": "throttled",
+                "method": null, "backup_codes_left": 0, "retry_after_seconds": 40,
+                "clock_skew_seconds": 0, "backup_codes_low": false
+            })
+        );
+        assert_eq!(err, "");
+    }
+
+    fn codes() -> Vec<String> {
+        (0..10).map(|i| format!("1234567{i}")).collect()
+    }
+
+    #[test]
+    fn backup_codes() {
+        let (out, _) = render(false, |p| p.backup_codes("alice", &codes()));
+        let mut expected =
+            "Backup codes for alice (shown only this once; each code works once):\n".to_owned();
+        for code in codes() {
+            expected += &code;
+            expected += "\n";
+        }
+        assert_eq!(out, expected);
+
+        let (out, _) = render(true, |p| p.backup_codes("alice", &codes()));
+        assert_eq!(
+            json_of(&out),
+            json!({"user": "alice", "backup_codes": codes()})
+        );
+    }
+
+    #[test]
+    fn unlock_and_reset() {
+        assert_eq!(render(false, |p| p.unlocked("alice")).0, "unlocked alice\n");
+        assert_eq!(
+            render(false, |p| p.reset("alice")).0,
+            "reset alice: secret, backup codes and counters removed\n"
+        );
+        assert_eq!(
+            render(true, |p| p.unlocked("alice")).0,
+            "{\"user\":\"alice\",\"ok\":true}\n"
+        );
+        assert_eq!(
+            render(true, |p| p.reset("alice")).0,
+            "{\"user\":\"alice\",\"ok\":true}\n"
+        );
+    }
+
+    fn enrollment() -> Enrollment {
+        Enrollment {
+            user: "alice".into(),
+            issuer: "host1".into(),
+            secret: Zeroizing::new("JBSWY3DPEHPK3PXP".into()),
+            otpauth_uri: Zeroizing::new(
+                "otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1".into(),
+            ),
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+        }
+    }
+
+    #[test]
+    fn enrollment_human() {
+        let png = Path::new("/tmp/alice.png");
+        let (out, _) = render(false, |p| {
+            p.enrollment(&enrollment(), Some("QR"), Some(png))?;
+            p.confirm_hint("alice", false)
+        });
+        assert_eq!(
+            out,
+            "QR\n\
+             \n\
+             Scan the QR code with an authenticator app, or type in the key by hand.\n\
+             \n\
+             Account:    alice\n\
+             Issuer:     host1\n\
+             Algorithm:  SHA1\n\
+             Digits:     6\n\
+             Period:     30s\n\
+             Key:        JBSW Y3DP EHPK 3PXP\n\
+             URI:        otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1\n\
+             QR PNG:     /tmp/alice.png (holds the secret: delete it once scanned)\n\
+             \n\
+             Confirm with: otpctl confirm alice CODE\n"
+        );
+    }
+
+    #[test]
+    fn enrollment_json_never_hints() {
+        let (out, _) = render(true, |p| {
+            p.enrollment(&enrollment(), None, None)?;
+            p.confirm_hint("alice", false)
+        });
+        assert_eq!(
+            out,
+            r#"{"user":"alice","issuer":"host1","secret":"JBSWY3DPEHPK3PXP","otpauth_uri":"otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1","algorithm":"sha1","digits":6,"period":30}"#
+                .to_owned()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn prompt_then_codes() {
+        let (out, _) = render(false, |p| {
+            p.confirm_prompt()?;
+            p.confirmed_at_prompt("alice", &codes()[..1])
+        });
+        assert_eq!(
+            out,
+            "Enter the code shown in the app to confirm: \n\
+             Backup codes for alice (shown only this once; each code works once):\n\
+             12345670\n"
+        );
+        let (out, _) = render(false, |p| {
+            p.confirm_prompt()?;
+            p.confirm_hint("alice", true)
+        });
+        assert_eq!(
+            out,
+            "Enter the code shown in the app to confirm: \nConfirm with: otpctl confirm alice CODE\n"
+        );
+    }
+
+    #[test]
+    fn error_line() {
+        let mut err = Vec::new();
+        error(
+            &mut err,
+            &Error::Status(tonic::Status::not_found("alice is not enrolled")),
+        );
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "otpctl: error: not found: alice is not enrolled\n"
+        );
+    }
+}
