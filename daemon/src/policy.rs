@@ -114,7 +114,7 @@ impl Policy {
             c.recent_failures.drain(..excess);
         }
         c.consecutive_failures = c.consecutive_failures.saturating_add(1);
-        if self.lock_threshold > 0 && c.consecutive_failures % self.lock_threshold == 0 {
+        if self.lock_threshold > 0 && c.consecutive_failures.is_multiple_of(self.lock_threshold) {
             let lockouts = c.consecutive_failures / self.lock_threshold;
             c.locked_until = now.saturating_add(self.lock_duration_for(lockouts));
         }

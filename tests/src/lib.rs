@@ -27,7 +27,8 @@ pub use pb::Decision;
 
 /// A start time for manual clocks: a step boundary, so that `advance(30)`
 /// moves exactly one step.
-pub const T0: u64 = 1_800_000_000 - 1_800_000_000 % 30;
+pub const T0: u64 = 1_800_000_000;
+const _: () = assert!(T0.is_multiple_of(30));
 
 /// Path of a workspace binary or library built by cargo.
 pub fn built(name: &str) -> PathBuf {
@@ -194,12 +195,21 @@ impl Process {
         let notify_path = dir.join(format!("notify-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).unwrap();
+        // Short reads, so that a daemon that exits instead of becoming ready
+        // is noticed at once.
         notify
-            .set_read_timeout(Some(Duration::from_secs(60)))
+            .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let stderr_path = dir.join(format!("otpd-{}.log", nanos()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
+        // An empty config file: the test must not pick up /etc/otpd/otpd.toml.
+        let config = dir.join("otpd.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").unwrap();
+        }
         let mut child = Command::new(built("otpd"))
+            .arg("--config")
+            .arg(&config)
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
@@ -212,11 +222,16 @@ impl Process {
             .spawn()
             .unwrap();
         let mut buf = [0u8; 256];
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let ready = loop {
             match notify.recv(&mut buf) {
                 Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break true,
                 Ok(_) => continue,
-                Err(_) => break false,
+                Err(_) if std::time::Instant::now() > deadline => break false,
+                Err(_) => match child.try_wait() {
+                    Ok(None) => continue,
+                    _ => break false,
+                },
             }
         };
         let _ = std::fs::remove_file(&notify_path);
