@@ -1,0 +1,528 @@
+//! The blocking otpd client used inside `pam_sm_authenticate`.
+//!
+//! Every exchange (connect + one RPC) runs on a tokio current-thread runtime
+//! created for it and dropped before the call returns, so no thread, task or
+//! socket outlives the PAM call. All exchanges of one [`Client`] share the
+//! `timeout_ms` budget, so the module never waits on otpd longer than that in
+//! total.
+//!
+//! Before connecting, the socket path is checked with `lstat`: it must be a
+//! socket owned by root. After connecting, the kernel-reported credentials of
+//! the peer must be root too. Otherwise the connection is refused with
+//! [`Error::UntrustedSocket`], which fails closed whatever `fail_mode` says.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use otpd_proto::v1 as pb;
+use otpd_proto::v1::otpd_client::OtpdClient;
+use prost::bytes::Bytes;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::Error;
+use crate::flow::{Attempt, Daemon, Decision, Method, Reason, State, Status, Verdict};
+
+/// A client for one PAM call.
+#[derive(Debug)]
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+    /// Time left for talking to otpd.
+    budget: Duration,
+}
+
+impl Client {
+    /// A client for the socket at `socket`, allowed to wait `timeout` in
+    /// total.
+    #[must_use]
+    pub fn new(socket: PathBuf, timeout: Duration) -> Self {
+        Self {
+            socket,
+            timeout,
+            budget: timeout,
+        }
+    }
+
+    /// Runs one exchange with otpd within the remaining budget.
+    fn exchange<T, F, Fut>(&mut self, rpc: F) -> Result<T, Error>
+    where
+        F: FnOnce(OtpdClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let timeout_error = Error::Timeout {
+            ms: self.timeout.as_millis(),
+        };
+        if self.budget.is_zero() {
+            return Err(timeout_error);
+        }
+        check_socket(&self.socket)?;
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(Error::Runtime)?;
+        let started = Instant::now();
+        let path = self.socket.as_path();
+        let result = runtime.block_on(async {
+            let work = async {
+                let channel = connect(path).await?;
+                rpc(OtpdClient::new(channel)).await.map_err(Error::Status)
+            };
+            match tokio::time::timeout(self.budget, work).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(timeout_error),
+            }
+        });
+        // Drops the connection task and closes the socket before returning.
+        drop(runtime);
+        self.budget = self.budget.saturating_sub(started.elapsed());
+        result
+    }
+}
+
+impl Daemon for Client {
+    fn status(&mut self, user: &[u8]) -> Result<Status, Error> {
+        let request = pb::GetStatusRequest {
+            user: Bytes::copy_from_slice(user),
+        };
+        let reply = self.exchange(|mut c| async move { c.get_status(request).await })?;
+        Ok(Status::from(reply.into_inner()))
+    }
+
+    fn verify(&mut self, attempt: Attempt) -> Result<Verdict, Error> {
+        let request = pb::VerifyRequest {
+            user: Bytes::from(attempt.user),
+            // The Secret is wiped when the last reference to these bytes is
+            // dropped. (Copies made while encoding the gRPC frame are not.)
+            code: Bytes::from_owner(attempt.code),
+            service: attempt.service,
+            remote_host: attempt.remote_host,
+            tty: attempt.tty,
+        };
+        let reply = self.exchange(|mut c| async move { c.verify(request).await })?;
+        Ok(Verdict::from(reply.into_inner()))
+    }
+}
+
+/// `lstat`s the socket path: it must be a socket owned by root.
+fn check_socket(path: &Path) -> Result<(), Error> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| Error::Unreachable {
+        path: path.to_owned(),
+        source,
+    })?;
+    let why = if meta.file_type().is_symlink() {
+        Some("it is a symbolic link, not a socket".to_owned())
+    } else if !meta.file_type().is_socket() {
+        Some("not a socket".to_owned())
+    } else if meta.uid() != 0 {
+        Some(format!("owned by uid {}, not root", meta.uid()))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(Error::UntrustedSocket {
+            path: path.to_owned(),
+            why,
+        }),
+    }
+}
+
+/// Connects to the socket, checks that the peer runs as root, and sets up a
+/// gRPC channel over that one connection.
+async fn connect(path: &Path) -> Result<Channel, Error> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| Error::Unreachable {
+            path: path.to_owned(),
+            source,
+        })?;
+    let peer = stream.peer_cred().map_err(|source| Error::Unreachable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if peer.uid() != 0 {
+        return Err(Error::UntrustedSocket {
+            path: path.to_owned(),
+            why: format!(
+                "the process listening on it runs as uid {}, not root",
+                peer.uid()
+            ),
+        });
+    }
+
+    // The connector hands out the connection made above exactly once; a
+    // reconnect attempt within this call fails instead of dialing again.
+    let slot = Arc::new(Mutex::new(Some(stream)));
+    let connector = tower::service_fn(move |_: Uri| {
+        let stream = slot.lock().ok().and_then(|mut s| s.take());
+        async move {
+            stream.map(TokioIo::new).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotConnected, "otpd connection closed")
+            })
+        }
+    });
+    // The URI is required by the API but unused: the connector ignores it.
+    let endpoint = Endpoint::try_from("http://[::]:50051")?;
+    Ok(endpoint.connect_with_connector(connector).await?)
+}
+
+impl From<pb::UserStatus> for Status {
+    fn from(s: pb::UserStatus) -> Self {
+        let state = match pb::State::try_from(s.state) {
+            Ok(pb::State::NotEnrolled) => State::NotEnrolled,
+            Ok(pb::State::Pending) => State::Pending,
+            Ok(pb::State::Active) => State::Active,
+            Ok(pb::State::Locked) => State::Locked,
+            Ok(pb::State::Unspecified) | Err(_) => State::Unknown,
+        };
+        Self {
+            state,
+            digits: s.digits,
+        }
+    }
+}
+
+impl From<pb::VerifyResponse> for Verdict {
+    fn from(r: pb::VerifyResponse) -> Self {
+        let decision = match pb::Decision::try_from(r.decision) {
+            Ok(pb::Decision::Accepted) => Decision::Accepted,
+            Ok(pb::Decision::Rejected) => Decision::Rejected,
+            Ok(pb::Decision::Locked) => Decision::Locked,
+            Ok(pb::Decision::Throttled) => Decision::Throttled,
+            Ok(pb::Decision::NotEnrolled) => Decision::NotEnrolled,
+            Ok(pb::Decision::Unspecified) | Err(_) => Decision::Unknown,
+        };
+        let reason = match pb::Reason::try_from(r.reason) {
+            Ok(pb::Reason::Ok) => Reason::Ok,
+            Ok(pb::Reason::WrongCode) => Reason::WrongCode,
+            Ok(pb::Reason::Replayed) => Reason::Replayed,
+            Ok(pb::Reason::ClockSkew) => Reason::ClockSkew,
+            Ok(_) | Err(_) => Reason::Other,
+        };
+        let method = match pb::Method::try_from(r.method) {
+            Ok(pb::Method::Totp) => Method::Totp,
+            Ok(pb::Method::BackupCode) => Method::BackupCode,
+            Ok(pb::Method::Unspecified) | Err(_) => Method::Unknown,
+        };
+        Self {
+            decision,
+            reason,
+            method,
+            backup_codes_left: r.backup_codes_left,
+            retry_after_seconds: r.retry_after_seconds,
+            clock_skew_seconds: r.clock_skew_seconds,
+            backup_codes_low: r.backup_codes_low,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::os::unix::net::UnixListener as StdUnixListener;
+    use std::sync::Mutex;
+    use std::thread::JoinHandle;
+
+    use otpd_proto::v1::otpd_server::{Otpd, OtpdServer};
+    use tokio::sync::oneshot;
+    use tonic::{Request, Response};
+
+    use super::*;
+    use crate::error::ErrorClass;
+    use crate::secret::Secret;
+
+    type Reply<T> = Result<Response<T>, tonic::Status>;
+
+    /// A stand-in otpd: "123456" is right, "12345678" is a backup code,
+    /// "000000" makes it answer UNAVAILABLE, anything else not made of
+    /// digits is INVALID_ARGUMENT, other digits are wrong.
+    #[derive(Default)]
+    struct FakeOtpd {
+        seen: Arc<Mutex<Vec<pb::VerifyRequest>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Otpd for FakeOtpd {
+        async fn verify(&self, request: Request<pb::VerifyRequest>) -> Reply<pb::VerifyResponse> {
+            let r = request.into_inner();
+            self.seen.lock().unwrap().push(r.clone());
+            let mut reply = pb::VerifyResponse::default();
+            match &r.code[..] {
+                b"123456" => {
+                    reply.decision = pb::Decision::Accepted as i32;
+                    reply.method = pb::Method::Totp as i32;
+                }
+                b"12345678" => {
+                    reply.decision = pb::Decision::Accepted as i32;
+                    reply.method = pb::Method::BackupCode as i32;
+                    reply.backup_codes_left = 3;
+                    reply.backup_codes_low = true;
+                }
+                b"000000" => return Err(tonic::Status::unavailable("store down")),
+                c if !c.iter().all(u8::is_ascii_digit) => {
+                    return Err(tonic::Status::invalid_argument("code must be digits"));
+                }
+                _ => {
+                    reply.decision = pb::Decision::Rejected as i32;
+                    reply.reason = pb::Reason::WrongCode as i32;
+                }
+            }
+            Ok(Response::new(reply))
+        }
+        async fn get_status(
+            &self,
+            request: Request<pb::GetStatusRequest>,
+        ) -> Reply<pb::UserStatus> {
+            match &request.into_inner().user[..] {
+                b"alice" => Ok(Response::new(pb::UserStatus {
+                    user: "alice".into(),
+                    state: pb::State::Active as i32,
+                    digits: 8,
+                    ..Default::default()
+                })),
+                _ => Err(tonic::Status::not_found("no such user")),
+            }
+        }
+        async fn enroll_start(
+            &self,
+            _: Request<pb::EnrollStartRequest>,
+        ) -> Reply<pb::EnrollStartResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn enroll_confirm(
+            &self,
+            _: Request<pb::EnrollConfirmRequest>,
+        ) -> Reply<pb::EnrollConfirmResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn list_users(
+            &self,
+            _: Request<pb::ListUsersRequest>,
+        ) -> Reply<pb::ListUsersResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn regenerate_backup_codes(
+            &self,
+            _: Request<pb::RegenerateBackupCodesRequest>,
+        ) -> Reply<pb::RegenerateBackupCodesResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn unlock(&self, _: Request<pb::UnlockRequest>) -> Reply<pb::UnlockResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn reset(&self, _: Request<pb::ResetRequest>) -> Reply<pb::ResetResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+    }
+
+    /// The fake otpd on a socket in a temp dir, on its own thread; stopped
+    /// through a oneshot channel on drop.
+    struct Server {
+        dir: tempfile::TempDir,
+        seen: Arc<Mutex<Vec<pb::VerifyRequest>>>,
+        stop: Option<oneshot::Sender<()>>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Server {
+        fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            // Bound before the thread starts: no readiness wait needed.
+            let listener = StdUnixListener::bind(dir.path().join("otpd.sock")).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let fake = FakeOtpd::default();
+            let seen = Arc::clone(&fake.seen);
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+                    tonic::transport::Server::builder()
+                        .add_service(OtpdServer::new(fake))
+                        .serve_with_incoming_shutdown(
+                            tokio_stream::wrappers::UnixListenerStream::new(listener),
+                            async {
+                                let _ = stopped.await;
+                            },
+                        )
+                        .await
+                        .unwrap();
+                });
+            });
+            Self {
+                dir,
+                seen,
+                stop: Some(stop),
+                thread: Some(thread),
+            }
+        }
+
+        fn socket(&self) -> PathBuf {
+            self.dir.path().join("otpd.sock")
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Whether files this process creates are owned by root (then the
+    /// socket check passes and the round trips can run).
+    fn running_as_root(dir: &Path) -> bool {
+        std::fs::metadata(dir).unwrap().uid() == 0
+    }
+
+    fn attempt(code: &str) -> Attempt {
+        Attempt {
+            user: b"alice".to_vec(),
+            code: Secret::from_slice(code.as_bytes()),
+            service: "sshd".into(),
+            remote_host: "192.0.2.7".into(),
+            tty: "ssh".into(),
+        }
+    }
+
+    fn client(path: PathBuf) -> Client {
+        Client::new(path, Duration::from_millis(2000))
+    }
+
+    #[test]
+    fn missing_socket_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = client(dir.path().join("nope.sock"))
+            .verify(attempt("123456"))
+            .unwrap_err();
+        assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+        assert_eq!(err.class(), ErrorClass::Unreachable);
+    }
+
+    #[test]
+    fn a_regular_file_or_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = client(file.clone()).verify(attempt("123456")).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Untrusted);
+        assert!(err.to_string().starts_with("refusing socket "), "{err}");
+        assert!(err.to_string().ends_with(": not a socket"), "{err}");
+
+        let server = Server::start();
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(server.socket(), &link).unwrap();
+        let err = client(link).status(b"alice").unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Untrusted);
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_a_real_grpc_server() {
+        let server = Server::start();
+        let mut c = client(server.socket());
+        if !running_as_root(server.dir.path()) {
+            // The socket is ours, not root's: refused before connecting.
+            let err = c.verify(attempt("123456")).unwrap_err();
+            assert_eq!(err.class(), ErrorClass::Untrusted);
+            assert!(err.to_string().contains("not root"), "{err}");
+            return;
+        }
+
+        let v = c.verify(attempt("123456")).unwrap();
+        assert_eq!((v.decision, v.method), (Decision::Accepted, Method::Totp));
+        let seen = server.seen.lock().unwrap().pop().unwrap();
+        assert_eq!(&seen.user[..], b"alice");
+        assert_eq!(&seen.code[..], b"123456");
+        assert_eq!(
+            (
+                seen.service.as_str(),
+                seen.remote_host.as_str(),
+                seen.tty.as_str()
+            ),
+            ("sshd", "192.0.2.7", "ssh")
+        );
+
+        let v = c.verify(attempt("12345678")).unwrap();
+        assert_eq!(v.method, Method::BackupCode);
+        assert_eq!(v.backup_codes_left, 3);
+        assert!(v.backup_codes_low);
+
+        let v = c.verify(attempt("654321")).unwrap();
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Rejected, Reason::WrongCode)
+        );
+
+        let err = c.verify(attempt("12a456")).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Refused);
+        let err = c.verify(attempt("000000")).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Unreachable);
+
+        let st = c.status(b"alice").unwrap();
+        assert_eq!(
+            st,
+            Status {
+                state: State::Active,
+                digits: 8
+            }
+        );
+        assert!(c.status(b"bob").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn a_silent_socket_times_out_and_the_budget_is_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        // Bound and listening, but nobody ever accepts or answers.
+        let _listener = StdUnixListener::bind(&path).unwrap();
+        if !running_as_root(dir.path()) {
+            return;
+        }
+        let mut c = Client::new(path, Duration::from_millis(300));
+        let started = Instant::now();
+        let err = c.verify(attempt("123456")).unwrap_err();
+        let waited = started.elapsed();
+        assert!(matches!(err, Error::Timeout { ms: 300 }), "{err}");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        // The budget is spent: the next exchange fails at once.
+        let started = Instant::now();
+        assert!(matches!(c.status(b"alice"), Err(Error::Timeout { .. })));
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn wire_to_domain_conversions_fail_closed_on_unknown_values() {
+        let v = Verdict::from(pb::VerifyResponse {
+            decision: 99,
+            reason: 99,
+            method: 99,
+            ..Default::default()
+        });
+        assert_eq!(v.decision, Decision::Unknown);
+        assert_eq!(v.reason, Reason::Other);
+        assert_eq!(v.method, Method::Unknown);
+        let s = Status::from(pb::UserStatus {
+            state: 42,
+            ..Default::default()
+        });
+        assert_eq!(s.state, State::Unknown);
+        assert_eq!(s.code_digits(), 6);
+    }
+}

@@ -1,0 +1,200 @@
+//! pam_otpd: a PAM module that asks for a one-time code and lets the otpd
+//! daemon decide.
+//!
+//! # Entry points
+//!
+//! | entry point            | returns |
+//! |------------------------|---------|
+//! | `pam_sm_authenticate`  | `PAM_SUCCESS` when otpd accepts the code; `PAM_AUTH_ERR` when it refuses it (wrong, replayed, locked, throttled, not enrolled, malformed) or when otpd reports an error other than UNAVAILABLE; `PAM_AUTHINFO_UNAVAIL` when otpd cannot be reached with `fail_mode=closed` (the default) or the socket is not trusted; `PAM_IGNORE` for `nullok` users without an active enrollment, and when otpd cannot be reached with `fail_mode=open`; `PAM_CONV_ERR` when the user cannot be asked; `PAM_SYSTEM_ERR` on an internal error. Never `PAM_USER_UNKNOWN`. |
+//! | `pam_sm_setcred`       | `PAM_SUCCESS` (there are no credentials to set). |
+//! | `pam_sm_acct_mgmt`     | `PAM_IGNORE` (account policy is left to other modules). |
+//! | `pam_sm_open_session`, `pam_sm_close_session` | `PAM_IGNORE`. |
+//! | `pam_sm_chauthtok`     | `PAM_IGNORE` (codes are managed with `otpctl`, not `passwd`). |
+//!
+//! Options and the full behaviour are described in `README-pam.md`.
+//!
+//! # Layout
+//!
+//! - [`flow`]: the prompt flow, generic over the conversation, the daemon
+//!   and the log; the mapping from otpd's answer to a PAM result.
+//! - [`client`]: the blocking gRPC client (a runtime per exchange).
+//! - [`options`], [`messages`], [`error`], [`secret`].
+//! - `ffi` (private): the only unsafe code — the exported entry points
+//!   and the libpam calls.
+//!
+//! A panic never crosses into the host process: every entry point runs its
+//! body under `catch_unwind` and turns a panic into `PAM_SYSTEM_ERR`.
+
+#[allow(unsafe_code)]
+mod ffi;
+
+pub mod client;
+pub mod error;
+pub mod flow;
+pub mod messages;
+pub mod options;
+pub mod secret;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use pamsm::{Pam, PamError, PamFlags, PamServiceModule};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::flow::{Conversation, Level, Log, Request};
+use crate::options::PassMode;
+use crate::secret::Secret;
+
+/// The module, as pamsm sees it.
+pub struct PamOtpd;
+
+impl PamServiceModule for PamOtpd {
+    fn authenticate(pamh: Pam, flags: PamFlags, args: Vec<String>) -> PamError {
+        let handle = ffi::Handle::new(pamh);
+        guarded(
+            || authenticate(&handle, flags, &args),
+            || handle.syslog(Level::Error, "internal error (panic); refusing"),
+        )
+    }
+
+    fn setcred(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
+        PamError::SUCCESS
+    }
+
+    fn acct_mgmt(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
+        PamError::IGNORE
+    }
+
+    fn open_session(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
+        PamError::IGNORE
+    }
+
+    fn close_session(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
+        PamError::IGNORE
+    }
+
+    fn chauthtok(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
+        PamError::IGNORE
+    }
+}
+
+/// Runs `body`; a panic becomes `PAM_SYSTEM_ERR` (after `on_panic`, itself
+/// guarded) instead of unwinding into the host process.
+fn guarded(body: impl FnOnce() -> PamError, on_panic: impl FnOnce()) -> PamError {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(_panic) => {
+            let _ = catch_unwind(AssertUnwindSafe(on_panic));
+            PamError::SYSTEM_ERR
+        }
+    }
+}
+
+/// `pam_sm_authenticate`: reads the PAM items, runs the flow, hands the
+/// password part on.
+fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamError {
+    let (opts, warnings) = options::parse(args);
+    let mut log = SysLog { handle };
+    for warning in &warnings {
+        log.log(Level::Warning, &warning.to_string());
+    }
+
+    let user = match handle.user() {
+        Ok(user) => user,
+        Err(code) => {
+            log.log(
+                Level::Error,
+                &format!("cannot get the user name (PAM error {code}); refusing"),
+            );
+            return PamError::AUTH_ERR;
+        }
+    };
+    let text = |item: Option<Vec<u8>>| {
+        item.map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    };
+    let request = Request {
+        user,
+        service: text(handle.service()),
+        remote_host: text(handle.rhost()),
+        tty: text(handle.tty()),
+        authtok: match opts.pass_mode {
+            PassMode::UseFirstPass | PassMode::TryFirstPass => handle.authtok(),
+            PassMode::CodeOnly | PassMode::ForwardPass => None,
+        },
+    };
+
+    let mut conv = PamConversation {
+        handle,
+        silent: flags.contains(PamFlags::SILENT),
+    };
+    let mut daemon = Client::new(opts.socket.clone(), opts.timeout);
+    let outcome = flow::authenticate(&opts, request, &mut conv, &mut daemon, &mut log);
+
+    if let Some(token) = &outcome.authtok
+        && let Err(code) = handle.set_authtok(token)
+    {
+        log.log(
+            Level::Error,
+            &format!("cannot set PAM_AUTHTOK for the next module (PAM error {code})"),
+        );
+    }
+    outcome.result
+}
+
+/// The application's conversation function, via libpam.
+struct PamConversation<'a> {
+    handle: &'a ffi::Handle,
+    /// `PAM_SILENT`: no messages (prompts still happen).
+    silent: bool,
+}
+
+impl Conversation for PamConversation<'_> {
+    fn prompt(&mut self, text: &str, echo: bool) -> Result<Option<Secret>, Error> {
+        self.handle
+            .prompt(text, echo)
+            .map_err(|code| Error::Conversation { code })
+    }
+
+    fn info(&mut self, text: &str) {
+        if !self.silent {
+            self.handle.message(false, text);
+        }
+    }
+
+    fn error(&mut self, text: &str) {
+        if !self.silent {
+            self.handle.message(true, text);
+        }
+    }
+}
+
+/// pam_syslog: facility authpriv, prefixed by libpam with the module and
+/// service names.
+struct SysLog<'a> {
+    handle: &'a ffi::Handle,
+}
+
+impl Log for SysLog<'_> {
+    fn log(&mut self, level: Level, line: &str) {
+        self.handle.syslog(level, line);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_system_err() {
+        let mut logged = false;
+        let r = guarded(|| panic!("boom"), || logged = true);
+        assert_eq!(r, PamError::SYSTEM_ERR);
+        assert!(logged);
+        // A panic while logging the panic is swallowed too.
+        let r = guarded(|| panic!("boom"), || panic!("again"));
+        assert_eq!(r, PamError::SYSTEM_ERR);
+        assert_eq!(guarded(|| PamError::SUCCESS, || {}), PamError::SUCCESS);
+    }
+}

@@ -1,0 +1,106 @@
+//! Every text the user sees, in one place.
+
+/// Shown when the account is locked out or throttled.
+#[must_use]
+pub fn too_many_attempts(retry_after_seconds: u64) -> String {
+    if retry_after_seconds == 0 {
+        "Too many failed attempts; try again later".to_owned()
+    } else {
+        format!(
+            "Too many failed attempts; try again in {}",
+            human_duration(retry_after_seconds)
+        )
+    }
+}
+
+/// Shown after a backup code was accepted.
+#[must_use]
+pub fn backup_code_accepted(left: u32) -> String {
+    format!("Backup code accepted; {left} left.")
+}
+
+/// Shown when few backup codes are left. `user` is already printable.
+#[must_use]
+pub fn backup_codes_low(user: &str) -> String {
+    format!(
+        "Running low on backup codes: ask your administrator for new ones \
+         (otpctl backup-codes {user})."
+    )
+}
+
+/// Shown when the code fits a time step outside the window. Positive skew:
+/// the device is ahead.
+#[must_use]
+pub fn clock_skew(skew_seconds: i64) -> String {
+    let direction = if skew_seconds >= 0 { "ahead" } else { "behind" };
+    format!(
+        "Wrong code: your authenticator's clock seems off by about {} seconds \
+         ({direction}); check the time on the device.",
+        skew_seconds.unsigned_abs()
+    )
+}
+
+/// Shown when the code was right but already used.
+pub const REPLAYED: &str = "This code has already been used; wait for the next one.";
+
+/// Shown when otpd cannot be reached and the module fails closed.
+pub const SERVICE_UNAVAILABLE: &str =
+    "The verification service is unavailable; please contact your administrator.";
+
+/// Rounds up to whole units: "45 s", "12 min", "3 h".
+fn human_duration(seconds: u64) -> String {
+    const MIN: u64 = 60;
+    const HOUR: u64 = 60 * MIN;
+    if seconds < MIN {
+        format!("{seconds} s")
+    } else if seconds < 2 * HOUR {
+        format!("{} min", seconds.div_ceil(MIN))
+    } else {
+        format!("{} h", seconds.div_ceil(HOUR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_times() {
+        assert_eq!(
+            too_many_attempts(720),
+            "Too many failed attempts; try again in 12 min"
+        );
+        assert_eq!(
+            too_many_attempts(661),
+            "Too many failed attempts; try again in 12 min"
+        );
+        assert_eq!(
+            too_many_attempts(45),
+            "Too many failed attempts; try again in 45 s"
+        );
+        assert_eq!(
+            too_many_attempts(3 * 3600),
+            "Too many failed attempts; try again in 3 h"
+        );
+        assert_eq!(
+            too_many_attempts(0),
+            "Too many failed attempts; try again later"
+        );
+    }
+
+    #[test]
+    fn backup_texts() {
+        assert_eq!(backup_code_accepted(3), "Backup code accepted; 3 left.");
+        assert_eq!(
+            backup_codes_low("alice"),
+            "Running low on backup codes: ask your administrator for new ones \
+             (otpctl backup-codes alice)."
+        );
+    }
+
+    #[test]
+    fn skew_texts() {
+        assert!(clock_skew(90).contains("about 90 seconds (ahead)"));
+        assert!(clock_skew(-120).contains("about 120 seconds (behind)"));
+    }
+}

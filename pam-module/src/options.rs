@@ -1,0 +1,342 @@
+//! The module arguments from the PAM configuration line.
+//!
+//! Parsing never fails: an unknown or malformed argument is reported as an
+//! [`OptionWarning`] (which the caller logs) and otherwise ignored, so a typo
+//! in `/etc/pam.d` cannot crash the host process or disable the module.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where otpd listens unless `socket=` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
+/// Default for `timeout_ms=`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
+/// Largest accepted `timeout_ms=` (one minute).
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Prompt for the code alone.
+pub const DEFAULT_PROMPT: &str = "Verification code: ";
+/// Prompt when the password and the code are typed together.
+pub const DEFAULT_COMBINED_PROMPT: &str = "Password & verification code: ";
+
+/// What to do when otpd cannot be reached or does not answer in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Refuse the login (`PAM_AUTHINFO_UNAVAIL`). The default.
+    #[default]
+    Closed,
+    /// Step aside (`PAM_IGNORE`): the rest of the stack decides.
+    Open,
+}
+
+/// Where the code comes from and whether a password travels with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PassMode {
+    /// Prompt for the code alone. The default.
+    #[default]
+    CodeOnly,
+    /// Prompt for password and code in one answer, hand the password on in
+    /// `PAM_AUTHTOK` (`forward_pass`).
+    ForwardPass,
+    /// Take password and code from `PAM_AUTHTOK` set by an earlier module;
+    /// never prompt (`use_first_pass`).
+    UseFirstPass,
+    /// Like `UseFirstPass`, but prompt when there is no `PAM_AUTHTOK`
+    /// (`try_first_pass`).
+    TryFirstPass,
+}
+
+impl PassMode {
+    /// True when the answer is a password followed by the code.
+    #[must_use]
+    pub fn is_combined(self) -> bool {
+        !matches!(self, Self::CodeOnly)
+    }
+}
+
+/// The parsed module arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `socket=PATH`: otpd's Unix socket.
+    pub socket: PathBuf,
+    /// `nullok`: users without an active enrollment are not asked.
+    pub nullok: bool,
+    /// `fail_mode=closed|open`.
+    pub fail_mode: FailMode,
+    /// `prompt=TEXT`; `None`: the default for the pass mode.
+    pub prompt: Option<String>,
+    /// `timeout_ms=N`: budget for all exchanges with otpd in one call.
+    pub timeout: Duration,
+    /// `forward_pass`, `use_first_pass`, `try_first_pass`.
+    pub pass_mode: PassMode,
+    /// `echo_code`: show the code while it is typed (code-only prompt).
+    pub echo_code: bool,
+    /// `debug`: more log lines (never a code or password).
+    pub debug: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            nullok: false,
+            fail_mode: FailMode::Closed,
+            prompt: None,
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            pass_mode: PassMode::CodeOnly,
+            echo_code: false,
+            debug: false,
+        }
+    }
+}
+
+impl Options {
+    /// The prompt to show.
+    #[must_use]
+    pub fn prompt_text(&self) -> &str {
+        match (&self.prompt, self.pass_mode.is_combined()) {
+            (Some(p), _) => p,
+            (None, false) => DEFAULT_PROMPT,
+            (None, true) => DEFAULT_COMBINED_PROMPT,
+        }
+    }
+
+    /// Whether the prompt echoes. A password is never echoed, so
+    /// `echo_code` applies to the code-only prompt.
+    #[must_use]
+    pub fn prompt_echo(&self) -> bool {
+        self.echo_code && !self.pass_mode.is_combined()
+    }
+}
+
+/// Why an argument was ignored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionWarning {
+    /// Not an option this module knows.
+    #[error("ignoring unknown option {0:?}")]
+    Unknown(String),
+    /// A known option with an unusable value; the default stays.
+    #[error("ignoring option {name}={value:?}: {why}")]
+    Malformed {
+        /// Option name.
+        name: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A flag given a value, e.g. `nullok=yes`.
+    #[error("ignoring {0:?}: this option takes no value")]
+    UnexpectedValue(String),
+    /// A second pass mode replaces an earlier one.
+    #[error("option {new} overrides the earlier {old}")]
+    Overridden {
+        /// The option that wins.
+        new: &'static str,
+        /// The option that is dropped.
+        old: &'static str,
+    },
+}
+
+fn pass_mode_name(mode: PassMode) -> &'static str {
+    match mode {
+        PassMode::CodeOnly => "(none)",
+        PassMode::ForwardPass => "forward_pass",
+        PassMode::UseFirstPass => "use_first_pass",
+        PassMode::TryFirstPass => "try_first_pass",
+    }
+}
+
+/// Parses the module arguments. Never fails; see [`OptionWarning`].
+#[must_use]
+pub fn parse<S: AsRef<str>>(args: &[S]) -> (Options, Vec<OptionWarning>) {
+    let mut opts = Options::default();
+    let mut warnings = Vec::new();
+
+    for arg in args {
+        let arg = arg.as_ref();
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (arg, None),
+        };
+        let flag = |warnings: &mut Vec<OptionWarning>| -> bool {
+            if value.is_some() {
+                warnings.push(OptionWarning::UnexpectedValue(arg.to_owned()));
+                false
+            } else {
+                true
+            }
+        };
+        let set_pass_mode = |opts: &mut Options, warnings: &mut Vec<OptionWarning>, new| {
+            if opts.pass_mode != PassMode::CodeOnly && opts.pass_mode != new {
+                warnings.push(OptionWarning::Overridden {
+                    new: pass_mode_name(new),
+                    old: pass_mode_name(opts.pass_mode),
+                });
+            }
+            opts.pass_mode = new;
+        };
+
+        match (name, value) {
+            ("socket", Some(v)) => {
+                if v.starts_with('/') {
+                    opts.socket = PathBuf::from(v);
+                } else {
+                    warnings.push(OptionWarning::Malformed {
+                        name: "socket",
+                        value: v.to_owned(),
+                        why: "must be an absolute path",
+                    });
+                }
+            }
+            ("fail_mode", Some(v)) => match v {
+                "closed" => opts.fail_mode = FailMode::Closed,
+                "open" => opts.fail_mode = FailMode::Open,
+                _ => warnings.push(OptionWarning::Malformed {
+                    name: "fail_mode",
+                    value: v.to_owned(),
+                    why: "expected closed or open; staying closed",
+                }),
+            },
+            ("prompt", Some(v)) => opts.prompt = Some(v.to_owned()),
+            ("timeout_ms", Some(v)) => match v.parse::<u64>() {
+                Ok(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => {
+                    opts.timeout = Duration::from_millis(ms);
+                }
+                _ => warnings.push(OptionWarning::Malformed {
+                    name: "timeout_ms",
+                    value: v.to_owned(),
+                    why: "expected milliseconds from 1 to 60000; using 5000",
+                }),
+            },
+            ("nullok", _) => opts.nullok = flag(&mut warnings) || opts.nullok,
+            ("echo_code", _) => opts.echo_code = flag(&mut warnings) || opts.echo_code,
+            ("debug", _) => opts.debug = flag(&mut warnings) || opts.debug,
+            ("forward_pass", _) => {
+                if flag(&mut warnings) {
+                    set_pass_mode(&mut opts, &mut warnings, PassMode::ForwardPass);
+                }
+            }
+            ("use_first_pass", _) => {
+                if flag(&mut warnings) {
+                    set_pass_mode(&mut opts, &mut warnings, PassMode::UseFirstPass);
+                }
+            }
+            ("try_first_pass", _) => {
+                if flag(&mut warnings) {
+                    set_pass_mode(&mut opts, &mut warnings, PassMode::TryFirstPass);
+                }
+            }
+            ("socket" | "fail_mode" | "prompt" | "timeout_ms", None) => {
+                warnings.push(OptionWarning::Malformed {
+                    name: match name {
+                        "socket" => "socket",
+                        "fail_mode" => "fail_mode",
+                        "prompt" => "prompt",
+                        _ => "timeout_ms",
+                    },
+                    value: String::new(),
+                    why: "a value is required (NAME=VALUE)",
+                });
+            }
+            _ => warnings.push(OptionWarning::Unknown(arg.to_owned())),
+        }
+    }
+    (opts, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let (o, w) = parse::<&str>(&[]);
+        assert!(w.is_empty());
+        assert_eq!(o, Options::default());
+        assert_eq!(o.socket, PathBuf::from("/run/otpd/otpd.sock"));
+        assert_eq!(o.fail_mode, FailMode::Closed);
+        assert_eq!(o.timeout, Duration::from_millis(5000));
+        assert_eq!(o.prompt_text(), "Verification code: ");
+        assert!(!o.prompt_echo());
+    }
+
+    #[test]
+    fn every_option() {
+        let (o, w) = parse(&[
+            "socket=/tmp/x.sock",
+            "nullok",
+            "fail_mode=open",
+            "prompt=OTP: ",
+            "timeout_ms=250",
+            "forward_pass",
+            "echo_code",
+            "debug",
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(o.socket, PathBuf::from("/tmp/x.sock"));
+        assert!(o.nullok && o.echo_code && o.debug);
+        assert_eq!(o.fail_mode, FailMode::Open);
+        assert_eq!(o.prompt_text(), "OTP: ");
+        assert_eq!(o.timeout, Duration::from_millis(250));
+        assert_eq!(o.pass_mode, PassMode::ForwardPass);
+        // A password is never echoed.
+        assert!(!o.prompt_echo());
+    }
+
+    #[test]
+    fn combined_prompt_default_and_echo() {
+        let (o, _) = parse(&["try_first_pass"]);
+        assert_eq!(o.prompt_text(), "Password & verification code: ");
+        let (o, _) = parse(&["echo_code"]);
+        assert!(o.prompt_echo());
+    }
+
+    #[test]
+    fn unknown_option_is_reported_and_ignored() {
+        let (o, w) = parse(&["nullok", "frobnicate", "debug"]);
+        assert_eq!(w, vec![OptionWarning::Unknown("frobnicate".into())]);
+        assert!(o.nullok && o.debug);
+        assert_eq!(w[0].to_string(), "ignoring unknown option \"frobnicate\"");
+    }
+
+    #[test]
+    fn malformed_values_keep_the_defaults() {
+        let (o, w) = parse(&[
+            "fail_mode=sideways",
+            "timeout_ms=abc",
+            "timeout_ms=0",
+            "timeout_ms=999999999999999999999999",
+            "socket=relative.sock",
+            "socket",
+            "nullok=yes",
+            "=",
+            "",
+        ]);
+        assert_eq!(w.len(), 9, "{w:?}");
+        assert_eq!(o.fail_mode, FailMode::Closed);
+        assert_eq!(o.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        assert_eq!(o.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert!(!o.nullok);
+    }
+
+    #[test]
+    fn later_pass_mode_wins_with_a_warning() {
+        let (o, w) = parse(&["use_first_pass", "try_first_pass"]);
+        assert_eq!(o.pass_mode, PassMode::TryFirstPass);
+        assert_eq!(
+            w,
+            vec![OptionWarning::Overridden {
+                new: "try_first_pass",
+                old: "use_first_pass"
+            }]
+        );
+    }
+
+    #[test]
+    fn prompt_may_contain_spaces_and_equals() {
+        let (o, w) = parse(&["prompt=Code (a=b): "]);
+        assert!(w.is_empty());
+        assert_eq!(o.prompt_text(), "Code (a=b): ");
+    }
+}
