@@ -67,14 +67,20 @@ fn main() {
         // Warm-up.
         for _ in 0..50 {
             clock.advance(30);
-            let t = { use otpd::Clock; clock.now() };
+            let t = {
+                use otpd::Clock;
+                clock.now()
+            };
             verify(&mut c, "bench", &app.code_at(t)).await;
         }
 
         let mut accepted = Vec::with_capacity(n);
         for _ in 0..n {
             clock.advance(30);
-            let code = app.code_at({ use otpd::Clock; clock.now() });
+            let code = app.code_at({
+                use otpd::Clock;
+                clock.now()
+            });
             let start = Instant::now();
             let r = verify(&mut c, "bench", &code).await;
             accepted.push(start.elapsed());
@@ -83,7 +89,10 @@ fn main() {
         report("verify TOTP, accepted", accepted);
 
         let mut rejected = Vec::with_capacity(n);
-        let wrong = app.wrong_code_at({ use otpd::Clock; clock.now() });
+        let wrong = app.wrong_code_at({
+            use otpd::Clock;
+            clock.now()
+        });
         for _ in 0..n {
             let start = Instant::now();
             let r = verify(&mut c, "bench", &wrong).await;

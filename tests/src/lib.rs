@@ -392,3 +392,6 @@ pub async fn status(client: &mut OtpdClient<Channel>, user: &str) -> pb::UserSta
         .unwrap()
         .into_inner()
 }
+
+pub mod pam_env;
+pub mod sshd;

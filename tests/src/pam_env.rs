@@ -1,0 +1,1 @@
+//! Helpers for running pam_otpd under pam_wrapper + pamtester.
