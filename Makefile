@@ -70,6 +70,8 @@ install: build
 
 uninstall:
 	@[ "$$(id -u)" = 0 ] || { echo "error: make uninstall must run as root"; exit 1; }
+	@if grep -ls pam_otpd /etc/pam.d/* >/dev/null 2>&1; then \
+		echo "warning: these PAM files still use pam_otpd and will refuse logins:"; grep -ls pam_otpd /etc/pam.d/*; fi
 	-@if [ -d /run/systemd/system ]; then systemctl disable --now otpd.service 2>/dev/null; fi
 	-@pkill -x otpd 2>/dev/null || true
 	rm -f $(DESTDIR)$(UNITDIR)/otpd.service $(DESTDIR)$(SBINDIR)/otpd $(DESTDIR)$(SBINDIR)/otpctl
@@ -77,7 +79,6 @@ uninstall:
 	rm -rf $(DESTDIR)$(DOCDIR)
 	-@[ -d /run/systemd/system ] && systemctl daemon-reload || true
 	@echo "kept $(SYSCONFDIR)/otpd and the store in /var/lib/otpd (remove them by hand to erase all secrets)"
-	@echo "remember to remove pam_otpd lines from /etc/pam.d/* first, or logins will fail"
 
 lint:
 	$(CARGO) fmt --all --check

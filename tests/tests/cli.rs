@@ -257,8 +257,15 @@ fn unreachable_daemon_and_usage_errors() {
     otpctl(&missing).arg("verify").assert().code(2);
 }
 
+/// Runs otpctl as `nobody` from a copy in the (world-traversable) test
+/// directory: the build tree may sit under a directory `nobody` cannot enter.
 fn as_nobody(socket: &Path, args: &[&str]) -> OutputAssert {
-    let out = Command::new(built("otpctl"))
+    let dir = socket.parent().unwrap();
+    let exe = dir.join("otpctl");
+    if !exe.exists() {
+        std::fs::copy(built("otpctl"), &exe).unwrap();
+    }
+    let out = Command::new(&exe)
         .arg("--socket")
         .arg(socket)
         .args(args)
