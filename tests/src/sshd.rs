@@ -1,1 +1,744 @@
 //! Helpers for a private sshd on 127.0.0.1 with a PAM stack using pam_otpd.
+//!
+//! * [`User`]: a throwaway local account with a random name and password.
+//! * [`Sshd`]: OpenSSH's sshd on a free loopback port, with its own config,
+//!   host key and PAM service. sshd takes the PAM service name from the name
+//!   it was started under, so it runs through a symlink with a unique name
+//!   and its stack is `/etc/pam.d/<that name>`; `/etc/pam.d/sshd` and the
+//!   system's sshd are never touched. Only the throwaway user may log in.
+//! * [`Sshd::login`]: the scripted keyboard-interactive client
+//!   (`tests/ssh/client.py`, paramiko) and its [`Login`] report.
+//! * [`Codes`]: TOTP codes for the real clock, never a step twice.
+//!
+//! Everything is removed when dropped, also when the test panics: the sshd
+//! and its connections, the PAM service file, the user and its home, the
+//! temporary directory. A panicking test prints sshd's log.
+//!
+//! Root only: the tests create users and PAM services.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use otpd_proto::v1 as pb;
+use pb::otpd_client::OtpdClient;
+use tonic::transport::Channel;
+
+use crate::{App, built};
+
+/// OpenSSH's server.
+pub const SSHD: &str = "/usr/sbin/sshd";
+/// sshd's privilege separation directory (created if missing).
+const PRIVSEP_DIR: &str = "/run/sshd";
+/// The Python that has paramiko (Debian's python3-paramiko); override with
+/// `OTPD_TEST_PYTHON`.
+pub const PYTHON: &str = "/usr/bin/python3";
+/// How long the client may take, all steps together, before it is killed.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
+/// How long sshd may take to listen.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Panics with a clear message unless the test can do what it must: run as
+/// root, with OpenSSH's sshd installed.
+pub fn require_root_and_sshd() {
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    assert_eq!(
+        uid, 0,
+        "the SSH tests must run as root: they create a user, a PAM service in /etc/pam.d and an sshd"
+    );
+    assert!(
+        Path::new(SSHD).exists(),
+        "{SSHD} is missing: install openssh-server"
+    );
+}
+
+/// The scripted client.
+pub fn client_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("ssh/client.py")
+}
+
+/// `2 * n` random hex digits.
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+fn run(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `run`, panicking unless the command succeeds.
+fn run_ok(cmd: &mut Command, stdin: &str) -> Output {
+    let out = run(cmd, stdin);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One account change at a time in this process: useradd, chpasswd and
+/// userdel lock /etc/passwd and /etc/shadow and fail (not wait) when
+/// another holds the lock.
+static ACCOUNTS: Mutex<()> = Mutex::new(());
+
+/// Runs a shadow-utils command under [`ACCOUNTS`], retrying briefly while
+/// another process holds the lock files.
+fn account_command(program: &str, args: &[&str], stdin: &str) -> Output {
+    let _guard = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tries = 0;
+    loop {
+        let out = run(Command::new(program).args(args), stdin);
+        let busy = String::from_utf8_lossy(&out.stderr).contains("lock");
+        if out.status.success() || !busy || tries == 50 {
+            return out;
+        }
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A throwaway local user (`otpdt` + random hex) with a home directory, the
+/// shell `/bin/sh` and a random password. Removed with its home on drop.
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub home: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl User {
+    /// Creates the user and sets its password.
+    pub fn create() -> Self {
+        require_root_and_sshd();
+        let name = format!("otpdt{}", random_hex(4));
+        let out = account_command(
+            "useradd",
+            &[
+                "--create-home",
+                "--shell",
+                "/bin/sh",
+                "--comment",
+                "otpd test user",
+                &name,
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "useradd {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // From here on, drop removes the user, also if the rest fails.
+        let mut user = Self {
+            password: random_hex(12),
+            home: PathBuf::new(),
+            uid: 0,
+            gid: 0,
+            name,
+        };
+        let entry = nix::unistd::User::from_name(&user.name)
+            .unwrap()
+            .expect("the new user is in the passwd database");
+        (user.home, user.uid, user.gid) = (entry.dir, entry.uid.as_raw(), entry.gid.as_raw());
+        let out = account_command(
+            "chpasswd",
+            &[],
+            &format!("{}:{}\n", user.name, user.password),
+        );
+        assert!(
+            out.status.success(),
+            "chpasswd failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(user.home.is_dir(), "{} has no home", user.name);
+        user
+    }
+
+    /// Puts a public key in `~/.ssh/authorized_keys` (owned by the user,
+    /// modes 700 and 600, as sshd's StrictModes wants them).
+    pub fn authorize_key(&self, public_key: &Path) {
+        let (uid, gid) = (self.uid, self.gid);
+        let ssh = self.home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&ssh, Some(uid), Some(gid)).unwrap();
+        let keys = ssh.join("authorized_keys");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&keys)
+            .and_then(|mut f| f.write_all(&std::fs::read(public_key)?))
+            .unwrap();
+        std::os::unix::fs::chown(&keys, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        // --force: also if a session of the user has not quite ended.
+        let out = account_command("userdel", &["--force", "--remove", &self.name], "");
+        // "mail spool not found" is only a warning.
+        if !out.status.success() {
+            eprintln!(
+                "warning: userdel {} failed ({}): {}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// How a user logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Methods {
+    /// `AuthenticationMethods keyboard-interactive`; PAM asks for the
+    /// password (pam_unix), then the code (pam_otpd).
+    PasswordAndCode,
+    /// `AuthenticationMethods publickey,keyboard-interactive`; PAM asks
+    /// only for the code.
+    KeyAndCode,
+}
+
+impl Methods {
+    fn sshd_config(self) -> &'static str {
+        match self {
+            Self::PasswordAndCode => {
+                "PubkeyAuthentication no\nAuthenticationMethods keyboard-interactive\n"
+            }
+            Self::KeyAndCode => {
+                "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive\n"
+            }
+        }
+    }
+
+    fn pam_auth(self, module: &Path, socket: &Path) -> String {
+        let otpd = format!(
+            "auth     required  {} socket={}\n",
+            module.display(),
+            socket.display()
+        );
+        match self {
+            // nodelay: no 2 s pause after each failure (pam_unix's default).
+            Self::PasswordAndCode => format!("auth     required  pam_unix.so nodelay\n{otpd}"),
+            Self::KeyAndCode => otpd,
+        }
+    }
+}
+
+/// A private sshd on 127.0.0.1, for one user.
+pub struct Sshd {
+    pub port: u16,
+    pub methods: Methods,
+    /// The PAM service name, also the name sshd runs under.
+    pub service: String,
+    child: Option<Child>,
+    pam_file: PathBuf,
+    pam_file_written: bool,
+    host_key_pub: PathBuf,
+    client_key: Option<PathBuf>,
+    log: PathBuf,
+    clients: AtomicUsize,
+    dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// Starts sshd for `user` with a PAM stack that asks otpd at
+    /// `otpd_socket`; returns once it accepts connections. With
+    /// [`Methods::KeyAndCode`] it also makes a client key and authorizes it.
+    pub fn start(methods: Methods, otpd_socket: &Path, user: &User) -> Self {
+        require_root_and_sshd();
+        if !Path::new(PRIVSEP_DIR).is_dir() {
+            std::fs::create_dir_all(PRIVSEP_DIR).unwrap();
+            std::fs::set_permissions(PRIVSEP_DIR, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("otpd-test-sshd-")
+            .tempdir()
+            .unwrap();
+        let service = format!("otpd-test-sshd-{}", random_hex(4));
+        let mut sshd = Self {
+            port: 0,
+            methods,
+            pam_file: Path::new("/etc/pam.d").join(&service),
+            pam_file_written: false,
+            service,
+            child: None,
+            host_key_pub: dir.path().join("host_ed25519.pub"),
+            client_key: None,
+            log: dir.path().join("sshd.log"),
+            clients: AtomicUsize::new(0),
+            dir,
+        };
+        // A link named after the service; run by absolute path, as sshd
+        // re-executes itself for each connection.
+        std::os::unix::fs::symlink(SSHD, sshd.exe()).unwrap();
+        keygen(&sshd.dir.path().join("host_ed25519"), "otpd-test-host");
+        if methods == Methods::KeyAndCode {
+            let key = sshd.dir.path().join("client_ed25519");
+            keygen(&key, "otpd-test-client");
+            user.authorize_key(&key.with_extension("pub"));
+            sshd.client_key = Some(key);
+        }
+        let stack = format!(
+            "# {} test service (tests/src/sshd.rs); removed after the test.\n{}\
+             account  required  pam_unix.so\n\
+             session  required  pam_unix.so\n",
+            sshd.service,
+            methods.pam_auth(&built("libpam_otpd.so"), otpd_socket),
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&sshd.pam_file)
+            .and_then(|mut f| f.write_all(stack.as_bytes()))
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", sshd.pam_file.display()));
+        sshd.pam_file_written = true;
+
+        // The port is free when picked; another process could take it before
+        // sshd binds it, so a lost race means another port.
+        for _ in 0..5 {
+            sshd.port = free_port();
+            std::fs::write(sshd.config_path(), sshd.config(user)).unwrap();
+            match sshd.spawn() {
+                Start::Listening => return sshd,
+                Start::PortTaken => continue,
+                Start::Failed(why) => panic!("sshd did not start: {why}\n{}", sshd.log()),
+            }
+        }
+        panic!("sshd found no free port\n{}", sshd.log());
+    }
+
+    fn exe(&self) -> PathBuf {
+        self.dir.path().join(&self.service)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sshd_config")
+    }
+
+    fn config(&self, user: &User) -> String {
+        let d = self.dir.path();
+        format!(
+            "# Private sshd for the otpd tests; PAM service {service}.\n\
+             ListenAddress 127.0.0.1\n\
+             Port {port}\n\
+             HostKey {host_key}\n\
+             PidFile {pid}\n\
+             UsePAM yes\n\
+             KbdInteractiveAuthentication yes\n\
+             PasswordAuthentication no\n\
+             {methods}\
+             AuthorizedKeysFile .ssh/authorized_keys\n\
+             AllowUsers {user}\n\
+             PermitRootLogin no\n\
+             StrictModes yes\n\
+             PrintMotd no\n\
+             PrintLastLog no\n\
+             UseDNS no\n\
+             X11Forwarding no\n\
+             AllowTcpForwarding no\n\
+             AllowAgentForwarding no\n\
+             LoginGraceTime 60\n\
+             LogLevel DEBUG\n",
+            service = self.service,
+            port = self.port,
+            host_key = d.join("host_ed25519").display(),
+            pid = d.join("sshd.pid").display(),
+            methods = self.methods.sshd_config(),
+            user = user.name,
+        )
+    }
+
+    /// Starts the process and waits until it listens.
+    fn spawn(&mut self) -> Start {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(self.exe())
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let child = self.child.insert(child);
+        let listening = format!("Server listening on 127.0.0.1 port {}.", self.port);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return if log.contains("Address already in use") {
+                    Start::PortTaken
+                } else {
+                    Start::Failed(format!("sshd exited: {status}"))
+                };
+            }
+            // The log line says it is our sshd that bound the port.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(&listening)
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
+                return Start::Listening;
+            }
+            if Instant::now() > deadline {
+                return Start::Failed(format!("not listening after {START_DEADLINE:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What sshd logged so far (LogLevel DEBUG, all connections).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Logs `user` in with the scripted client, answering the code prompt
+    /// with `code`: with the password ([`Methods::PasswordAndCode`]) or the
+    /// authorized key ([`Methods::KeyAndCode`]). Runs `id -un`.
+    pub fn login(&self, user: &User, code: &str) -> Login {
+        self.login_with_password(user, &user.password, code)
+    }
+
+    /// [`Sshd::login`], answering the password prompt with `password`.
+    pub fn login_with_password(&self, user: &User, password: &str, code: &str) -> Login {
+        let n = self.clients.fetch_add(1, Ordering::Relaxed);
+        let out_path = self.dir.path().join(format!("client-{n}.out"));
+        let err_path = self.dir.path().join(format!("client-{n}.err"));
+        let python = std::env::var_os("OTPD_TEST_PYTHON").unwrap_or_else(|| PYTHON.into());
+        let mut cmd = Command::new(&python);
+        cmd.arg(client_script())
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--user")
+            .arg(&user.name)
+            .arg("--code")
+            .arg(code)
+            .arg("--host-key")
+            .arg(&self.host_key_pub);
+        // The password in the environment: other users can read a command
+        // line in /proc, not the environment.
+        cmd.env_remove("OTPD_TEST_PASSWORD");
+        match &self.client_key {
+            Some(key) => cmd.arg("--key").arg(key),
+            None => cmd.env("OTPD_TEST_PASSWORD", password),
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&python).display()));
+        let deadline = Instant::now() + CLIENT_DEADLINE;
+        let (status, killed) = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break (status, false);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break (child.wait().unwrap(), true);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = std::fs::read_to_string(&out_path).unwrap();
+        let mut stderr = std::fs::read_to_string(&err_path).unwrap();
+        if killed {
+            stderr.push_str(&format!("(client killed after {CLIENT_DEADLINE:?})\n"));
+        }
+        Login::new(status.code(), stdout, stderr)
+    }
+}
+
+/// How a start attempt ended.
+enum Start {
+    Listening,
+    PortTaken,
+    Failed(String),
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An ed25519 key pair without passphrase: `path` and `path.pub`.
+fn keygen(path: &Path, comment: &str) {
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path),
+        "",
+    );
+}
+
+/// The processes whose parent is `pid` (sshd's connections).
+fn children_of(pid: u32) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&child| {
+            // "pid (comm) state ppid ...": comm may contain anything but ')'.
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Polls until `done` or the deadline; whether it got done.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- sshd log ({}, PAM service {}) ----\n{}---- end of sshd log ----",
+                self.log.display(),
+                self.service,
+                self.log()
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            let listener = child.id();
+            // Connections end by themselves once their client is gone; then
+            // the listener reaps them. Those still there get SIGTERM, then
+            // SIGKILL, while the listener is alive to reap them.
+            if !wait_until(Duration::from_secs(3), || children_of(listener).is_empty()) {
+                for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+                    for pid in children_of(listener) {
+                        let _ = kill(pid, signal);
+                    }
+                    if wait_until(Duration::from_secs(3), || children_of(listener).is_empty()) {
+                        break;
+                    }
+                }
+            }
+            let _ = kill(Pid::from_raw(listener as i32), Signal::SIGTERM);
+            if !wait_until(Duration::from_secs(5), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if self.pam_file_written
+            && let Err(e) = std::fs::remove_file(&self.pam_file)
+        {
+            eprintln!("warning: cannot remove {}: {e}", self.pam_file.display());
+        }
+        // The temporary directory (link, keys, config, logs) goes with `dir`.
+    }
+}
+
+/// How the client's login ended (its exit status, checked against the
+/// `result:` line it prints last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Asked for the code, logged in, ran the command.
+    LoggedIn,
+    /// Asked for the code, then refused.
+    AuthFailed,
+    /// Never asked for a code (let in or not).
+    NoCodePrompt,
+    /// Anything else: connection, host key, timeout, a crashed client.
+    Error,
+}
+
+/// What the client reported.
+pub struct Login {
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Login {
+    fn new(exit_code: Option<i32>, stdout: String, stderr: String) -> Self {
+        let said = stdout
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("result: "));
+        // A Python traceback also exits with 1: only an exit status that
+        // matches the client's own last line counts.
+        let outcome = match (exit_code, said) {
+            (Some(0), Some("logged-in")) => Outcome::LoggedIn,
+            (Some(1), Some("auth-failed")) => Outcome::AuthFailed,
+            (Some(2), Some("no-code-prompt")) => Outcome::NoCodePrompt,
+            _ => Outcome::Error,
+        };
+        Self {
+            outcome,
+            exit_code,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn lines(&self, kind: &str) -> Vec<&str> {
+        let prefix = format!("{kind}: ");
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .collect()
+    }
+
+    /// The prompts the server sent, in order.
+    pub fn prompts(&self) -> Vec<&str> {
+        self.lines("prompt")
+    }
+
+    /// The messages the server relayed (PAM_TEXT_INFO/PAM_ERROR_MSG), in
+    /// order: in keyboard-interactive requests, or after a successful login.
+    pub fn messages(&self) -> Vec<&str> {
+        self.lines("message")
+    }
+
+    /// The command's standard output.
+    pub fn output(&self) -> Vec<&str> {
+        self.lines("output")
+    }
+
+    /// Asserts the outcome; the panic shows everything the client said.
+    #[track_caller]
+    pub fn expect(&self, outcome: Outcome) -> &Self {
+        assert_eq!(self.outcome, outcome, "unexpected login outcome\n{self}");
+        self
+    }
+}
+
+impl fmt::Display for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "client exit code {:?} ({:?})\n-- stdout --\n{}-- stderr --\n{}",
+            self.exit_code, self.outcome, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Seconds since the epoch (real clock).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// TOTP codes for the real clock (30 s steps, window ±1, used steps dead),
+/// each for a step after every step used before.
+///
+/// The previous step's code is handed out only while it stays valid for a
+/// while ([`Codes::MARGIN`]): a login takes a moment, and a code that
+/// expires on the way fails the test at random. So two codes (the
+/// confirmation included) are always available at once, three usually.
+/// Tests never sleep for the clock: they need at most two.
+pub struct Codes {
+    pub app: App,
+    last: u64,
+}
+
+impl Codes {
+    /// Seconds a code handed out must stay valid at least.
+    pub const MARGIN: u64 = 10;
+
+    /// The next usable step after `last`.
+    fn next_step(last: u64) -> u64 {
+        let now = unix_now();
+        let current = now / 30;
+        let earliest = if 30 - now % 30 > Self::MARGIN {
+            current - 1
+        } else {
+            current
+        };
+        let step = earliest.max(last + 1);
+        assert!(
+            step <= current + 1,
+            "more codes needed than the clock allows now (last step {last}, current {current})"
+        );
+        step
+    }
+
+    /// Enrolls and confirms `user` (with a code from these steps); returns
+    /// the codes and the backup codes.
+    pub async fn enroll(client: &mut OtpdClient<Channel>, user: &str) -> (Self, Vec<String>) {
+        let step = Self::next_step(0);
+        let (app, backup) = crate::enroll(client, user, step * 30).await;
+        (Self { app, last: step }, backup)
+    }
+
+    /// A code for a step no code was used for before.
+    pub fn fresh(&mut self) -> String {
+        let step = Self::next_step(self.last);
+        self.last = step;
+        self.app.code_at(step * 30)
+    }
+
+    /// A code that is wrong now.
+    pub fn wrong(&self) -> String {
+        self.app.wrong_code_at(unix_now())
+    }
+}

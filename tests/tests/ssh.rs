@@ -1,0 +1,203 @@
+//! Logins through a real sshd on 127.0.0.1 whose PAM service stacks
+//! pam_otpd, against the built otpd binary, with a scripted
+//! keyboard-interactive client (tests/ssh/client.py, paramiko).
+//!
+//! Each test has its own daemon, user, sshd and PAM service, all removed
+//! afterwards. Real clock: a user gets at most two fresh TOTP codes at any
+//! moment (see `Codes`), so no test needs more. Root only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use otpd_proto::v1 as pb;
+use otpd_tests::sshd::{Codes, Login, Methods, Outcome, Sshd, User};
+use otpd_tests::*;
+use pb::otpd_client::OtpdClient;
+use tonic::transport::Channel;
+
+/// A daemon, a user enrolled in it and an sshd for the user. Fields drop in
+/// order: sshd first (no session left), then the user, then the daemon.
+struct Rig {
+    sshd: Sshd,
+    user: User,
+    daemon: Process,
+    client: OtpdClient<Channel>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// With the daemon's default configuration.
+    async fn start(methods: Methods) -> (Self, Codes, Vec<String>) {
+        Self::start_with(methods, "").await
+    }
+
+    /// With `otpd_toml` as the daemon's configuration.
+    async fn start_with(methods: Methods, otpd_toml: &str) -> (Self, Codes, Vec<String>) {
+        sshd::require_root_and_sshd();
+        let dir = shared_tempdir();
+        std::fs::write(dir.path().join("otpd.toml"), otpd_toml).unwrap();
+        let daemon = Process::start(dir.path());
+        let mut client = connect(&daemon.socket).await;
+        let user = User::create();
+        let (codes, backup) = Codes::enroll(&mut client, &user.name).await;
+        let sshd = Sshd::start(methods, &daemon.socket, &user);
+        let rig = Self {
+            sshd,
+            user,
+            daemon,
+            client,
+            _dir: dir,
+        };
+        (rig, codes, backup)
+    }
+
+    /// Logs the user in, answering the code prompt with `code`.
+    fn login(&self, code: &str) -> Login {
+        // The client is a process: don't hold up the runtime meanwhile.
+        tokio::task::block_in_place(|| self.sshd.login(&self.user, code))
+    }
+
+    fn name(&self) -> &str {
+        &self.user.name
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- otpd log ----\n{}---- end of otpd log ----",
+                self.daemon.stderr()
+            );
+        }
+    }
+}
+
+const PASSWORD_THEN_CODE: [&str; 2] = ["Password:", "Verification code:"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_and_current_code_log_in_and_the_code_works_only_once() {
+    let (rig, mut codes, _) = Rig::start(Methods::PasswordAndCode).await;
+    let code = codes.fresh();
+
+    let login = rig.login(&code);
+    login.expect(Outcome::LoggedIn);
+    assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
+    assert_eq!(login.output(), [rig.name()], "{login}");
+    assert_eq!(login.messages(), [] as [&str; 0], "{login}");
+
+    let again = rig.login(&code);
+    again.expect(Outcome::AuthFailed);
+    assert_eq!(again.prompts(), PASSWORD_THEN_CODE, "{again}");
+    assert_eq!(
+        again.messages(),
+        ["This code has already been used; wait for the next one."],
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_code_is_refused_and_so_is_a_right_code_after_a_wrong_password() {
+    let (mut rig, mut codes, _) = Rig::start(Methods::PasswordAndCode).await;
+
+    let login = rig.login(&codes.wrong());
+    login.expect(Outcome::AuthFailed);
+    assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
+    assert_eq!(login.output(), [] as [&str; 0], "{login}");
+
+    // pam_unix fails; pam_otpd still asks (`required`, not `requisite`, so
+    // the prompts reveal nothing) and otpd accepts the code (the failure
+    // count is back to 0), but the stack refuses.
+    let code = codes.fresh();
+    let login = tokio::task::block_in_place(|| {
+        rig.sshd
+            .login_with_password(&rig.user, "not-the-password", &code)
+    });
+    login.expect(Outcome::AuthFailed);
+    assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
+    assert_eq!(login.output(), [] as [&str; 0], "{login}");
+    let name = rig.name().to_owned();
+    let s = status(&mut rig.client, &name).await;
+    assert_eq!(s.consecutive_failures, 0, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_code_logs_in_once_and_tells_how_many_are_left() {
+    let (rig, _, backup) = Rig::start(Methods::PasswordAndCode).await;
+
+    let login = rig.login(&backup[0]);
+    login.expect(Outcome::LoggedIn);
+    assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
+    assert_eq!(login.output(), [rig.name()], "{login}");
+    assert_eq!(
+        login.messages(),
+        ["Backup code accepted; 9 left."],
+        "{login}"
+    );
+
+    // Used up: now just a wrong code.
+    let again = rig.login(&backup[0]);
+    again.expect(Outcome::AuthFailed);
+    assert_eq!(again.prompts(), PASSWORD_THEN_CODE, "{again}");
+    assert_eq!(again.messages(), [] as [&str; 0], "{again}");
+    assert_eq!(again.output(), [] as [&str; 0], "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_user_is_refused_even_with_the_right_code() {
+    // Eight failures in a row lock; the throttle (5 a minute by default)
+    // would refuse the last three unchecked, so they would not count.
+    let (mut rig, mut codes, _) = Rig::start_with(
+        Methods::PasswordAndCode,
+        "[rate_limit]\nmax_failures = 20\n",
+    )
+    .await;
+    let name = rig.name().to_owned();
+    for _ in 0..8 {
+        let r = verify(&mut rig.client, &name, &codes.wrong()).await;
+        assert_eq!(
+            pb::Decision::try_from(r.decision),
+            Ok(pb::Decision::Rejected)
+        );
+    }
+    let s = status(&mut rig.client, &name).await;
+    assert!(
+        s.consecutive_failures == 8 && s.locked_until > 0,
+        "not locked: {s:?}"
+    );
+
+    let code = codes.fresh();
+    let login = rig.login(&code);
+    login.expect(Outcome::AuthFailed);
+    assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
+    assert_eq!(
+        login.messages(),
+        ["Too many failed attempts; try again in 15 min"],
+        "{login}"
+    );
+
+    // The lock refused the code unchecked: it is still unused.
+    rig.client
+        .unlock(pb::UnlockRequest {
+            user: name.as_bytes().to_vec().into(),
+        })
+        .await
+        .unwrap();
+    let login = rig.login(&code);
+    login.expect(Outcome::LoggedIn);
+    assert_eq!(login.output(), [name.as_str()], "{login}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_then_code_logs_in_and_a_wrong_code_fails() {
+    let (rig, mut codes, _) = Rig::start(Methods::KeyAndCode).await;
+
+    let login = rig.login(&codes.wrong());
+    login.expect(Outcome::AuthFailed);
+    assert_eq!(login.prompts(), ["Verification code:"], "{login}");
+
+    let login = rig.login(&codes.fresh());
+    login.expect(Outcome::LoggedIn);
+    // Only the code: the key replaced the password.
+    assert_eq!(login.prompts(), ["Verification code:"], "{login}");
+    assert_eq!(login.output(), [rig.name()], "{login}");
+}
