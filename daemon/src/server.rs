@@ -21,6 +21,9 @@ use crate::error::Error;
 use crate::service::OtpdService;
 use crate::store::SledStore;
 
+/// How long requests in flight may take after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Largest request accepted, in bytes. Every legitimate request is tiny.
 pub const MAX_MESSAGE: usize = 16 * 1024;
 
@@ -75,6 +78,11 @@ impl Daemon {
     }
 
     /// Serves until `shutdown` completes, then removes the socket.
+    ///
+    /// Requests in flight get [`SHUTDOWN_GRACE`] to finish; connections
+    /// still open after that (an idle client of any local user) are dropped,
+    /// so nobody can hold a stop or restart. Every decision is durable
+    /// before its reply, so nothing is lost by dropping them.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let socket_err = |e: std::io::Error| Error::Socket {
             path: self.socket.clone(),
@@ -83,7 +91,12 @@ impl Daemon {
         self.listener.set_nonblocking(true).map_err(socket_err)?;
         let listener = tokio::net::UnixListener::from_std(self.listener).map_err(socket_err)?;
         let service = OtpdService::new(Arc::clone(&self.engine), self.authz);
-        let result = tonic::transport::Server::builder()
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let server = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(64)
             .add_service(
@@ -91,8 +104,21 @@ impl Daemon {
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(64 * 1024),
             )
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            r = server => r,
+            () = deadline => {
+                tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them");
+                Ok(())
+            }
+        };
         let _ = fs::remove_file(&self.socket);
         result.map_err(|e| Error::Socket {
             path: self.socket.clone(),

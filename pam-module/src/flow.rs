@@ -573,10 +573,22 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
             (ErrorClass::Untrusted, _) => "refusing (PAM_AUTHINFO_UNAVAIL) whatever fail_mode says",
             _ => "refusing",
         };
-        self.log(
-            Level::Error,
-            &format!("user {}: {e}; {consequence}", self.who),
-        );
+        match e {
+            // A typo, not a fault: otpd refused the answer as malformed
+            // (letters, wrong length) without counting it.
+            Error::Status(s) if s.code() == tonic::Code::InvalidArgument => self.log(
+                Level::Notice,
+                &format!(
+                    "user {}: malformed code ({}); refused",
+                    self.who,
+                    s.message()
+                ),
+            ),
+            _ => self.log(
+                Level::Error,
+                &format!("user {}: {e}; {consequence}", self.who),
+            ),
+        }
         if result == PamError::AUTHINFO_UNAVAIL {
             self.conv.error(messages::SERVICE_UNAVAILABLE);
         }

@@ -269,6 +269,22 @@ impl Process {
         self.terminate()
     }
 
+    /// SIGTERM; `None` (and SIGKILL) if it has not exited within `limit`.
+    pub fn stop_within(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -391,6 +407,96 @@ pub async fn status(client: &mut OtpdClient<Channel>, user: &str) -> pb::UserSta
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Unix time now (real clock).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// TOTP codes under the real clock, for a user enrolled with the default
+/// 30-second period and otpd's default window of ±1 step.
+///
+/// Used steps never come back, so one user gets at most three codes per
+/// 30 s (the previous, current and next step). The previous step is only
+/// handed out while at least [`Codes::MARGIN`] seconds of the current step
+/// are left: a code of the previous step would be refused if the step
+/// changed before otpd checks it. So count on two codes per user (one to
+/// confirm the enrollment, one to log in): use one user per scenario.
+pub struct Codes {
+    /// The authenticator app.
+    pub app: App,
+    last: u64,
+}
+
+impl Codes {
+    /// Seconds.
+    pub const PERIOD: u64 = 30;
+    /// Seconds a code must stay valid after it is handed out.
+    pub const MARGIN: u64 = 10;
+
+    /// Codes from `app`; no step used yet.
+    pub fn new(app: App) -> Self {
+        Self { app, last: 0 }
+    }
+
+    /// The earliest step after `last` that otpd accepts for at least
+    /// [`Self::MARGIN`] more seconds.
+    fn next_step(last: u64) -> u64 {
+        let now = unix_now();
+        let current = now / Self::PERIOD;
+        let earliest = if now % Self::PERIOD < Self::PERIOD - Self::MARGIN {
+            current - 1
+        } else {
+            current
+        };
+        let step = earliest.max(last + 1);
+        assert!(
+            step <= current + 1,
+            "no fresh code left for this user in this time step: use one \
+             user per scenario"
+        );
+        step
+    }
+
+    /// A code for a step after every step handed out so far, that otpd
+    /// accepts for at least [`Self::MARGIN`] seconds.
+    pub fn fresh(&mut self) -> String {
+        let step = Self::next_step(self.last);
+        self.last = step;
+        self.app.code_at(step * Self::PERIOD)
+    }
+
+    /// Enrolls and confirms `user` (with a code from these steps); returns
+    /// the codes and the backup codes.
+    pub async fn enroll(client: &mut OtpdClient<Channel>, user: &str) -> (Self, Vec<String>) {
+        let step = Self::next_step(0);
+        let (app, backup) = crate::enroll(client, user, step * Self::PERIOD).await;
+        (Self { app, last: step }, backup)
+    }
+
+    /// A code `steps` time steps away from now (a device with a wrong
+    /// clock).
+    pub fn skewed(&self, steps: i64) -> String {
+        let step = (unix_now() / Self::PERIOD).saturating_add_signed(steps);
+        self.app.code_at(step * Self::PERIOD)
+    }
+
+    /// A 6-digit code that is valid at no step near now, not even as clock
+    /// skew (otpd probes 10 steps either way).
+    pub fn wrong(&self) -> String {
+        let current = unix_now() / Self::PERIOD;
+        let near: Vec<String> = (current - 12..=current + 12)
+            .map(|s| self.app.code_at(s * Self::PERIOD))
+            .collect();
+        (0..1000u32)
+            .map(|i| format!("{:06}", 123_456 + i))
+            .find(|c| !near.contains(c))
+            .unwrap()
+    }
 }
 
 pub mod pam_env;

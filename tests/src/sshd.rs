@@ -30,11 +30,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use otpd_proto::v1 as pb;
-use pb::otpd_client::OtpdClient;
-use tonic::transport::Channel;
 
-use crate::{App, built};
+use crate::built;
 
 /// OpenSSH's server.
 pub const SSHD: &str = "/usr/sbin/sshd";
@@ -680,65 +677,4 @@ impl fmt::Display for Login {
     }
 }
 
-/// Seconds since the epoch (real clock).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// TOTP codes for the real clock (30 s steps, window ±1, used steps dead),
-/// each for a step after every step used before.
-///
-/// The previous step's code is handed out only while it stays valid for a
-/// while ([`Codes::MARGIN`]): a login takes a moment, and a code that
-/// expires on the way fails the test at random. So two codes (the
-/// confirmation included) are always available at once, three usually.
-/// Tests never sleep for the clock: they need at most two.
-pub struct Codes {
-    pub app: App,
-    last: u64,
-}
-
-impl Codes {
-    /// Seconds a code handed out must stay valid at least.
-    pub const MARGIN: u64 = 10;
-
-    /// The next usable step after `last`.
-    fn next_step(last: u64) -> u64 {
-        let now = unix_now();
-        let current = now / 30;
-        let earliest = if 30 - now % 30 > Self::MARGIN {
-            current - 1
-        } else {
-            current
-        };
-        let step = earliest.max(last + 1);
-        assert!(
-            step <= current + 1,
-            "more codes needed than the clock allows now (last step {last}, current {current})"
-        );
-        step
-    }
-
-    /// Enrolls and confirms `user` (with a code from these steps); returns
-    /// the codes and the backup codes.
-    pub async fn enroll(client: &mut OtpdClient<Channel>, user: &str) -> (Self, Vec<String>) {
-        let step = Self::next_step(0);
-        let (app, backup) = crate::enroll(client, user, step * 30).await;
-        (Self { app, last: step }, backup)
-    }
-
-    /// A code for a step no code was used for before.
-    pub fn fresh(&mut self) -> String {
-        let step = Self::next_step(self.last);
-        self.last = step;
-        self.app.code_at(step * 30)
-    }
-
-    /// A code that is wrong now.
-    pub fn wrong(&self) -> String {
-        self.app.wrong_code_at(unix_now())
-    }
-}
+pub use crate::{Codes, unix_now};

@@ -28,31 +28,6 @@ fn enroll_cli(socket: &Path, user: &str) -> App {
     App::from_uri(json["otpauth_uri"].as_str().unwrap())
 }
 
-/// A code for a time step after every step used so far (real clock).
-struct Codes {
-    app: App,
-    last: u64,
-}
-
-impl Codes {
-    fn next(&mut self) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        // The window is ±1 step and used steps never come back, so a test
-        // gets at most three codes per 30 s: the previous, current and next.
-        let current = now / 30;
-        let step = (current - 1).max(self.last + 1);
-        assert!(
-            step <= current + 1,
-            "more than three codes needed in one step"
-        );
-        self.last = step;
-        self.app.code_at(step * 30)
-    }
-}
-
 #[test]
 fn enroll_confirm_status_verify_golden() {
     let dir = shared_tempdir();
@@ -101,10 +76,7 @@ Confirm with: otpctl confirm bob CODE
 "#,
         );
     let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-    let mut codes = Codes {
-        app: App::from_uri(json["otpauth_uri"].as_str().unwrap()),
-        last: 0,
-    };
+    let mut codes = Codes::new(App::from_uri(json["otpauth_uri"].as_str().unwrap()));
 
     // A wrong confirmation code: exit 1, still pending.
     otpctl(s)
@@ -115,7 +87,7 @@ Confirm with: otpctl confirm bob CODE
         .stderr_eq("otpctl: error: code rejected: the code does not match the pending enrollment; check that the app shows this account and that the device clock is right\n");
 
     otpctl(s)
-        .args(["confirm", "alice", &codes.next()])
+        .args(["confirm", "alice", &codes.fresh()])
         .assert()
         .success()
         .stdout_eq(
@@ -134,11 +106,11 @@ Confirm with: otpctl confirm bob CODE
         );
 
     otpctl(s)
-        .args(["verify", "alice", &codes.next()])
+        .args(["verify", "alice", &codes.fresh()])
         .assert()
         .success()
         .stdout_eq("accepted (totp)\n");
-    let used = codes.next();
+    let used = codes.fresh();
     otpctl(s)
         .args(["--json", "verify", "alice", &used])
         .assert()
@@ -282,12 +254,9 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
     let dir = shared_tempdir();
     let d = Process::start(dir.path());
     let s = &d.socket;
-    let mut alice = Codes {
-        app: enroll_cli(s, "alice"),
-        last: 0,
-    };
+    let mut alice = Codes::new(enroll_cli(s, "alice"));
     otpctl(s)
-        .args(["confirm", "alice", &alice.next()])
+        .args(["confirm", "alice", &alice.fresh()])
         .assert()
         .success();
 
@@ -295,7 +264,7 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
     for args in [
         &["status"][..],
         &["status", "alice"],
-        &["verify", "alice", &alice.next()],
+        &["verify", "alice", &alice.fresh()],
         &["unlock", "alice"],
         &["reset", "alice"],
         &["backup-codes", "alice"],
@@ -319,12 +288,9 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
         "{unknown}"
     );
 
-    let mut own = Codes {
-        app: enroll_cli(s, "nobody"),
-        last: 0,
-    };
+    let mut own = Codes::new(enroll_cli(s, "nobody"));
     otpctl(s)
-        .args(["confirm", "nobody", &own.next()])
+        .args(["confirm", "nobody", &own.fresh()])
         .assert()
         .success();
     let wrong = as_nobody(
@@ -333,12 +299,12 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
     )
     .code(1);
     assert_eq!(String::from_utf8_lossy(&wrong.get_output().stdout), unknown);
-    as_nobody(s, &["verify", "nobody", &own.next()])
+    as_nobody(s, &["verify", "nobody", &own.fresh()])
         .success()
         .stdout_eq("accepted (totp)\n");
     // Alice was untouched by all of it.
     otpctl(s)
-        .args(["verify", "alice", &alice.next()])
+        .args(["verify", "alice", &alice.fresh()])
         .assert()
         .success();
 }

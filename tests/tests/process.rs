@@ -158,3 +158,18 @@ fn unsafe_key_file_or_config_stops_the_start_with_a_clear_message() {
     assert!(status.contains("78"), "{status}");
     assert!(stderr.contains("unknown field `threshhold`"), "{stderr}");
 }
+
+#[test]
+fn an_idle_client_cannot_hold_a_stop() {
+    let dir = shared_tempdir();
+    let d = Process::start(dir.path());
+    // Any local user can connect and then say nothing.
+    let idle = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    let limit = otpd::server::SHUTDOWN_GRACE + std::time::Duration::from_secs(5);
+    let status = d.stop_within(limit);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "otpd did not exit within {limit:?} of SIGTERM: {status:?}"
+    );
+    drop(idle);
+}

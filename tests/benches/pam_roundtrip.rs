@@ -1,0 +1,229 @@
+//! What pam_otpd adds to a login, measured from the outside: whole
+//! `pamtester ... authenticate` processes under pam_wrapper (spawn, load
+//! libpam and the stack, answer the prompt, exit), with
+//!
+//! * (a) a stack of only `auth required pam_permit.so` (the baseline: the
+//!   process, libpam, pam_wrapper);
+//! * (b) `auth required /abs/libpam_otpd.so socket=...`, answering a valid
+//!   code: connect, check the socket and peer, `Verify`, durable write,
+//!   reply;
+//! * (c) the same stack answering a wrong code.
+//!
+//! The daemon is the real library in this process, with the production
+//! settings (except throttle and lockout limits of 1 000 000, so that the
+//! wrong-code series measures the check, not the lockout) and a manual clock
+//! that moves one step before every accepted code, so every code is fresh.
+//! The series are interleaved, in rotating order, to cancel drift.
+//!
+//! The module under test is the release build, `target/release/
+//! libpam_otpd.so`. `cargo bench -p otpd-tests` does not build it (nothing
+//! here depends on the pam_otpd crate), so this bench runs `cargo build
+//! --release -p pam_otpd` first and says so.
+//!
+//! Run (as root): `cargo bench -p otpd-tests --bench pam_roundtrip`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use otpd::engine::EngineConfig;
+use otpd::policy::Policy;
+use otpd::{Clock, Daemon, ManualClock};
+use otpd_tests::pam_env::{PamService, require_root};
+use otpd_tests::*;
+
+/// Round trips per series.
+const N: usize = 200;
+/// Unmeasured round trips per series first.
+const WARM_UP: usize = 10;
+
+/// The pam_otpd cdylib of this build profile, built (or brought up to date)
+/// with cargo first.
+fn module_of_this_profile() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<bench> → target/<profile>
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let so = dir.join("libpam_otpd.so");
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let args: &[&str] = if release {
+        &["build", "--release", "-p", "pam_otpd"]
+    } else {
+        &["build", "-p", "pam_otpd"]
+    };
+    if so.exists() {
+        println!(
+            "checking that {} is up to date: cargo {}",
+            so.display(),
+            args.join(" ")
+        );
+    } else {
+        println!(
+            "{} is missing (`cargo bench -p otpd-tests` does not build the pam_otpd \
+             cdylib): building it with cargo {}",
+            so.display(),
+            args.join(" ")
+        );
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "cargo {} failed: {status}",
+        args.join(" ")
+    );
+    assert!(
+        so.exists(),
+        "{} still missing after the build",
+        so.display()
+    );
+    so
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Prints one series; returns its median.
+fn report(name: &str, samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let median = percentile(&sorted, 0.5);
+    println!(
+        "{name:<44} n={:<4} median={:>7.2} ms  p90={:>7.2} ms  min={:>7.2} ms  max={:>7.2} ms",
+        sorted.len(),
+        ms(median),
+        ms(percentile(&sorted, 0.9)),
+        ms(sorted[0]),
+        ms(sorted[sorted.len() - 1]),
+    );
+    median
+}
+
+/// Median and p90 of the per-iteration differences `b[i] - a[i]` (signed,
+/// in ms).
+fn paired(a: &[Duration], b: &[Duration]) -> (f64, f64) {
+    let mut d: Vec<f64> = a.iter().zip(b).map(|(a, b)| ms(*b) - ms(*a)).collect();
+    d.sort_by(f64::total_cmp);
+    let at = |p: f64| d[((d.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.9))
+}
+
+fn main() {
+    require_root();
+    let so = module_of_this_profile();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = shared_tempdir();
+    let config = config_in(dir.path());
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = EngineConfig {
+        policy: Policy {
+            max_failures: 1_000_000,
+            lock_threshold: 1_000_000,
+            ..Policy::default()
+        },
+        ..config.engine_config()
+    };
+    // Bound before serving: clients can connect at once.
+    let daemon = Daemon::open_with(&config, engine, clock.clone()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(daemon.serve(async {
+        let _ = stopped.await;
+    }));
+    let app = rt.block_on(async {
+        let mut c = connect(&config.socket).await;
+        enroll(&mut c, "bench", T0).await.0
+    });
+
+    let permit = PamService::new("bench-permit", "auth required pam_permit.so");
+    let otpd = PamService::new(
+        "bench-otpd",
+        &format!(
+            "auth required {} socket={}",
+            so.display(),
+            config.socket.display()
+        ),
+    );
+
+    let run_permit = || {
+        let out = permit.pamtester("bench").run();
+        out.assert_success();
+        out.elapsed
+    };
+    let run_accepted = || {
+        clock.advance(30);
+        let code = app.code_at(clock.now());
+        let out = otpd.pamtester("bench").answer(&code).run();
+        out.assert_success();
+        out.elapsed
+    };
+    let run_wrong = || {
+        let wrong = app.wrong_code_at(clock.now());
+        let out = otpd.pamtester("bench").answer(&wrong).run();
+        out.assert_failure(otpd_tests::pam_env::AUTH_ERR);
+        out.elapsed
+    };
+
+    println!(
+        "pamtester round trips under pam_wrapper, {N} per series (after {WARM_UP} \
+         unmeasured), interleaved"
+    );
+    println!("module: {}", so.display());
+    for _ in 0..WARM_UP {
+        run_permit();
+        run_accepted();
+        run_wrong();
+    }
+    let mut permit_t = Vec::with_capacity(N);
+    let mut accepted_t = Vec::with_capacity(N);
+    let mut wrong_t = Vec::with_capacity(N);
+    let started = Instant::now();
+    for i in 0..N {
+        // Rotate the order so that no series always runs first.
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => permit_t.push(run_permit()),
+                1 => accepted_t.push(run_accepted()),
+                _ => wrong_t.push(run_wrong()),
+            }
+        }
+    }
+    let total = started.elapsed();
+
+    let a = report("(a) pam_permit.so only", &permit_t);
+    let b = report("(b) pam_otpd.so, code accepted", &accepted_t);
+    let c = report("(c) pam_otpd.so, wrong code", &wrong_t);
+    let (pb50, pb90) = paired(&permit_t, &accepted_t);
+    let (pc50, pc90) = paired(&permit_t, &wrong_t);
+    println!(
+        "pam_otpd adds (accepted): {:>6.2} ms (difference of medians); paired \
+         differences: median {pb50:.2} ms, p90 {pb90:.2} ms",
+        ms(b) - ms(a)
+    );
+    println!(
+        "pam_otpd adds (wrong):    {:>6.2} ms (difference of medians); paired \
+         differences: median {pc50:.2} ms, p90 {pc90:.2} ms",
+        ms(c) - ms(a)
+    );
+    println!("{} round trips in {total:.2?}", 3 * N);
+
+    let _ = stop.send(());
+    rt.block_on(server).unwrap().unwrap();
+}

@@ -1,0 +1,649 @@
+//! The built `libpam_otpd.so` with real libpam, through pam_wrapper and
+//! pamtester, against the real `otpd` binary (real clock). Each test pins
+//! pamtester's exit status and what the user sees (stdout, and stderr
+//! without pam_wrapper's lines), and checks the module's log lines, which
+//! must never contain a code or a password.
+//!
+//! Runs as root: the module trusts only a root-owned socket served by root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::net::UnixListener;
+
+use otpd_proto::v1 as pb;
+use otpd_tests::pam_env::*;
+use otpd_tests::shared_tempdir;
+use pb::{Decision, Method, State};
+
+const RHOST: &str = "192.0.2.1";
+const UNAVAILABLE: &str =
+    "The verification service is unavailable; please contact your administrator.";
+const SYSTEM_ERR: &str = "System error";
+const REPLAYED: &str = "This code has already been used; wait for the next one.";
+
+/// What a refused user sees: the prompt, then pamtester's failure line.
+fn refused() -> String {
+    format!("{PROMPT}pamtester: {AUTH_ERR}\n")
+}
+
+/// A stack of pam_otpd followed by `auth optional pam_permit.so`, so that
+/// a `PAM_IGNORE` from pam_otpd lets the stack succeed.
+fn then_permit(otpd: String) -> String {
+    format!("{otpd}\nauth optional pam_permit.so")
+}
+
+#[test]
+fn a_correct_code_is_accepted_and_recorded_with_service_and_remote_host() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut codes, _) = d.enroll("alice");
+    let svc = PamService::new("otpd-correct", &otpd_line(&d.socket(), "debug"));
+
+    let code = codes.fresh();
+    svc.pamtester("alice")
+        .item("rhost", RHOST)
+        .item("tty", "ssh")
+        .answer(&code)
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_logged(6, &["user alice: code accepted"])
+        .assert_logged(7, &["user alice: prompting (echo off)"])
+        .assert_not_logged(&[&code]);
+
+    let st = d.status("alice");
+    let last = st.last_success.expect("last success recorded");
+    assert_eq!(
+        (
+            last.service.as_str(),
+            last.remote_host.as_str(),
+            Method::try_from(last.method)
+        ),
+        ("otpd-correct", RHOST, Ok(Method::Totp))
+    );
+    assert_eq!(st.consecutive_failures, 0);
+    // The audit trail has the tty too.
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| [
+            "otpd::audit",
+            "event=\"verify\"",
+            "user=\"alice\"",
+            "service=otpd-correct",
+            "remote_host=192.0.2.1",
+            "tty=ssh",
+            "outcome=\"accepted\"",
+        ]
+        .iter()
+        .all(|n| l.contains(n))),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_wrong_code_is_refused() {
+    require_root();
+    let d = RealDaemon::start();
+    let (codes, _) = d.enroll("bob");
+    let svc = PamService::new("otpd-wrong", &otpd_line(&d.socket(), "debug"));
+
+    let wrong = codes.wrong();
+    svc.pamtester("bob")
+        .item("rhost", RHOST)
+        .answer(&wrong)
+        .run()
+        .assert_failure(AUTH_ERR)
+        .assert_user_sees("", &refused())
+        .assert_logged(5, &["user bob: wrong code; refused"])
+        .assert_not_logged(&[&wrong]);
+    let st = d.status("bob");
+    assert_eq!(st.consecutive_failures, 1);
+    assert!(st.last_success.is_none());
+}
+
+#[test]
+fn a_used_code_is_refused_as_a_replay() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut codes, _) = d.enroll("carol");
+    let svc = PamService::new("otpd-replay", &otpd_line(&d.socket(), ""));
+
+    let code = codes.fresh();
+    svc.pamtester("carol").answer(&code).run().assert_success();
+    svc.pamtester("carol")
+        .answer(&code)
+        .run()
+        .assert_failure(AUTH_ERR)
+        .assert_user_sees("", &format!("{PROMPT}{REPLAYED}\npamtester: {AUTH_ERR}\n"))
+        .assert_logged(5, &["user carol: code already used; refused"])
+        .assert_not_logged(&[&code]);
+}
+
+#[test]
+fn a_backup_code_is_accepted_once_with_the_count_left() {
+    require_root();
+    let d = RealDaemon::start();
+    let (_, backup) = d.enroll("dave");
+    let svc = PamService::new("otpd-backup", &otpd_line(&d.socket(), "debug"));
+
+    svc.pamtester("dave")
+        .answer(&backup[0])
+        .run()
+        .assert_success()
+        .assert_user_sees(
+            &format!("Backup code accepted; 9 left.\n{SUCCESS_LINE}"),
+            PROMPT,
+        )
+        .assert_logged(6, &["user dave: backup code accepted, 9 left"])
+        .assert_not_logged(&[&backup[0]]);
+    // Second use: refused like any wrong code.
+    svc.pamtester("dave")
+        .answer(&backup[0])
+        .run()
+        .assert_failure(AUTH_ERR)
+        .assert_user_sees("", &refused())
+        .assert_logged(5, &["user dave: wrong code; refused"])
+        .assert_not_logged(&[&backup[0]]);
+
+    // Typed with spaces, as printed in groups.
+    let spaced = format!(" {} {} ", &backup[1][..4], &backup[1][4..]);
+    svc.pamtester("dave")
+        .answer(&spaced)
+        .run()
+        .assert_success()
+        .assert_user_sees(
+            &format!("Backup code accepted; 8 left.\n{SUCCESS_LINE}"),
+            PROMPT,
+        )
+        .assert_not_logged(&[&backup[1], &backup[1][..4], &backup[1][4..]]);
+
+    // PAM_SILENT: no message, same result.
+    svc.pamtester("dave")
+        .operation("authenticate(PAM_SILENT)")
+        .answer(&backup[2])
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT);
+
+    // Few left: the user is told to ask for new ones.
+    for code in &backup[3..6] {
+        let r = d.verify("dave", code);
+        assert_eq!(Decision::try_from(r.decision), Ok(Decision::Accepted));
+    }
+    svc.pamtester("dave")
+        .answer(&backup[6])
+        .run()
+        .assert_success()
+        .assert_user_sees(
+            &format!(
+                "Backup code accepted; 3 left.\nRunning low on backup codes: ask your \
+                 administrator for new ones (otpctl backup-codes dave).\n{SUCCESS_LINE}"
+            ),
+            PROMPT,
+        );
+    assert_eq!(d.status("dave").backup_codes_left, 3);
+}
+
+#[test]
+fn a_locked_user_is_refused_even_with_the_right_code() {
+    require_root();
+    // The throttle (5 failures a minute by default) would stop the eight
+    // failures short of the lockout without waiting; keep it out of the way.
+    let d = RealDaemon::start_with_config("[rate_limit]\nmax_failures = 100\n");
+    let (mut codes, _) = d.enroll("erin");
+    let wrong = codes.wrong();
+    for _ in 0..8 {
+        let r = d.verify("erin", &wrong);
+        assert_eq!(Decision::try_from(r.decision), Ok(Decision::Rejected));
+    }
+    let st = d.status("erin");
+    assert_eq!(State::try_from(st.state), Ok(State::Locked));
+    assert!(st.locked_until > 0);
+
+    let svc = PamService::new("otpd-locked", &otpd_line(&d.socket(), ""));
+    let code = codes.fresh();
+    let out = svc.pamtester("erin").answer(&code).run();
+    out.assert_failure(AUTH_ERR)
+        .assert_logged(5, &["user erin: locked out (retry after "])
+        .assert_not_logged(&[&code]);
+    // 900 s (the default first lockout), rounded up to minutes.
+    let seen = out.user_stderr();
+    assert!(
+        [15, 14].iter().any(|m| seen
+            == format!(
+                "{PROMPT}Too many failed attempts; try again in {m} min\npamtester: {AUTH_ERR}\n"
+            )),
+        "{out}"
+    );
+    assert_eq!(out.stdout, "");
+
+    // The locked attempt was not checked, so the code is still unused.
+    d.unlock("erin");
+    svc.pamtester("erin").answer(&code).run().assert_success();
+}
+
+/// The daemon cannot be reached at `socket` (the log says `why`):
+/// fail_mode=closed refuses with AUTHINFO_UNAVAIL, fail_mode=open steps aside
+/// (PAM_IGNORE).
+fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
+    let closed = PamService::new(
+        &format!("otpd-down-closed-{label}"),
+        &otpd_line(socket, "timeout_ms=500"),
+    );
+    let out = closed.pamtester("frank").answer("123456").run();
+    out.assert_failure(AUTHINFO_UNAVAIL)
+        .assert_user_sees(
+            "",
+            &format!("{PROMPT}{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
+        )
+        .assert_logged(
+            3,
+            &[
+                "user frank: ",
+                why,
+                "fail_mode=closed: refusing (PAM_AUTHINFO_UNAVAIL)",
+            ],
+        )
+        .assert_not_logged(&["123456"]);
+    assert!(out.elapsed.as_secs() < 10, "{label}: {out}");
+
+    let open = PamService::new(
+        &format!("otpd-down-open-{label}"),
+        &then_permit(otpd_line(socket, "fail_mode=open timeout_ms=500")),
+    );
+    open.pamtester("frank")
+        .answer("123456")
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_logged(
+            3,
+            &[
+                "user frank: ",
+                why,
+                "fail_mode=open: this module is ignored (PAM_IGNORE)",
+            ],
+        )
+        .assert_not_logged(&["123456"]);
+}
+
+#[test]
+fn an_unreachable_daemon_fails_closed_or_open_as_configured() {
+    require_root();
+    let tmp = shared_tempdir();
+
+    // Nothing at the path.
+    let missing = tmp.path().join("missing.sock");
+    check_unreachable("missing", &missing, "No such file or directory");
+    // Alone in the stack, fail_mode=open leaves only PAM_IGNORE: libpam
+    // refuses.
+    PamService::new(
+        "otpd-down-open-alone",
+        &otpd_line(&missing, "fail_mode=open"),
+    )
+    .pamtester("frank")
+    .answer("123456")
+    .run()
+    .assert_failure(PERM_DENIED);
+
+    // A socket file that nobody listens on any more.
+    let stale = tmp.path().join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    check_unreachable("stale", &stale, "Connection refused");
+
+    // A daemon that was stopped.
+    let mut d = RealDaemon::start();
+    let socket = d.socket();
+    assert!(d.stop().success());
+    check_unreachable("stopped", &socket, "No such file or directory");
+
+    // Listening but never answering: the timeout applies.
+    let silent = tmp.path().join("silent.sock");
+    let _listener = UnixListener::bind(&silent).unwrap();
+    check_unreachable("silent", &silent, "otpd did not answer within 500 ms");
+}
+
+#[test]
+fn nullok_skips_users_without_an_active_enrollment_without_a_prompt() {
+    require_root();
+    let d = RealDaemon::start();
+    d.enroll_pending("pending");
+    let (mut codes, _) = d.enroll("grace");
+    let svc = PamService::new(
+        "otpd-nullok",
+        &then_permit(otpd_line(&d.socket(), "nullok")),
+    );
+
+    // No stdin: a prompt would read end of input and be refused.
+    for user in ["stranger", "pending"] {
+        svc.pamtester(user)
+            .run()
+            .assert_success()
+            .assert_user_sees(SUCCESS_LINE, "")
+            .assert_logged(6, &[&format!("user {user}: "), "nullok: ignored"]);
+    }
+    // Alone in the stack, the PAM_IGNORE leaves libpam nothing to go by.
+    PamService::new("otpd-nullok-alone", &otpd_line(&d.socket(), "nullok"))
+        .pamtester("stranger")
+        .run()
+        .assert_failure(PERM_DENIED)
+        .assert_user_sees("", &format!("pamtester: {PERM_DENIED}\n"));
+
+    // An enrolled user is asked, and a wrong code fails the stack.
+    svc.pamtester("grace")
+        .answer(&codes.wrong())
+        .run()
+        .assert_failure(AUTH_ERR)
+        .assert_user_sees("", &refused());
+    let code = codes.fresh();
+    svc.pamtester("grace")
+        .answer(&code)
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_not_logged(&[&code]);
+}
+
+#[test]
+fn without_nullok_a_user_who_is_not_enrolled_is_prompted_then_refused() {
+    require_root();
+    let d = RealDaemon::start();
+    d.enroll_pending("pending");
+    let svc = PamService::new(
+        "otpd-not-enrolled",
+        &then_permit(otpd_line(&d.socket(), "")),
+    );
+    // Exactly what a wrong code looks like (see a_wrong_code_is_refused).
+    for user in ["stranger", "pending"] {
+        svc.pamtester(user)
+            .item("rhost", RHOST)
+            .answer("123456")
+            .run()
+            .assert_failure(AUTH_ERR)
+            .assert_user_sees("", &refused())
+            .assert_logged(
+                5,
+                &[&format!("user {user}: "), "no active enrollment; refused"],
+            )
+            .assert_not_logged(&["123456"]);
+    }
+}
+
+#[test]
+fn an_unknown_or_malformed_option_is_logged_and_ignored() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut codes, _) = d.enroll("heidi");
+    let svc = PamService::new(
+        "otpd-options",
+        &otpd_line(&d.socket(), "frobnicate fail_mode=sideways timeout_ms=0"),
+    );
+    let code = codes.fresh();
+    svc.pamtester("heidi")
+        .answer(&code)
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_logged(4, &["ignoring unknown option \"frobnicate\""])
+        .assert_logged(4, &["ignoring option fail_mode=\"sideways\""])
+        .assert_logged(4, &["ignoring option timeout_ms=\"0\""])
+        .assert_not_logged(&[&code]);
+
+    // The malformed fail_mode left the default: closed.
+    let tmp = shared_tempdir();
+    PamService::new(
+        "otpd-options-closed",
+        &then_permit(otpd_line(
+            &tmp.path().join("missing.sock"),
+            "fail_mode=sideways",
+        )),
+    )
+    .pamtester("heidi")
+    .answer("123456")
+    .run()
+    .assert_failure(AUTHINFO_UNAVAIL)
+    .assert_logged(4, &["ignoring option fail_mode=\"sideways\""]);
+
+    // PAM's bracket syntax for a value with spaces.
+    PamService::new(
+        "otpd-options-prompt",
+        &otpd_line(&d.socket(), "[prompt=One-time code: ]"),
+    )
+    .pamtester("heidi")
+    .answer(&codes.wrong())
+    .run()
+    .assert_failure(AUTH_ERR)
+    .assert_user_sees("", &format!("One-time code: pamtester: {AUTH_ERR}\n"));
+}
+
+#[test]
+fn oversized_and_garbage_answers_are_refused_and_the_daemon_keeps_serving() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut codes, _) = d.enroll("ivan");
+    let svc = PamService::new("otpd-garbage", &otpd_line(&d.socket(), "debug"));
+
+    let junk: Vec<u8> = (1..=255u8).filter(|&b| b != b'\n').collect();
+    let line = |bytes: Vec<u8>| [bytes, vec![b'\n']].concat();
+    // Refused by the module without asking otpd (notice), or sent and
+    // refused by otpd as malformed (INVALID_ARGUMENT: err, never fails open).
+    const TOO_LONG: (u8, &str) = (5, "answer longer than 512 bytes; refused");
+    const EMPTY: (u8, &str) = (5, "no code entered; refused");
+    const MALFORMED: (u8, &str) = (3, "invalid code");
+    let cases: Vec<(&str, Vec<u8>, (u8, &str))> = vec![
+        ("10 KB of digits", line(vec![b'1'; 10 * 1024]), TOO_LONG),
+        ("10 KB of letters", line(vec![b'x'; 10 * 1024]), TOO_LONG),
+        ("513 digits", line(vec![b'7'; 513]), TOO_LONG),
+        ("letters", line(b"abcdef".to_vec()), MALFORMED),
+        ("digits and letters", line(b"12x456".to_vec()), MALFORMED),
+        (
+            "too many digits",
+            line(b"1234567890123".to_vec()),
+            MALFORMED,
+        ),
+        ("binary junk", line(junk), MALFORMED),
+        ("empty line", line(Vec::new()), EMPTY),
+        ("only whitespace", line(b" \t  ".to_vec()), EMPTY),
+        ("end of input", Vec::new(), EMPTY),
+    ];
+    for (what, input, (priority, logged)) in &cases {
+        let out = svc.pamtester("ivan").stdin_bytes(input).run();
+        assert_eq!(out.code(), Some(1), "{what}: {out}");
+        out.assert_failure(AUTH_ERR)
+            .assert_user_sees("", &refused())
+            .assert_logged(*priority, &["user ivan: ", logged]);
+        let text = String::from_utf8_lossy(input);
+        let text = text.trim();
+        if text.len() >= 6 {
+            out.assert_not_logged(&[text]);
+        }
+    }
+
+    // The daemon is still there, and a good code still works.
+    let code = codes.fresh();
+    svc.pamtester("ivan")
+        .answer(&code)
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT);
+}
+
+#[test]
+fn forward_pass_hands_the_password_to_the_next_module() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut judy, _) = d.enroll("judy");
+    let (mut ken, ken_backup) = d.enroll("ken");
+    let tmp = shared_tempdir();
+    // pam_exec writes PAM_AUTHTOK to the script's stdin; the script keeps
+    // it for the test and succeeds only for the expected password.
+    let check = script(
+        tmp.path(),
+        "check-authtok",
+        r#"cat > "$1"
+[ "$(tr -d '\000' < "$1")" = "$2" ]"#,
+    );
+    let got = tmp.path().join("authtok");
+    let received = || {
+        let t = std::fs::read(&got).unwrap();
+        std::fs::remove_file(&got).unwrap();
+        String::from_utf8(t.into_iter().filter(|&b| b != 0).collect()).unwrap()
+    };
+    let svc = PamService::new(
+        "otpd-forward-pass",
+        &format!(
+            "{}\nauth required pam_exec.so quiet expose_authtok {} {} hunter2",
+            otpd_line(&d.socket(), "forward_pass debug"),
+            check.display(),
+            got.display()
+        ),
+    );
+
+    // Password and code in one answer: one prompt, both modules agree.
+    let code = judy.fresh();
+    svc.pamtester("judy")
+        .item("rhost", RHOST)
+        .answer(&format!("hunter2{code}"))
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, COMBINED_PROMPT)
+        .assert_logged(6, &["user judy: code accepted"])
+        .assert_not_logged(&["hunter2", &code]);
+    assert_eq!(received(), "hunter2");
+
+    // A wrong code: refused, and the password is handed on all the same.
+    let wrong = judy.wrong();
+    svc.pamtester("judy")
+        .answer(&format!("hunter2{wrong}"))
+        .run()
+        .assert_failure(AUTH_ERR)
+        .assert_user_sees("", &format!("{COMBINED_PROMPT}pamtester: {AUTH_ERR}\n"))
+        .assert_not_logged(&["hunter2", &wrong]);
+    assert_eq!(received(), "hunter2");
+
+    // The right code with a wrong password: the next module refuses
+    // (pam_exec turns a failed command into PAM_SYSTEM_ERR).
+    let code = ken.fresh();
+    svc.pamtester("ken")
+        .answer(&format!("hunter3{code}"))
+        .run()
+        .assert_failure(SYSTEM_ERR)
+        .assert_user_sees("", &format!("{COMBINED_PROMPT}pamtester: {SYSTEM_ERR}\n"))
+        .assert_logged(6, &["user ken: code accepted"])
+        .assert_not_logged(&["hunter3", &code]);
+    assert_eq!(received(), "hunter3");
+
+    // A backup code after the password (the trailing 6 digits are tried
+    // first, then the trailing 8).
+    svc.pamtester("ken")
+        .answer(&format!("hunter2{}", ken_backup[0]))
+        .run()
+        .assert_success()
+        .assert_user_sees(
+            &format!("Backup code accepted; 9 left.\n{SUCCESS_LINE}"),
+            COMBINED_PROMPT,
+        )
+        .assert_not_logged(&["hunter2", &ken_backup[0], &ken_backup[0][2..]]);
+    assert_eq!(received(), "hunter2");
+}
+
+#[test]
+fn an_untrusted_socket_fails_closed_even_with_fail_mode_open() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut codes, _) = d.enroll("mallory");
+    let tmp = shared_tempdir();
+    // Refused before anything is sent, so one code serves every case and
+    // still works at the end.
+    let code = codes.fresh();
+    let expect_refused = |label: &str, socket: &std::path::Path, why: &str| {
+        let svc = PamService::new(
+            &format!("otpd-untrusted-{label}"),
+            &then_permit(otpd_line(socket, "fail_mode=open")),
+        );
+        svc.pamtester("mallory")
+            .answer(&code)
+            .run()
+            .assert_failure(AUTHINFO_UNAVAIL)
+            .assert_user_sees(
+                "",
+                &format!("{PROMPT}{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
+            )
+            .assert_logged(
+                3,
+                &[
+                    &format!("refusing socket {}: {why}", socket.display()),
+                    "refusing (PAM_AUTHINFO_UNAVAIL) whatever fail_mode says",
+                ],
+            )
+            .assert_not_logged(&[&code]);
+    };
+
+    // A socket a local user could have made: bound by root here, then
+    // handed to nobody.
+    let nobody_sock = tmp.path().join("nobody.sock");
+    let _listener = UnixListener::bind(&nobody_sock).unwrap();
+    nix::unistd::chown(
+        &nobody_sock,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    expect_refused("owner", &nobody_sock, "owned by uid 65534, not root");
+
+    // A symbolic link to the real socket.
+    let link = tmp.path().join("link.sock");
+    std::os::unix::fs::symlink(d.socket(), &link).unwrap();
+    expect_refused("symlink", &link, "it is a symbolic link, not a socket");
+
+    // A regular file.
+    let file = tmp.path().join("file.sock");
+    std::fs::write(&file, "").unwrap();
+    expect_refused("file", &file, "not a socket");
+
+    // A root-owned socket served by a process that is not root.
+    let foreign = ForeignDaemon::start(tmp.path(), 65534, 65534);
+    nix::unistd::chown(
+        &foreign.socket,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(0)),
+    )
+    .unwrap();
+    expect_refused(
+        "peer",
+        &foreign.socket,
+        "the process listening on it runs as uid 65534, not root",
+    );
+    drop(foreign);
+
+    // The real socket: the code was never used.
+    PamService::new("otpd-untrusted-control", &otpd_line(&d.socket(), ""))
+        .pamtester("mallory")
+        .answer(&code)
+        .run()
+        .assert_success();
+}
+
+#[test]
+fn a_code_from_a_device_with_a_wrong_clock_gets_a_hint() {
+    require_root();
+    let d = RealDaemon::start();
+    let (codes, _) = d.enroll("oscar");
+    let svc = PamService::new("otpd-skew", &otpd_line(&d.socket(), ""));
+    // Three steps ahead (two if the step changes before otpd checks it).
+    let skewed = codes.skewed(3);
+    let out = svc.pamtester("oscar").answer(&skewed).run();
+    out.assert_failure(AUTH_ERR)
+        .assert_logged(5, &["user oscar: clock skew; refused"])
+        .assert_not_logged(&[&skewed]);
+    let seen = out.user_stderr();
+    assert!(
+        [90, 60].iter().any(|s| seen
+            == format!(
+                "{PROMPT}Wrong code: your authenticator's clock seems off by about {s} seconds \
+                 (ahead); check the time on the device.\npamtester: {AUTH_ERR}\n"
+            )),
+        "{out}"
+    );
+}
