@@ -426,11 +426,11 @@ fn oversized_and_garbage_answers_are_refused_and_the_daemon_keeps_serving() {
 
     let junk: Vec<u8> = (1..=255u8).filter(|&b| b != b'\n').collect();
     let line = |bytes: Vec<u8>| [bytes, vec![b'\n']].concat();
-    // Refused by the module without asking otpd (notice), or sent and
-    // refused by otpd as malformed (INVALID_ARGUMENT: err, never fails open).
+    // Refused by the module without asking otpd, or sent and refused by
+    // otpd as malformed (INVALID_ARGUMENT; never fails open); all notice.
     const TOO_LONG: (u8, &str) = (5, "answer longer than 512 bytes; refused");
     const EMPTY: (u8, &str) = (5, "no code entered; refused");
-    const MALFORMED: (u8, &str) = (3, "invalid code");
+    const MALFORMED: (u8, &str) = (5, "malformed code (invalid code: ");
     let cases: Vec<(&str, Vec<u8>, (u8, &str))> = vec![
         ("10 KB of digits", line(vec![b'1'; 10 * 1024]), TOO_LONG),
         ("10 KB of letters", line(vec![b'x'; 10 * 1024]), TOO_LONG),
