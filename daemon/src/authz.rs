@@ -119,13 +119,6 @@ impl Caller {
 mod tests {
     use super::*;
 
-    fn user(s: &str) -> UserName {
-        match UserName::parse(s.as_bytes()) {
-            Ok(u) => u,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
     #[test]
     fn root_is_admin_nobody_is_not() -> Result<(), Error> {
         let a = Authz::new(None)?;
@@ -137,12 +130,12 @@ mod tests {
         assert!(nobody.require_admin("reset").is_err());
         assert!(
             nobody
-                .require_self_or_admin(&user("nobody"), "verify")
+                .require_self_or_admin(&UserName::test("nobody"), "verify")
                 .is_ok()
         );
         assert!(
             nobody
-                .require_self_or_admin(&user("root"), "verify")
+                .require_self_or_admin(&UserName::test("root"), "verify")
                 .is_err()
         );
         Ok(())

@@ -44,6 +44,15 @@ impl UserName {
         Ok(Self(s.to_owned()))
     }
 
+    /// A known-good name, for tests.
+    #[cfg(test)]
+    pub(crate) fn test(name: &str) -> Self {
+        match Self::parse(name.as_bytes()) {
+            Ok(user) => user,
+            Err(e) => panic!("test user name {name:?}: {e}"),
+        }
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -107,25 +107,18 @@ impl Store for SledStore {
 mod tests {
     use super::*;
 
-    fn user(s: &str) -> UserName {
-        match UserName::parse(s.as_bytes()) {
-            Ok(u) => u,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
     #[test]
     fn put_get_remove_survive_reopen() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {
             let s = SledStore::open(dir.path())?;
-            s.put(&user("bob"), b"b")?;
-            s.put(&user("alice"), b"a")?;
-            s.remove(&user("bob"))?;
+            s.put(&UserName::test("bob"), b"b")?;
+            s.put(&UserName::test("alice"), b"a")?;
+            s.remove(&UserName::test("bob"))?;
         }
         let s = SledStore::open(dir.path())?;
-        assert_eq!(s.get(&user("alice"))?, Some(b"a".to_vec()));
-        assert_eq!(s.get(&user("bob"))?, None);
+        assert_eq!(s.get(&UserName::test("alice"))?, Some(b"a".to_vec()));
+        assert_eq!(s.get(&UserName::test("bob"))?, None);
         assert_eq!(s.users()?, vec!["alice".to_string()]);
         Ok(())
     }

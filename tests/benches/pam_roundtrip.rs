@@ -29,9 +29,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use otpd::engine::EngineConfig;
-use otpd::policy::Policy;
-use otpd::{Clock, Daemon, ManualClock};
+use otpd::{Clock, ManualClock};
 use otpd_tests::pam_env::{PamService, require_root};
 use otpd_tests::*;
 
@@ -87,11 +85,6 @@ fn module_of_this_profile() -> PathBuf {
     so
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -117,38 +110,21 @@ fn report(name: &str, samples: &[Duration]) -> Duration {
 fn paired(a: &[Duration], b: &[Duration]) -> (f64, f64) {
     let mut d: Vec<f64> = a.iter().zip(b).map(|(a, b)| ms(*b) - ms(*a)).collect();
     d.sort_by(f64::total_cmp);
-    let at = |p: f64| d[((d.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.9))
+    (percentile(&d, 0.5), percentile(&d, 0.9))
 }
 
 fn main() {
     require_root();
     let so = module_of_this_profile();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = shared_tempdir();
     let config = config_in(dir.path());
-    let clock = Arc::new(ManualClock::new(T0));
-    let engine = EngineConfig {
-        policy: Policy {
-            max_failures: 1_000_000,
-            lock_threshold: 1_000_000,
-            ..Policy::default()
-        },
-        ..config.engine_config()
-    };
-    // Bound before serving: clients can connect at once.
-    let daemon = Daemon::open_with(&config, engine, clock.clone()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(daemon.serve(async {
-        let _ = stopped.await;
-    }));
+    let engine = bench_engine_config(&config);
+    let daemon = InProcess::start_with_engine(dir, config, Arc::new(ManualClock::new(T0)), engine);
+    let clock = daemon.clock.clone();
     let app = rt.block_on(async {
-        let mut c = connect(&config.socket).await;
+        let mut c = daemon.client().await;
         enroll(&mut c, "bench", T0).await.0
     });
 
@@ -158,7 +134,7 @@ fn main() {
         &format!(
             "auth required {} socket={}",
             so.display(),
-            config.socket.display()
+            daemon.socket().display()
         ),
     );
 
@@ -224,6 +200,5 @@ fn main() {
     );
     println!("{} round trips in {total:.2?}", 3 * N);
 
-    let _ = stop.send(());
-    rt.block_on(server).unwrap().unwrap();
+    drop(daemon);
 }

@@ -11,16 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use otpd::engine::EngineConfig;
-use otpd::policy::Policy;
-use otpd::{Daemon, ManualClock};
+use otpd::ManualClock;
 use otpd_proto::v1::Decision;
 use otpd_tests::*;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
 
 fn report(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -42,25 +35,12 @@ fn main() {
         .unwrap();
     let dir = shared_tempdir();
     let config = config_in(dir.path());
-    let clock = Arc::new(ManualClock::new(T0));
-    // Production settings, except limits high enough that the wrong-code
-    // series measures the check rather than the lockout.
-    let engine = EngineConfig {
-        policy: Policy {
-            max_failures: 100_000,
-            lock_threshold: 100_000,
-            ..Policy::default()
-        },
-        ..config.engine_config()
-    };
-    let daemon = Daemon::open_with(&config, engine, clock.clone()).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(daemon.serve(async {
-        let _ = stopped.await;
-    }));
+    let engine = bench_engine_config(&config);
+    let daemon = InProcess::start_with_engine(dir, config, Arc::new(ManualClock::new(T0)), engine);
+    let clock = daemon.clock.clone();
 
     rt.block_on(async {
-        let mut c = connect(&config.socket).await;
+        let mut c = daemon.client().await;
         let (app, backup) = enroll(&mut c, "bench", T0).await;
         let n = 2000;
 
@@ -118,6 +98,5 @@ fn main() {
         }
         report("status (read only)", status);
     });
-    let _ = stop.send(());
-    rt.block_on(server).unwrap().unwrap();
+    drop(daemon);
 }

@@ -78,6 +78,26 @@ pub fn test_engine_config(config: &Config) -> EngineConfig {
     }
 }
 
+/// Engine settings for benchmarks: the production costs (Argon2id for
+/// backup codes included), with throttle and lockout limits too high to
+/// trigger, so that a series of wrong codes measures the check.
+pub fn bench_engine_config(config: &Config) -> EngineConfig {
+    let engine = config.engine_config();
+    EngineConfig {
+        policy: otpd::policy::Policy {
+            max_failures: 1_000_000,
+            lock_threshold: 1_000_000,
+            ..engine.policy
+        },
+        ..engine
+    }
+}
+
+/// The `p` quantile (0..=1, nearest rank) of sorted samples.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// Connects a client to a socket.
 pub async fn connect(socket: &Path) -> OtpdClient<Channel> {
     let path = socket.to_owned();
@@ -115,9 +135,19 @@ impl InProcess {
 
     /// Starts with a given directory, configuration and clock.
     pub fn start_in(dir: tempfile::TempDir, config: Config, clock: Arc<ManualClock>) -> Self {
+        let engine = test_engine_config(&config);
+        Self::start_with_engine(dir, config, clock, engine)
+    }
+
+    /// Starts with explicit engine settings.
+    pub fn start_with_engine(
+        dir: tempfile::TempDir,
+        config: Config,
+        clock: Arc<ManualClock>,
+        engine: EngineConfig,
+    ) -> Self {
         // Bound before the thread starts: clients can connect at once.
-        let daemon =
-            Daemon::open_with(&config, test_engine_config(&config), clock.clone()).expect("open");
+        let daemon = Daemon::open_with(&config, engine, clock.clone()).expect("open");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
