@@ -72,7 +72,14 @@ impl MasterKey {
             path: path.to_owned(),
             reason,
         };
-        let meta = fs::symlink_metadata(path).map_err(|e| bad(e.to_string()))?;
+        // Open first (never through a symlink), then check what was opened:
+        // no window between the check and the read.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| bad(format!("cannot open (a symlink is refused): {e}")))?;
+        let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
         if !meta.file_type().is_file() {
             return Err(bad("not a regular file".into()));
         }
@@ -91,7 +98,6 @@ impl MasterKey {
                 meta.uid()
             )));
         }
-        let mut file = File::open(path).map_err(|e| bad(e.to_string()))?;
         let mut buf = Zeroizing::new(Vec::with_capacity(KEY_LEN + 1));
         Read::by_ref(&mut file)
             .take(KEY_LEN as u64 + 1)
@@ -277,6 +283,23 @@ mod tests {
         assert!(
             err.as_deref()
                 .is_some_and(|e| e.contains("0640") && e.contains("chmod 600")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn key_file_behind_a_symlink_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let real = dir.path().join("elsewhere.key");
+        MasterKey::load_or_create(&real)?;
+        let link = dir.path().join("master.key");
+        std::os::unix::fs::symlink(&real, &link)?;
+        let err = MasterKey::load_or_create(&link)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("symlink")),
             "{err:?}"
         );
         Ok(())

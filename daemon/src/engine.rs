@@ -326,9 +326,25 @@ impl Engine {
                 rec.clock_skew_seconds = skew_steps.saturating_mul(period);
                 Some(Method::Totp)
             }
+            TotpMatch::ClockSkew { step, skew_steps } if skew_steps > 0 => {
+                // A code from a clock that runs ahead would become valid
+                // later, and the skew we report would say when: spend that
+                // step (and so every earlier one) now.
+                rec.last_used_step = Some(rec.last_used_step.map_or(step, |used| used.max(step)));
+                None
+            }
             _ => {
                 let used_backup = match rec.backup_codes.as_mut() {
-                    Some(set) if code.len() == backup_codes::DIGITS => set.consume(code)?,
+                    Some(set) if code.len() == backup_codes::DIGITS => match set.consume(code) {
+                        Ok(used) => used,
+                        Err(e) => {
+                            // Count the attempt even though it could not be
+                            // checked, then report the fault.
+                            policy.record_failure(&mut rec.counters, now);
+                            self.save(user, &rec)?;
+                            return Err(e);
+                        }
+                    },
                     _ => false,
                 };
                 used_backup.then_some(Method::BackupCode)
@@ -362,7 +378,7 @@ impl Engine {
                 policy.record_failure(&mut rec.counters, now);
                 let (reason, skew) = match totp {
                     TotpMatch::Replayed => (Reason::Replayed, 0),
-                    TotpMatch::ClockSkew { skew_steps } => {
+                    TotpMatch::ClockSkew { skew_steps, .. } => {
                         (Reason::ClockSkew, skew_steps.saturating_mul(period))
                     }
                     _ => (Reason::WrongCode, 0),

@@ -19,6 +19,7 @@ pub use error::Error;
 pub mod audit;
 pub mod authz;
 pub mod config;
+pub mod connections;
 pub mod server;
 pub mod service;
 

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::authz::Authz;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::connections::{LimitedStream, Limiter, MAX_PER_UID};
 use crate::crypto::MasterKey;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::Error;
@@ -104,7 +105,7 @@ impl Daemon {
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(64 * 1024),
             )
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
+            .serve_with_incoming_shutdown(admitted(listener), signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -127,6 +128,24 @@ impl Daemon {
     }
 }
 
+/// Accepted connections that passed the per-uid cap.
+fn admitted(
+    listener: tokio::net::UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<LimitedStream>> {
+    use tokio_stream::StreamExt;
+    let limiter = Limiter::new(MAX_PER_UID);
+    UnixListenerStream::new(listener).filter_map(move |accepted| match accepted {
+        Ok(stream) => match limiter.admit(stream) {
+            Ok(admitted) => Some(Ok(admitted)),
+            Err(refused) => {
+                tracing::warn!(target: crate::audit::TARGET, event = "connect", outcome = "error", reason = ?refused, "connection refused");
+                None
+            }
+        },
+        Err(e) => Some(Err(e)),
+    })
+}
+
 fn prepare_state_dir(dir: &Path) -> Result<(), Error> {
     let bad = |reason: String| Error::Key {
         path: dir.to_owned(),
@@ -142,6 +161,13 @@ fn prepare_state_dir(dir: &Path) -> Result<(), Error> {
     let meta = fs::metadata(dir).map_err(|e| bad(e.to_string()))?;
     if !meta.is_dir() {
         return Err(bad("the state directory is not a directory".into()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != euid {
+        return Err(bad(format!(
+            "the state directory is owned by uid {}, not by the daemon's uid {euid}",
+            std::os::unix::fs::MetadataExt::uid(&meta)
+        )));
     }
     if meta.permissions().mode() & 0o022 != 0 {
         return Err(bad(format!(

@@ -70,7 +70,9 @@ impl From<Error> for Status {
             Error::NoPendingEnrollment { .. } => Status::failed_precondition(msg),
             Error::ConfirmMismatch => Status::unauthenticated(msg),
             Error::Corrupted { .. } => Status::data_loss(msg),
-            Error::StoreLocked { .. } | Error::Store(_) => Status::unavailable(msg),
+            // Not UNAVAILABLE: the daemon answered, so a PAM stack with
+            // fail_mode=open must not let the login through.
+            Error::StoreLocked { .. } | Error::Store(_) => Status::internal(msg),
             _ => Status::internal(msg),
         }
     }

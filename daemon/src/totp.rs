@@ -96,6 +96,8 @@ pub enum TotpMatch {
     Replayed,
     /// Matches a step outside the window: the device clock is off.
     ClockSkew {
+        /// The matched time step.
+        step: u64,
         /// Matched step minus current step.
         skew_steps: i64,
     },
@@ -155,7 +157,10 @@ pub fn check(
                 continue;
             };
             if code.ct_matches(code_at_step(secret, params, step).as_bytes()) {
-                return TotpMatch::ClockSkew { skew_steps: offset };
+                return TotpMatch::ClockSkew {
+                    step,
+                    skew_steps: offset,
+                };
             }
         }
     }
@@ -242,7 +247,13 @@ mod tests {
                     }
                 );
             } else {
-                assert_eq!(got, TotpMatch::ClockSkew { skew_steps: offset });
+                assert_eq!(
+                    got,
+                    TotpMatch::ClockSkew {
+                        step,
+                        skew_steps: offset
+                    }
+                );
             }
         }
         // A wider configured window accepts ±2.

@@ -109,6 +109,7 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
             return PamError::AUTH_ERR;
         }
     };
+    let user = canonical_user(user);
     let text = |item: Option<Vec<u8>>| {
         item.map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_default()
@@ -140,6 +141,21 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
         );
     }
     outcome.result
+}
+
+/// The account name the system knows `raw` by: name → uid → the uid's
+/// name. sshd and su pass on the name as typed, and a name service may
+/// accept aliases (`ALICE`, `alice@example.com`, a second passwd entry
+/// with the same uid) for the account `alice`; otpd must be asked about
+/// the account, or `nullok` would let an alias past the code. A name the
+/// system does not know is sent as it is (otpd knows it as no one).
+fn canonical_user(raw: Vec<u8>) -> Vec<u8> {
+    use nix::unistd::User;
+    std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|name| User::from_name(name).ok().flatten())
+        .and_then(|account| User::from_uid(account.uid).ok().flatten())
+        .map_or(raw, |account| account.name.into_bytes())
 }
 
 /// The application's conversation function, via libpam.
@@ -196,5 +212,15 @@ mod tests {
         let r = guarded(|| panic!("boom"), || panic!("again"));
         assert_eq!(r, PamError::SYSTEM_ERR);
         assert_eq!(guarded(|| PamError::SUCCESS, || {}), PamError::SUCCESS);
+    }
+
+    #[test]
+    fn canonical_user_is_the_passwd_name_or_the_name_as_given() {
+        assert_eq!(canonical_user(b"root".to_vec()), b"root");
+        assert_eq!(
+            canonical_user(b"no-such-user-otpd".to_vec()),
+            b"no-such-user-otpd"
+        );
+        assert_eq!(canonical_user(b"\xff\xfe".to_vec()), b"\xff\xfe");
     }
 }

@@ -204,6 +204,61 @@ impl User {
     }
 }
 
+/// A second passwd entry with the uid of a [`User`] (an alias that the
+/// system resolves to the same account). Removed on drop, home untouched.
+#[derive(Debug)]
+pub struct Alias {
+    pub name: String,
+}
+
+impl User {
+    /// Adds an alias of this user.
+    pub fn alias(&self) -> Alias {
+        let name = format!("otpda{}", random_hex(4));
+        let (uid, gid) = (self.uid.to_string(), self.gid.to_string());
+        let out = account_command(
+            "useradd",
+            &[
+                "--non-unique",
+                "--uid",
+                &uid,
+                "--gid",
+                &gid,
+                "--no-user-group",
+                "--no-create-home",
+                "--home-dir",
+                &self.home.display().to_string(),
+                "--shell",
+                "/bin/sh",
+                &name,
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "useradd alias {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Alias { name }
+    }
+}
+
+impl Drop for Alias {
+    fn drop(&mut self) {
+        // No --remove: the home is the real user's.
+        let out = account_command("userdel", &[&self.name], "");
+        if !out.status.success() {
+            eprintln!(
+                "warning: userdel {} failed ({}): {}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 impl Drop for User {
     fn drop(&mut self) {
         // --force: also if a session of the user has not quite ended.

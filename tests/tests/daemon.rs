@@ -117,6 +117,28 @@ async fn window_tolerates_one_step_of_skew_and_reports_more() {
         (Decision::Rejected, Reason::ClockSkew)
     );
     assert_eq!(r.clock_skew_seconds, 180);
+    // The hint told when that code would be valid: it must be spent, or a
+    // guesser could just wait and send it again.
+    d.clock.set(T0 + 300 + 180);
+    let r = verify(&mut c, "alice", &app.code_at(T0 + 300 + 180)).await;
+    assert_eq!(
+        (decision(&r), reason(&r)),
+        (Decision::Rejected, Reason::Replayed)
+    );
+    // The next step is fine.
+    d.clock.advance(30);
+    let r = verify(&mut c, "alice", &app.code_at(T0 + 300 + 210)).await;
+    assert_eq!(decision(&r), Decision::Accepted);
+    // A clock that runs behind: the matched step is in the past for good,
+    // nothing to spend, and the current code works.
+    d.clock.advance(30);
+    let r = verify(&mut c, "alice", &app.code_at(T0 + 300 + 240 - 150)).await;
+    assert_eq!(
+        (reason(&r), r.clock_skew_seconds),
+        (Reason::ClockSkew, -150)
+    );
+    let r = verify(&mut c, "alice", &app.code_at(T0 + 300 + 240)).await;
+    assert_eq!(decision(&r), Decision::Accepted);
 }
 
 #[tokio::test(flavor = "multi_thread")]

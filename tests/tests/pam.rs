@@ -346,6 +346,32 @@ fn nullok_skips_users_without_an_active_enrollment_without_a_prompt() {
 }
 
 #[test]
+fn nullok_asks_about_the_account_not_the_name_typed() {
+    require_root();
+    let d = RealDaemon::start();
+    // A real account, enrolled, and a second name for the same uid (as a
+    // name service with aliases or case-insensitive names would give).
+    let user = otpd_tests::sshd::User::create();
+    let alias = user.alias();
+    let (mut codes, _) = d.enroll(&user.name);
+    let svc = PamService::new("otpd-alias", &then_permit(otpd_line(&d.socket(), "nullok")));
+    // Logging in under the alias must still ask for the code: no answer,
+    // no login.
+    svc.pamtester(&alias.name).run().assert_failure(AUTH_ERR);
+    let code = codes.fresh();
+    svc.pamtester(&alias.name)
+        .answer(&code)
+        .run()
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT);
+    let s = d.status(&user.name);
+    assert_eq!(
+        s.last_success.map(|l| l.service),
+        Some("otpd-alias".to_string())
+    );
+}
+
+#[test]
 fn without_nullok_a_user_who_is_not_enrolled_is_prompted_then_refused() {
     require_root();
     let d = RealDaemon::start();

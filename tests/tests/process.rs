@@ -173,3 +173,56 @@ fn an_idle_client_cannot_hold_a_stop() {
     );
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_user_cannot_hold_enough_connections_to_lock_out_everyone() {
+    use std::os::unix::process::CommandExt;
+    let dir = shared_tempdir();
+    let d = Process::start(dir.path());
+    // As nobody: open 40 connections and hold them; report how many the
+    // daemon kept open (a dropped one reads EOF at once).
+    let script = r#"
+import socket, sys, time
+held = []
+for _ in range(40):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    held.append(s)
+time.sleep(0.5)
+open_ = 0
+for s in held:
+    s.settimeout(0.05)
+    try:
+        if s.recv(1) != b"":
+            open_ += 1
+    except socket.timeout:
+        open_ += 1
+    except OSError:
+        pass
+print(open_, flush=True)
+sys.stdin.read()
+"#;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&d.socket)
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), otpd::connections::MAX_PER_UID.to_string());
+    // While nobody holds its 32, root (every login) is still served.
+    let mut c = connect(&d.socket).await;
+    let s = status(&mut c, "alice").await;
+    assert_eq!(pb::State::try_from(s.state), Ok(pb::State::NotEnrolled));
+    drop(child.stdin.take());
+    child.wait().unwrap();
+}
