@@ -182,30 +182,34 @@ async fn one_user_cannot_hold_enough_connections_to_lock_out_everyone() {
     // As nobody: open 40 connections and hold them; report how many the
     // daemon kept open (a dropped one reads EOF at once).
     let script = r#"
-import socket, sys, time
-held = []
-for _ in range(40):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sys.argv[1])
-    held.append(s)
-time.sleep(0.5)
-open_ = 0
+import select, socket, sys, time
+held = [socket.socket(socket.AF_UNIX) for _ in range(40)]
 for s in held:
-    s.settimeout(0.05)
-    try:
-        if s.recv(1) != b"":
-            open_ += 1
-    except socket.timeout:
-        open_ += 1
-    except OSError:
-        pass
-print(open_, flush=True)
+    s.connect(sys.argv[1])
+closed, alive = set(), set()
+def poll(timeout):
+    waiting = [s for s in held if s not in closed and s not in alive]
+    readable, _, _ = select.select(waiting, [], [], timeout) if waiting else ([], [], [])
+    for s in readable:
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b""
+        (alive if data else closed).add(s)
+# Wait (bounded) until the refused ones are closed, then a moment more in
+# case the daemon closes too many.
+deadline = time.time() + 20
+while time.time() < deadline and len(closed) < len(held) - int(sys.argv[2]):
+    poll(0.2)
+poll(0.3)
+print(len(held) - len(closed), flush=True)
 sys.stdin.read()
 "#;
     let mut child = std::process::Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(script)
         .arg(&d.socket)
+        .arg(otpd::connections::MAX_PER_UID.to_string())
         .uid(65534)
         .gid(65534)
         .stdin(std::process::Stdio::piped())
