@@ -45,6 +45,34 @@ impl OtpdService {
             })
     }
 
+    /// An admin-only call on one user: validates the name, checks the
+    /// caller, runs `op` off the async workers, and audits the outcome.
+    async fn admin_call<T, F>(
+        &self,
+        caller: &Caller,
+        raw_user: &[u8],
+        action: &'static str,
+        what: &str,
+        op: F,
+    ) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine, &UserName) -> Result<T, Error> + Send + 'static,
+    {
+        let user = parse_user(raw_user, caller, action)?;
+        if let Err(e) = caller.require_admin(what) {
+            return fail(caller, action, &user, e);
+        }
+        let u = user.clone();
+        match self.run(move |e| op(e, &u)).await {
+            Ok(value) => {
+                audit::admin(caller, action, user.as_str());
+                Ok(value)
+            }
+            Err(e) => fail(caller, action, &user, e),
+        }
+    }
+
     /// Runs blocking engine work (fsync, Argon2) off the async workers.
     async fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
@@ -254,22 +282,21 @@ impl Otpd for OtpdService {
     ) -> Result<Response<pb::EnrollStartResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let user = parse_user(&r.user, &caller, "enroll_start")?;
-        let started = caller
-            .require_admin("enrolling users")
-            .and_then(|()| enroll_options(&r));
-        let opts = match started {
-            Ok(o) => o,
-            Err(e) => return fail(&caller, "enroll_start", &user, e),
-        };
-        let u = user.clone();
-        let started = match self.run(move |e| e.enroll_start(&u, opts)).await {
-            Ok(s) => s,
-            Err(e) => return fail(&caller, "enroll_start", &user, e),
-        };
-        audit::admin(&caller, "enroll_start", user.as_str());
+        let raw_user = r.user.clone();
+        let (user, started) = self
+            .admin_call(
+                &caller,
+                &raw_user,
+                "enroll_start",
+                "enrolling users",
+                move |e, u| {
+                    let started = e.enroll_start(u, enroll_options(&r)?)?;
+                    Ok((u.to_string(), started))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::EnrollStartResponse {
-            user: user.to_string(),
+            user,
             secret_base32: started.secret_base32.as_str().to_owned(),
             otpauth_uri: started.otpauth_uri.as_str().to_owned(),
             algorithm: algorithm_to_wire(started.params.algorithm) as i32,
@@ -285,20 +312,15 @@ impl Otpd for OtpdService {
     ) -> Result<Response<pb::EnrollConfirmResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let user = parse_user(&r.user, &caller, "enroll_confirm")?;
-        let code = match caller
-            .require_admin("confirming enrollments")
-            .and_then(|()| Code::parse(&r.code))
-        {
-            Ok(c) => c,
-            Err(e) => return fail(&caller, "enroll_confirm", &user, e),
-        };
-        let u = user.clone();
-        let codes = match self.run(move |e| e.enroll_confirm(&u, &code)).await {
-            Ok(c) => c,
-            Err(e) => return fail(&caller, "enroll_confirm", &user, e),
-        };
-        audit::admin(&caller, "enroll_confirm", user.as_str());
+        let codes = self
+            .admin_call(
+                &caller,
+                &r.user,
+                "enroll_confirm",
+                "confirming enrollments",
+                move |e, u| e.enroll_confirm(u, &Code::parse(&r.code)?),
+            )
+            .await?;
         Ok(Response::new(pb::EnrollConfirmResponse {
             backup_codes: codes_to_wire(codes),
         }))
@@ -344,20 +366,18 @@ impl Otpd for OtpdService {
         request: Request<pb::RegenerateBackupCodesRequest>,
     ) -> Result<Response<pb::RegenerateBackupCodesResponse>, Status> {
         let caller = self.caller(&request)?;
-        let user = parse_user(&request.get_ref().user, &caller, "backup_codes")?;
-        if let Err(e) = caller.require_admin("regenerating backup codes") {
-            return fail(&caller, "backup_codes", &user, e);
-        }
-        let u = user.clone();
-        match self.run(move |e| e.regenerate_backup_codes(&u)).await {
-            Ok(codes) => {
-                audit::admin(&caller, "backup_codes", user.as_str());
-                Ok(Response::new(pb::RegenerateBackupCodesResponse {
-                    backup_codes: codes_to_wire(codes),
-                }))
-            }
-            Err(e) => fail(&caller, "backup_codes", &user, e),
-        }
+        let codes = self
+            .admin_call(
+                &caller,
+                &request.get_ref().user,
+                "backup_codes",
+                "regenerating backup codes",
+                |e, u| e.regenerate_backup_codes(u),
+            )
+            .await?;
+        Ok(Response::new(pb::RegenerateBackupCodesResponse {
+            backup_codes: codes_to_wire(codes),
+        }))
     }
 
     async fn unlock(
@@ -365,18 +385,15 @@ impl Otpd for OtpdService {
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
         let caller = self.caller(&request)?;
-        let user = parse_user(&request.get_ref().user, &caller, "unlock")?;
-        if let Err(e) = caller.require_admin("unlocking users") {
-            return fail(&caller, "unlock", &user, e);
-        }
-        let u = user.clone();
-        match self.run(move |e| e.unlock(&u)).await {
-            Ok(()) => {
-                audit::admin(&caller, "unlock", user.as_str());
-                Ok(Response::new(pb::UnlockResponse {}))
-            }
-            Err(e) => fail(&caller, "unlock", &user, e),
-        }
+        self.admin_call(
+            &caller,
+            &request.get_ref().user,
+            "unlock",
+            "unlocking users",
+            |e, u| e.unlock(u),
+        )
+        .await?;
+        Ok(Response::new(pb::UnlockResponse {}))
     }
 
     async fn reset(
@@ -384,17 +401,14 @@ impl Otpd for OtpdService {
         request: Request<pb::ResetRequest>,
     ) -> Result<Response<pb::ResetResponse>, Status> {
         let caller = self.caller(&request)?;
-        let user = parse_user(&request.get_ref().user, &caller, "reset")?;
-        if let Err(e) = caller.require_admin("resetting users") {
-            return fail(&caller, "reset", &user, e);
-        }
-        let u = user.clone();
-        match self.run(move |e| e.reset(&u)).await {
-            Ok(()) => {
-                audit::admin(&caller, "reset", user.as_str());
-                Ok(Response::new(pb::ResetResponse {}))
-            }
-            Err(e) => fail(&caller, "reset", &user, e),
-        }
+        self.admin_call(
+            &caller,
+            &request.get_ref().user,
+            "reset",
+            "resetting users",
+            |e, u| e.reset(u),
+        )
+        .await?;
+        Ok(Response::new(pb::ResetResponse {}))
     }
 }
