@@ -124,6 +124,29 @@ fn account_command(program: &str, args: &[&str], stdin: &str) -> Output {
     }
 }
 
+/// `useradd ARGS`; panics with its output if it fails.
+fn add_account(args: &[&str], name: &str) {
+    let out = account_command("useradd", args, "");
+    assert!(
+        out.status.success(),
+        "useradd {name} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `userdel ARGS`, from a drop: a failure is a warning, not a panic.
+fn remove_account(args: &[&str], name: &str) {
+    let out = account_command("userdel", args, "");
+    if !out.status.success() {
+        eprintln!(
+            "warning: userdel {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A throwaway local user (`otpdt` + random hex) with a home directory, the
 /// shell `/bin/sh` and a random password. Removed with its home on drop.
 pub struct User {
@@ -139,8 +162,7 @@ impl User {
     pub fn create() -> Self {
         require_root_and_sshd();
         let name = format!("otpdt{}", random_hex(4));
-        let out = account_command(
-            "useradd",
+        add_account(
             &[
                 "--create-home",
                 "--shell",
@@ -149,13 +171,7 @@ impl User {
                 "otpd test user",
                 &name,
             ],
-            "",
-        );
-        assert!(
-            out.status.success(),
-            "useradd {name} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            &name,
         );
         // From here on, drop removes the user, also if the rest fails.
         let mut user = Self {
@@ -216,8 +232,7 @@ impl User {
     pub fn alias(&self) -> Alias {
         let name = format!("otpda{}", random_hex(4));
         let (uid, gid) = (self.uid.to_string(), self.gid.to_string());
-        let out = account_command(
-            "useradd",
+        add_account(
             &[
                 "--non-unique",
                 "--uid",
@@ -232,13 +247,7 @@ impl User {
                 "/bin/sh",
                 &name,
             ],
-            "",
-        );
-        assert!(
-            out.status.success(),
-            "useradd alias {name} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            &name,
         );
         Alias { name }
     }
@@ -247,31 +256,14 @@ impl User {
 impl Drop for Alias {
     fn drop(&mut self) {
         // No --remove: the home is the real user's.
-        let out = account_command("userdel", &[&self.name], "");
-        if !out.status.success() {
-            eprintln!(
-                "warning: userdel {} failed ({}): {}",
-                self.name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        remove_account(&[&self.name], &self.name);
     }
 }
 
 impl Drop for User {
     fn drop(&mut self) {
         // --force: also if a session of the user has not quite ended.
-        let out = account_command("userdel", &["--force", "--remove", &self.name], "");
-        // "mail spool not found" is only a warning.
-        if !out.status.success() {
-            eprintln!(
-                "warning: userdel {} failed ({}): {}",
-                self.name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        remove_account(&["--force", "--remove", &self.name], &self.name);
     }
 }
 
