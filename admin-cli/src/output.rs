@@ -315,6 +315,10 @@ impl Row<'_> {
         if s.pending && matches!(s.state(), State::Active | State::Locked) {
             state.push_str("+pending");
         }
+        if s.rolled_back_at > 0 {
+            // The store lost writes of this user: loud, in the state column.
+            state.push_str("+ROLLED-BACK");
+        }
         let totp = match algorithm_name(s.algorithm()) {
             Some(alg) if s.digits != 0 && s.period != 0 => {
                 format!("{alg}/{}/{}s", s.digits, s.period)
@@ -368,6 +372,9 @@ struct StatusJson<'a> {
     last_success: Option<LastSuccessJson<'a>>,
     enrolled_at: Option<String>,
     clock_skew_seconds: i64,
+    /// Present only when the store was found rolled back for this user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolled_back_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -399,6 +406,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 }),
                 enrolled_at: rfc3339(s.enrolled_at),
                 clock_skew_seconds: s.clock_skew_seconds,
+                rolled_back_at: rfc3339(s.rolled_back_at),
             },
             Row::Unreadable(user) => StatusJson {
                 user,
@@ -413,6 +421,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 last_success: None,
                 enrolled_at: None,
                 clock_skew_seconds: 0,
+                rolled_back_at: None,
             },
         }
     }
@@ -599,6 +608,7 @@ mod tests {
             enrolled_at: T0,
             pending: true,
             clock_skew_seconds: -30,
+            rolled_back_at: 0,
         }
     }
 
@@ -616,6 +626,7 @@ mod tests {
             enrolled_at: T0,
             pending: false,
             clock_skew_seconds: 0,
+            rolled_back_at: 0,
         }
     }
 
@@ -625,6 +636,21 @@ mod tests {
             state: State::NotEnrolled.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rolled_back_user_is_flagged_in_both_formats() {
+        let rolled = UserStatus {
+            rolled_back_at: T0 + 900,
+            ..alice()
+        };
+        let (text, _) = render(false, |p| p.status(&[rolled.clone()], &[]));
+        assert!(text.contains("alice  active+pending+ROLLED-BACK  "), "{text}");
+        let (out, _) = render(true, |p| p.status(&[rolled], &[]));
+        assert_eq!(json_of(&out)[0]["rolled_back_at"], "2023-11-14T22:28:20Z");
+        // Absent for everybody else.
+        let (out, _) = render(true, |p| p.status(&[alice()], &[]));
+        assert!(!out.contains("rolled_back"), "{out}");
     }
 
     #[test]

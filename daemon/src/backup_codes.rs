@@ -116,6 +116,33 @@ impl BackupCodeSet {
             None => Ok(false),
         }
     }
+
+    /// Identifies this set among the user's sets (from its random salt).
+    pub(crate) fn set_id(&self) -> u64 {
+        fingerprint(&self.salt)
+    }
+
+    /// Short fingerprints of the unused codes' hashes (for the replay
+    /// watermarks, which only ever remove codes).
+    pub(crate) fn fingerprints(&self) -> Vec<u64> {
+        self.hashes.iter().map(|h| fingerprint(h)).collect()
+    }
+
+    /// Drops every unused code whose fingerprint is not in `keep`; returns
+    /// how many were dropped.
+    pub(crate) fn retain_fingerprints(&mut self, keep: &[u64]) -> usize {
+        let before = self.hashes.len();
+        self.hashes.retain(|h| keep.contains(&fingerprint(h)));
+        before - self.hashes.len()
+    }
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    for (dst, src) in first.iter_mut().zip(bytes) {
+        *dst = *src;
+    }
+    u64::from_le_bytes(first)
 }
 
 #[cfg(test)]

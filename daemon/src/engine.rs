@@ -20,6 +20,7 @@ use crate::record::{Enrollment, LastSuccess, Method, UserName, UserRecord};
 use crate::secret::{Code, TotpSecret};
 use crate::store::Store;
 use crate::totp::{self, Algorithm, TotpMatch, TotpParams};
+use crate::watermark::{self, Mark, Watermarks};
 
 /// Settings the engine decides with (from the configuration).
 #[derive(Debug, Clone)]
@@ -214,6 +215,22 @@ pub struct UserStatus {
     pub pending: bool,
     /// Device clock offset seen with the last accepted TOTP code.
     pub clock_skew_seconds: i64,
+    /// Unix time the store was found to have lost committed writes of this
+    /// user (rolled back), 0 if never (or since the last reset).
+    pub rolled_back_at: u64,
+}
+
+/// What the start-up check of the store found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreCheck {
+    /// Users checked.
+    pub checked: usize,
+    /// Users not checked (over the bound); checked on first use.
+    pub skipped: usize,
+    /// Users whose record was found rolled back (now or earlier).
+    pub rolled_back: Vec<String>,
+    /// Users who fail closed: record corrupted or lost.
+    pub unreadable: Vec<String>,
 }
 
 const STRIPES: usize = 64;
@@ -225,6 +242,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     cfg: EngineConfig,
     stripes: Vec<Mutex<()>>,
+    watermarks: Option<Watermarks>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -249,7 +267,16 @@ impl Engine {
             clock,
             cfg,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            watermarks: None,
         }
+    }
+
+    /// Keeps replay watermarks in `watermarks` (see [`crate::watermark`]):
+    /// a rolled-back store is detected and cannot make a used code valid
+    /// again.
+    pub fn with_watermarks(mut self, watermarks: Watermarks) -> Self {
+        self.watermarks = Some(watermarks);
+        self
     }
 
     /// The configuration in force.
@@ -268,15 +295,151 @@ impl Engine {
     }
 
     fn load(&self, user: &UserName) -> Result<Option<UserRecord>, Error> {
-        match self.store.get(user)? {
-            None => Ok(None),
-            Some(sealed) => UserRecord::open(&self.key, user, &sealed).map(Some),
+        let rec = match self.store.get(user)? {
+            None => None,
+            Some(sealed) => Some(UserRecord::open(&self.key, user, &sealed)?),
+        };
+        let Some(w) = &self.watermarks else {
+            return Ok(rec);
+        };
+        let Some(mark) = w.get(user.as_str()) else {
+            return Ok(rec);
+        };
+        let generation = rec.as_ref().map_or(0, |r| r.generation);
+        let fixed = watermark::reconcile(&mark, rec);
+        if fixed.step_raised || fixed.codes_removed > 0 {
+            tracing::warn!(
+                user = %user,
+                codes_removed = fixed.codes_removed,
+                step_raised = fixed.step_raised,
+                "record older than its replay watermark; used codes spent again"
+            );
+        }
+        if fixed.rolled_back && mark.rolled_back_at.is_none() {
+            self.report_rollback(w, user, mark, generation, fixed.record.is_none());
+        }
+        fixed.record.ok_or_else(|| Error::RolledBack {
+            user: user.to_string(),
+        })
+    }
+
+    /// Logs (error level, once per incident: the detection is persisted in
+    /// the mark until a reset) and audits a rolled-back record.
+    fn report_rollback(
+        &self,
+        w: &Watermarks,
+        user: &UserName,
+        mark: Mark,
+        generation: u64,
+        fails_closed: bool,
+    ) {
+        tracing::error!(
+            target: crate::audit::TARGET,
+            event = "store_rollback",
+            user = %user,
+            record_generation = generation,
+            committed_generation = mark.committed,
+            fails_closed,
+            "the store lost committed writes of this user (damaged or restored store \
+             files); replay state restored from the watermarks; see `otpctl status`"
+        );
+        let now = self.clock.now();
+        let flagged = Mark {
+            rolled_back_at: Some(now.max(1)),
+            ..mark
+        };
+        if let Err(e) = w.put(&self.key, flagged, true) {
+            tracing::warn!(user = %user, error = %e, "cannot persist the rollback flag");
         }
     }
 
     fn save(&self, user: &UserName, record: &UserRecord) -> Result<(), Error> {
-        let sealed = record.seal(&self.key, user)?;
-        self.store.put(user, &sealed)
+        let mut rec = record.clone();
+        let Some(w) = &self.watermarks else {
+            rec.generation = rec.generation.saturating_add(1);
+            let sealed = rec.seal(&self.key, user)?;
+            return self.store.put(user, &sealed);
+        };
+        // The watermark first, durably: a crash or a full disk after it
+        // leaves the code spent, never valid again.
+        let prev = w.get(user.as_str()).unwrap_or_default();
+        rec.generation = rec.generation.max(prev.generation).saturating_add(1);
+        let sealed = rec.seal(&self.key, user)?;
+        let mark = Mark::of_record(user.as_str(), &rec, &prev);
+        w.put(&self.key, mark.clone(), true)?;
+        self.store.put(user, &sealed)?;
+        self.mark_committed(w, mark);
+        Ok(())
+    }
+
+    /// Notes that the mark's generation is in the store. Not fsynced: if it
+    /// is lost, a later rollback of exactly that write is still repaired,
+    /// only reported as an incomplete write.
+    fn mark_committed(&self, w: &Watermarks, mark: Mark) {
+        let committed = Mark {
+            committed: mark.generation,
+            ..mark
+        };
+        if let Err(e) = w.put(&self.key, committed, false) {
+            tracing::debug!(error = %e, "commit mark not written");
+        }
+    }
+
+    /// Removes the record; the watermark remembers the removal, so a
+    /// rolled-back store cannot bring the record back.
+    fn remove_record(&self, user: &UserName) -> Result<(), Error> {
+        let Some(w) = &self.watermarks else {
+            return self.store.remove(user);
+        };
+        let prev = w.get(user.as_str()).unwrap_or_default();
+        let mark = Mark::of_removal(user.as_str(), &prev);
+        w.put(&self.key, mark.clone(), true)?;
+        self.store.remove(user)?;
+        self.mark_committed(w, mark);
+        Ok(())
+    }
+
+    /// Users in the store, and users the watermarks say should be there.
+    fn known_users(&self) -> Result<Vec<String>, Error> {
+        let mut names = self.store.users()?;
+        if let Some(w) = &self.watermarks {
+            names.extend(
+                w.users()
+                    .into_iter()
+                    .filter(|u| w.get(u).is_some_and(|m| !m.removed)),
+            );
+            names.sort_unstable();
+            names.dedup();
+        }
+        Ok(names)
+    }
+
+    /// Checks up to `limit` users against their watermarks (at start),
+    /// reporting rolled-back records.
+    pub fn check_store(&self, limit: usize) -> Result<StoreCheck, Error> {
+        let names = self.known_users()?;
+        let mut check = StoreCheck {
+            skipped: names.len().saturating_sub(limit),
+            ..StoreCheck::default()
+        };
+        for name in names.into_iter().take(limit) {
+            check.checked += 1;
+            let Ok(user) = UserName::parse(name.as_bytes()) else {
+                check.unreadable.push(name);
+                continue;
+            };
+            match self.status(&user) {
+                Ok(s) if s.rolled_back_at > 0 => check.rolled_back.push(name),
+                Ok(_) => {}
+                Err(Error::Corrupted { .. }) => check.unreadable.push(name),
+                Err(Error::RolledBack { .. }) => {
+                    check.rolled_back.push(name.clone());
+                    check.unreadable.push(name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(check)
     }
 
     /// Checks a code. Refusals are verdicts; errors are for malformed state.
@@ -490,10 +653,15 @@ impl Engine {
     /// Removes everything about the user. Works on a corrupted record too.
     pub fn reset(&self, user: &UserName) -> Result<(), Error> {
         let _guard = self.lock(user);
-        if self.store.get(user)?.is_none() {
+        let lost = self
+            .watermarks
+            .as_ref()
+            .and_then(|w| w.get(user.as_str()))
+            .is_some_and(|m| !m.removed);
+        if self.store.get(user)?.is_none() && !lost {
             return Err(not_enrolled(user));
         }
-        self.store.remove(user)
+        self.remove_record(user)
     }
 
     /// The status of one user (state NotEnrolled if unknown).
@@ -507,14 +675,14 @@ impl Engine {
     pub fn list(&self) -> Result<(Vec<UserStatus>, Vec<String>), Error> {
         let mut statuses = Vec::new();
         let mut unreadable = Vec::new();
-        for name in self.store.users()? {
+        for name in self.known_users()? {
             let Ok(user) = UserName::parse(name.as_bytes()) else {
                 unreadable.push(name);
                 continue;
             };
             match self.status(&user) {
                 Ok(s) => statuses.push(s),
-                Err(Error::Corrupted { .. }) => unreadable.push(name),
+                Err(Error::Corrupted { .. } | Error::RolledBack { .. }) => unreadable.push(name),
                 Err(e) => return Err(e),
             }
         }
@@ -554,6 +722,12 @@ impl Engine {
             enrolled_at: rec.active.as_ref().map_or(0, |e| e.since),
             pending: rec.pending.is_some(),
             clock_skew_seconds: rec.clock_skew_seconds,
+            rolled_back_at: self
+                .watermarks
+                .as_ref()
+                .and_then(|w| w.get(user))
+                .and_then(|m| m.rolled_back_at)
+                .unwrap_or(0),
         }
     }
 }

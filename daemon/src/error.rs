@@ -55,6 +55,35 @@ pub enum Error {
     /// Reading or writing the store failed.
     #[error("store error: {0}")]
     Store(String),
+    /// The store failed recently and is not retried yet (at most once a
+    /// second); decisions fail closed meanwhile.
+    #[error(
+        "the store {path} failed (is the disk full?) and is reopened at most once \
+         a second; retry shortly"
+    )]
+    StoreUnavailable {
+        /// Store directory.
+        path: PathBuf,
+    },
+    /// The replay-watermark journal cannot be read or written.
+    #[error("watermark journal {path}: {reason}")]
+    Watermark {
+        /// Journal file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The user's record is missing although the watermark journal says it
+    /// held an enrollment: the store lost writes (rolled back). The user
+    /// fails closed until `otpctl reset`.
+    #[error(
+        "the stored record of user {user:?} was lost (the store rolled back); this \
+         user cannot log in until `otpctl reset`"
+    )]
+    RolledBack {
+        /// The user.
+        user: String,
+    },
     /// The master key file is missing, unsafe or malformed.
     #[error("master key {path}: {reason}")]
     Key {

@@ -14,6 +14,7 @@ pub mod record;
 pub mod secret;
 pub mod store;
 pub mod totp;
+pub mod watermark;
 
 pub use error::Error;
 pub mod audit;

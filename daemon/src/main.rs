@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 | Error::Key { .. }
                 | Error::StoreLocked { .. }
                 | Error::Store(_)
+                | Error::Watermark { .. }
                 | Error::Socket { .. } => ExitCode::from(78),
                 _ => ExitCode::FAILURE,
             }

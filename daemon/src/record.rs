@@ -120,6 +120,10 @@ pub struct UserRecord {
     /// Clock skew of the last accepted TOTP code, in seconds.
     #[serde(default)]
     pub clock_skew_seconds: i64,
+    /// Write generation: incremented by every save, compared with the
+    /// replay watermarks to detect a rolled-back store (see `watermark`).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl UserRecord {

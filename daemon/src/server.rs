@@ -21,6 +21,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::Error;
 use crate::service::OtpdService;
 use crate::store::SledStore;
+use crate::watermark::{self, Watermarks};
 
 /// How long requests in flight may take after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -64,9 +65,13 @@ impl Daemon {
         prepare_state_dir(&config.state_dir)?;
         let key = MasterKey::load_or_create(&key_path(&config.state_dir))?;
         let store = SledStore::open(&store_path(&config.state_dir))?;
+        let watermarks = Watermarks::open(&watermark::path(&config.state_dir), &key)?;
         let listener = bind(&config.socket, config.socket_mode)?;
+        let engine = Engine::new(Box::new(store), key, clock, engine_config)
+            .with_watermarks(watermarks);
+        watermark::report_start(&engine);
         Ok(Self {
-            engine: Arc::new(Engine::new(Box::new(store), key, clock, engine_config)),
+            engine: Arc::new(engine),
             authz: Arc::new(authz),
             listener,
             socket: config.socket.clone(),

@@ -192,6 +192,7 @@ fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
         enrolled_at: clamp_i64(s.enrolled_at),
         pending: s.pending,
         clock_skew_seconds: s.clock_skew_seconds,
+        rolled_back_at: clamp_i64(s.rolled_back_at),
     }
 }
 

@@ -1,10 +1,23 @@
 //! Persistence: a small trait, and its implementation on an embedded sled
 //! database. The store only ever sees sealed bytes.
+//!
+//! sled latches the first I/O error of its log (a full disk, say) and
+//! returns it from every later call of that handle, even after the cause is
+//! gone. [`SledStore`] therefore treats a failed call as the end of that
+//! handle: the call fails (closed), and a later call — at most once per
+//! [`REOPEN_INTERVAL`] — drops the handle and opens the database again, so
+//! the daemon recovers by itself when space returns. The outage is logged
+//! once when it starts and once when a write succeeds again.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::record::UserName;
+
+/// Shortest time between two attempts to reopen a failed database.
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Durable storage of sealed user records, keyed by user name.
 pub trait Store: Send + Sync {
@@ -18,10 +31,29 @@ pub trait Store: Send + Sync {
     fn users(&self) -> Result<Vec<String>, Error>;
 }
 
-/// The sled-backed store under `<state_dir>/store`.
-pub struct SledStore {
+/// An open database and its tree of users.
+struct Handle {
     db: sled::Db,
     users: sled::Tree,
+}
+
+/// Health of the store, behind one lock.
+struct State {
+    /// `None` after a failure, until the next successful reopen.
+    handle: Option<Arc<Handle>>,
+    /// Counts reopens, so a late failure on a retired handle does not
+    /// retire its successor.
+    epoch: u64,
+    /// When the current outage began (logged once); `None` when healthy.
+    outage: Option<Instant>,
+    /// Last reopen attempt, for the rate limit.
+    last_reopen: Option<Instant>,
+}
+
+/// The sled-backed store under `<state_dir>/store`, which reopens itself
+/// after an I/O failure (see the module documentation).
+pub struct SledStore {
+    state: Mutex<State>,
     path: PathBuf,
 }
 
@@ -37,69 +69,177 @@ fn store_error(e: sled::Error) -> Error {
     Error::Store(e.to_string())
 }
 
+fn open_handle(path: &Path) -> Result<Handle, Error> {
+    let db = sled::Config::new()
+        .path(path)
+        .open()
+        .map_err(|e| match &e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                Error::StoreLocked {
+                    path: path.to_owned(),
+                }
+            }
+            _ => Error::Store(format!("cannot open {}: {e}", path.display())),
+        })?;
+    let users = db.open_tree("users.v1").map_err(store_error)?;
+    Ok(Handle { db, users })
+}
+
 impl SledStore {
     /// Opens (or creates) the database at `path`. Another process holding it
     /// is reported as [`Error::StoreLocked`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    Error::StoreLocked {
-                        path: path.to_owned(),
-                    }
-                }
-                _ => Error::Store(format!("cannot open {}: {e}", path.display())),
-            })?;
-        let users = db.open_tree("users.v1").map_err(store_error)?;
+        let handle = open_handle(path)?;
         Ok(Self {
-            db,
-            users,
+            state: Mutex::new(State {
+                handle: Some(Arc::new(handle)),
+                epoch: 0,
+                outage: None,
+                last_reopen: None,
+            }),
             path: path.to_owned(),
         })
     }
 
-    fn flush(&self) -> Result<(), Error> {
-        self.db.flush().map(|_| ()).map_err(store_error)
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every field is valid at every point: a panic elsewhere broke nothing.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Runs `op` on the open database (reopening it first if an earlier
+    /// call failed and the rate limit allows). A failure retires the handle.
+    ///
+    /// The state lock is held only to pick the handle, not during `op`, so
+    /// writes of different users still proceed (and commit) together. A
+    /// call still running on a retired handle keeps sled's file lock; a
+    /// reopen meanwhile fails (closed) and is retried after the interval.
+    fn with<T>(
+        &self,
+        write: bool,
+        op: impl FnOnce(&Handle) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let (handle, epoch) = {
+            let mut state = self.state();
+            if state.handle.is_none() {
+                let now = Instant::now();
+                if state
+                    .last_reopen
+                    .is_some_and(|t| now.duration_since(t) < REOPEN_INTERVAL)
+                {
+                    return Err(Error::StoreUnavailable {
+                        path: self.path.clone(),
+                    });
+                }
+                state.last_reopen = Some(now);
+                match open_handle(&self.path) {
+                    Ok(h) => {
+                        tracing::debug!(path = %self.path.display(), "store reopened");
+                        state.handle = Some(Arc::new(h));
+                        state.epoch += 1;
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = %self.path.display(), error = %e, "store reopen failed");
+                        return Err(e);
+                    }
+                }
+            }
+            match state.handle.as_ref() {
+                Some(h) => (Arc::clone(h), state.epoch),
+                None => {
+                    return Err(Error::StoreUnavailable {
+                        path: self.path.clone(),
+                    });
+                }
+            }
+        };
+        let result = op(&handle);
+        drop(handle);
+        let mut state = self.state();
+        match &result {
+            Ok(_) if write => {
+                if let Some(since) = state.outage.take() {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        outage_seconds = since.elapsed().as_secs(),
+                        "store writable again; recovered without a restart"
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // sled latches an I/O error for the life of the handle:
+                // retire it (once), reopen on a later call.
+                if state.epoch == epoch {
+                    state.handle = None;
+                }
+                if state.outage.is_none() {
+                    state.outage = Some(Instant::now());
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "store failed; decisions fail closed until it works again \
+                         (reopening at most every {REOPEN_INTERVAL:?})"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    /// Whether a write has failed and none has succeeded since.
+    pub fn in_outage(&self) -> bool {
+        self.state().outage.is_some()
+    }
+}
+
+fn flush(h: &Handle) -> Result<(), Error> {
+    h.db.flush().map(|_| ()).map_err(store_error)
 }
 
 impl Store for SledStore {
     fn get(&self, user: &UserName) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self
-            .users
-            .get(user.as_str().as_bytes())
-            .map_err(store_error)?
-            .map(|v| v.to_vec()))
+        self.with(false, |h| {
+            Ok(h.users
+                .get(user.as_str().as_bytes())
+                .map_err(store_error)?
+                .map(|v| v.to_vec()))
+        })
     }
 
     fn put(&self, user: &UserName, sealed: &[u8]) -> Result<(), Error> {
-        self.users
-            .insert(user.as_str().as_bytes(), sealed)
-            .map_err(store_error)?;
-        self.flush()
+        self.with(true, |h| {
+            h.users
+                .insert(user.as_str().as_bytes(), sealed)
+                .map_err(store_error)?;
+            flush(h)
+        })
     }
 
     fn remove(&self, user: &UserName) -> Result<(), Error> {
-        self.users
-            .remove(user.as_str().as_bytes())
-            .map_err(store_error)?;
-        self.flush()
+        self.with(true, |h| {
+            h.users
+                .remove(user.as_str().as_bytes())
+                .map_err(store_error)?;
+            flush(h)
+        })
     }
 
     fn users(&self) -> Result<Vec<String>, Error> {
-        self.users
-            .iter()
-            .keys()
-            .map(|k| {
-                k.map(|k| String::from_utf8_lossy(&k).into_owned())
-                    .map_err(store_error)
-            })
-            .collect()
+        self.with(false, |h| {
+            h.users
+                .iter()
+                .keys()
+                .map(|k| {
+                    k.map(|k| String::from_utf8_lossy(&k).into_owned())
+                        .map_err(store_error)
+                })
+                .collect()
+        })
     }
 }
 

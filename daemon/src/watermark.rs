@@ -1,0 +1,631 @@
+//! Replay watermarks: what a rolled-back store must not undo.
+//!
+//! A damaged sled log is recovered by dropping the damaged entry and every
+//! later one, so an older, validly sealed version of a user record can come
+//! back: its replay state (last used TOTP step, unused backup codes) then
+//! makes used codes valid again. The watermarks keep, per user, the part of
+//! the record that may only move forward, in a journal beside the store
+//! (`<state_dir>/watermarks`, mode 0600) that a rollback of the store cannot
+//! reach:
+//!
+//! - the record's write `generation` (each save increments it),
+//! - the highest spent TOTP step of the active secret (identified by the
+//!   time it was confirmed),
+//! - the fingerprints of the unused backup codes of the current set,
+//! - when a rollback of this user was detected (until `otpctl reset`).
+//!
+//! Each save appends the new mark and fsyncs the journal *before* the
+//! record is written, and appends a "committed" mark (without fsync) after.
+//! A loaded record older than a committed mark was rolled back: it is
+//! reported (error log, audit event, `otpctl status`) and repaired in memory
+//! (step = max, consumed backup codes removed again); a record whose secret
+//! or backup-code set is not the last one written fails closed instead.
+//! Entries are sealed under the master key like the records, so the
+//! journal holds no user name or code fingerprint in clear.
+//!
+//! Journal format: `length (u32 LE) || sealed JSON mark`, appended; the last
+//! mark of a user wins. A torn last entry (crash during an append) is cut
+//! off with a warning; damage anywhere else stops the daemon at start with
+//! a clear error, because it would silently weaken replay protection.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, MasterKey};
+use crate::error::Error;
+use crate::record::UserRecord;
+
+/// The journal's file name inside the state directory.
+pub const FILE_NAME: &str = "watermarks";
+
+/// Sealing label: a NUL byte cannot start a user name, so a journal entry
+/// never opens as a record, nor a record as an entry.
+const SEAL_LABEL: &str = "\u{0}watermark";
+
+/// Largest sealed entry accepted when reading.
+const MAX_ENTRY: u32 = 64 * 1024;
+
+/// The journal is rewritten (compacted) when it exceeds this size and four
+/// times the size of its live marks.
+const COMPACT_AT: u64 = 256 * 1024;
+
+/// What may only move forward for one user.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// The user.
+    pub user: String,
+    /// Generation of the last record written (or being written).
+    pub generation: u64,
+    /// Highest generation known to be in the store.
+    pub committed: u64,
+    /// The last write removed the record (`otpctl reset`).
+    #[serde(default)]
+    pub removed: bool,
+    /// `since` of the active enrollment of the last record, if any.
+    pub enrolled_since: Option<u64>,
+    /// Highest spent TOTP step of that enrollment.
+    pub step: Option<u64>,
+    /// Identifier of the last record's backup-code set.
+    pub backup_set: Option<u64>,
+    /// Fingerprints of that set's unused codes.
+    #[serde(default)]
+    pub backup_left: Vec<u64>,
+    /// Unix time a rollback of this user's record was detected; cleared by
+    /// a reset.
+    pub rolled_back_at: Option<u64>,
+}
+
+impl std::fmt::Debug for Mark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mark")
+            .field("user", &self.user)
+            .field("generation", &self.generation)
+            .field("committed", &self.committed)
+            .field("removed", &self.removed)
+            .field("rolled_back_at", &self.rolled_back_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The highest TOTP step `rec` has spent. Steps spent ahead of
+/// `last_used_step` (a clock hint) belong here too: after a rollback the
+/// merge raises `last_used_step` to this value, which spends everything
+/// before it (closed, never open).
+pub fn highest_spent_step(rec: &UserRecord) -> Option<u64> {
+    rec.last_used_step
+}
+
+impl Mark {
+    /// The mark of `rec`, about to be written as generation
+    /// `rec.generation`, following `prev`.
+    pub fn of_record(user: &str, rec: &UserRecord, prev: &Mark) -> Self {
+        let backup = rec.backup_codes.as_ref();
+        Self {
+            user: user.to_owned(),
+            generation: rec.generation,
+            committed: prev.committed,
+            removed: false,
+            enrolled_since: rec.active.as_ref().map(|e| e.since),
+            step: highest_spent_step(rec),
+            backup_set: backup.map(|s| s.set_id()),
+            backup_left: backup.map(|s| s.fingerprints()).unwrap_or_default(),
+            rolled_back_at: prev.rolled_back_at,
+        }
+    }
+
+    /// The mark of a removal following `prev`.
+    pub fn of_removal(user: &str, prev: &Mark) -> Self {
+        Self {
+            user: user.to_owned(),
+            generation: prev.generation.saturating_add(1),
+            committed: prev.committed,
+            removed: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// The result of checking a loaded record against its mark.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The record to decide with, or `None` when it fails closed because
+    /// the store lost the record's current secret or enrollment.
+    pub record: Option<Option<UserRecord>>,
+    /// The store certainly lost committed writes of this user.
+    pub rolled_back: bool,
+    /// Consumed backup codes the record held again (now removed).
+    pub codes_removed: usize,
+    /// The record's last used step was behind (now raised).
+    pub step_raised: bool,
+}
+
+/// Checks `rec` (as loaded) against `mark` and repairs what a rollback
+/// undid. Pure: the caller reports and persists.
+pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
+    let generation = match (&rec, mark.removed) {
+        (Some(r), _) => r.generation,
+        (None, true) => mark.generation,
+        (None, false) => 0,
+    };
+    let current = |record| Reconciled {
+        record: Some(record),
+        rolled_back: false,
+        codes_removed: 0,
+        step_raised: false,
+    };
+    if generation >= mark.generation {
+        return current(rec);
+    }
+    // Older than the last mark: either the last write did not complete
+    // (the mark is fsynced first; no reply was sent) or, when the record is
+    // older than a committed generation, the store rolled back.
+    let certain = generation < mark.committed;
+    let Some(mut r) = rec else {
+        let lost = certain && mark.enrolled_since.is_some();
+        return Reconciled {
+            record: if lost { None } else { Some(None) },
+            rolled_back: certain,
+            codes_removed: 0,
+            step_raised: false,
+        };
+    };
+    let mut out = Reconciled {
+        record: None,
+        rolled_back: certain,
+        codes_removed: 0,
+        step_raised: false,
+    };
+    let since = r.active.as_ref().map(|e| e.since);
+    if since.is_some() && since == mark.enrolled_since {
+        if mark.step > r.last_used_step {
+            r.last_used_step = mark.step;
+            out.step_raised = true;
+        }
+    } else if certain && since.is_some() {
+        // An older (replaced or reset) secret came back: fail closed.
+        return out;
+    }
+    match (r.backup_codes.as_mut(), mark.backup_set) {
+        (Some(set), Some(id)) if set.set_id() == id => {
+            out.codes_removed = set.retain_fingerprints(&mark.backup_left);
+        }
+        (Some(set), _) if certain => {
+            // A superseded set came back.
+            out.codes_removed = set.remaining();
+            r.backup_codes = None;
+        }
+        _ => {}
+    }
+    out.record = Some(Some(r));
+    out
+}
+
+struct Inner {
+    /// `None` after a failed write: reopened (and cut back to `len`) by the
+    /// next one.
+    file: Option<File>,
+    /// Length of the valid journal.
+    len: u64,
+    /// Bytes of the newest entry of each user (for compaction).
+    live: HashMap<String, u64>,
+    marks: HashMap<String, Mark>,
+}
+
+/// The journal of replay watermarks.
+pub struct Watermarks {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Watermarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watermarks")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The journal's path inside the state directory.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+fn open_file(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+fn entry(key: &MasterKey, mark: &Mark) -> Result<Vec<u8>, Error> {
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec(mark).map_err(|e| Error::Internal(format!("encode mark: {e}")))?,
+    );
+    let sealed = crypto::seal(key, SEAL_LABEL, &plain)?;
+    let len = u32::try_from(sealed.len())
+        .ok()
+        .filter(|&l| l <= MAX_ENTRY)
+        .ok_or_else(|| Error::Internal("watermark entry too large".into()))?;
+    let mut out = Vec::with_capacity(4 + sealed.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+impl Watermarks {
+    /// Opens (or creates) the journal at `path` and reads every mark.
+    /// A torn last entry is cut off; any other damage is an error.
+    pub fn open(path: &Path, key: &MasterKey) -> Result<Self, Error> {
+        let bad = |reason: String| Error::Watermark {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut file = open_file(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        let mut marks = HashMap::new();
+        let mut live = HashMap::new();
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let header: Option<[u8; 4]> = rest.get(..4).and_then(|h| h.try_into().ok());
+            let Some(header) = header else { break };
+            let len = u32::from_le_bytes(header);
+            let end = at.saturating_add(4).saturating_add(len as usize);
+            if len > MAX_ENTRY {
+                return Err(bad(format!(
+                    "damaged at byte {at} (entry length {len}); replay protection \
+                     cannot be trusted. Move the file aside to start without it"
+                )));
+            }
+            let Some(sealed) = bytes.get(at + 4..end) else {
+                break;
+            };
+            let mark = crypto::open(key, SEAL_LABEL, sealed)
+                .ok()
+                .and_then(|plain| serde_json::from_slice::<Mark>(&plain).ok());
+            match mark {
+                Some(mark) => {
+                    live.insert(mark.user.clone(), u64::from(len) + 4);
+                    marks.insert(mark.user.clone(), mark);
+                }
+                None if end == bytes.len() => break,
+                None => {
+                    return Err(bad(format!(
+                        "entry at byte {at} does not authenticate (damaged, or sealed \
+                         under another key); replay protection cannot be trusted. \
+                         Move the file aside to start without it"
+                    )));
+                }
+            }
+            at = end;
+        }
+        let len = at as u64;
+        if at < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes = bytes.len() - at,
+                "watermark journal ends in a torn entry (a crash during a write); cut off"
+            );
+            file.set_len(len)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| bad(format!("cannot cut off the torn entry: {e}")))?;
+        }
+        if let Some(dir) = path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| bad(format!("cannot sync the state directory: {e}")))?;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            inner: Mutex::new(Inner {
+                file: Some(file),
+                len,
+                live,
+                marks,
+            }),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // `marks` and `len` change only after a write succeeded.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The mark of `user`, if any.
+    pub fn get(&self, user: &str) -> Option<Mark> {
+        self.inner().marks.get(user).cloned()
+    }
+
+    /// Every user with a mark, sorted.
+    pub fn users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.inner().marks.keys().cloned().collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// Appends `mark`; with `durable`, it is on disk on return. On failure
+    /// nothing changes (a partial entry is cut off by the next write).
+    pub fn put(&self, key: &MasterKey, mark: Mark, durable: bool) -> Result<(), Error> {
+        let bytes = entry(key, &mark)?;
+        let mut inner = self.inner();
+        let result = self.append(&mut inner, &bytes, durable);
+        if let Err(e) = result {
+            inner.file = None;
+            return Err(e);
+        }
+        inner.len += bytes.len() as u64;
+        inner.live.insert(mark.user.clone(), bytes.len() as u64);
+        inner.marks.insert(mark.user.clone(), mark);
+        let live: u64 = inner.live.values().sum();
+        if inner.len > COMPACT_AT && inner.len > live.saturating_mul(4) {
+            if let Err(e) = self.compact(&mut inner, key) {
+                tracing::warn!(path = %self.path.display(), error = %e, "watermark journal not compacted; retried later");
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&self, inner: &mut Inner, bytes: &[u8], durable: bool) -> Result<(), Error> {
+        let bad = |e: std::io::Error| Error::Watermark {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        if inner.file.is_none() {
+            let file = open_file(&self.path).map_err(bad)?;
+            // Cut off what a failed write may have left.
+            file.set_len(inner.len).map_err(bad)?;
+            inner.file = Some(file);
+        }
+        let file = inner.file.as_ref().ok_or_else(|| bad(std::io::Error::other("closed")))?;
+        file.write_all_at(bytes, inner.len).map_err(bad)?;
+        if durable {
+            file.sync_data().map_err(bad)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal with one entry per user (atomically: a new file
+    /// renamed over the old one).
+    fn compact(&self, inner: &mut Inner, key: &MasterKey) -> Result<(), Error> {
+        let bad = |e: std::io::Error| Error::Watermark {
+            path: self.path.clone(),
+            reason: format!("compaction: {e}"),
+        };
+        let tmp = self.path.with_extension("compact");
+        let _ = fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(bad)?;
+        let mut len = 0u64;
+        let mut live = HashMap::new();
+        let mut buf = Vec::new();
+        for mark in inner.marks.values() {
+            let e = entry(key, mark)?;
+            live.insert(mark.user.clone(), e.len() as u64);
+            len += e.len() as u64;
+            buf.extend_from_slice(&e);
+        }
+        let written = file
+            .write_all_at(&buf, 0)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(bad(e));
+        }
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(bad)?;
+        }
+        inner.file = Some(file);
+        inner.len = len;
+        inner.live = live;
+        Ok(())
+    }
+}
+
+/// Users checked against their watermarks at start; more are checked on
+/// first use. About 20 µs each (one read and one AEAD open).
+pub const START_CHECK_LIMIT: usize = 10_000;
+
+/// The start-up check (after the socket is bound, before serving): logs
+/// rolled-back and unreadable records loudly, or one line that all is well.
+pub fn report_start(engine: &crate::engine::Engine) {
+    match engine.check_store(START_CHECK_LIMIT) {
+        Ok(check) if check.rolled_back.is_empty() && check.unreadable.is_empty() => {
+            tracing::info!(
+                checked = check.checked,
+                skipped = check.skipped,
+                "store checked against the replay watermarks: no rollback"
+            );
+        }
+        Ok(check) => {
+            tracing::error!(
+                checked = check.checked,
+                skipped = check.skipped,
+                rolled_back = ?check.rolled_back,
+                unreadable = ?check.unreadable,
+                "the store lost writes (rolled back) or holds records that do not open; \
+                 replayed codes stay refused, users listed as unreadable fail closed \
+                 until `otpctl reset`; see `otpctl status`"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "store check at start failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup_codes::{BackupCodeSet, KdfParams};
+    use crate::record::Enrollment;
+    use crate::secret::TotpSecret;
+    use crate::totp::TotpParams;
+
+    fn enrolled(since: u64, step: u64, generation: u64) -> UserRecord {
+        UserRecord {
+            active: Some(Enrollment {
+                secret: TotpSecret::generate(),
+                params: TotpParams::default(),
+                issuer: "t".into(),
+                since,
+            }),
+            last_used_step: Some(step),
+            generation,
+            ..UserRecord::default()
+        }
+    }
+
+    fn committed(user: &str, rec: &UserRecord) -> Mark {
+        let mut m = Mark::of_record(user, rec, &Mark::default());
+        m.committed = rec.generation;
+        m
+    }
+
+    #[test]
+    fn current_record_is_untouched() {
+        let rec = enrolled(1, 100, 5);
+        let r = reconcile(&committed("a", &rec), Some(rec));
+        assert!(!r.rolled_back);
+        assert_eq!(
+            r.record.flatten().and_then(|r| r.last_used_step),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn rolled_back_record_gets_its_step_back_and_is_reported() {
+        let new = enrolled(1, 100, 5);
+        let mut old = new.clone();
+        old.generation = 3;
+        old.last_used_step = Some(90);
+        let r = reconcile(&committed("a", &new), Some(old));
+        assert!(r.rolled_back && r.step_raised);
+        assert_eq!(
+            r.record.flatten().and_then(|r| r.last_used_step),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn incomplete_last_write_is_merged_but_not_reported() {
+        let new = enrolled(1, 100, 5);
+        let mut mark = Mark::of_record("a", &new, &Mark::default());
+        mark.committed = 4;
+        let mut old = new.clone();
+        old.generation = 4;
+        old.last_used_step = Some(99);
+        let r = reconcile(&mark, Some(old));
+        assert!(!r.rolled_back && r.step_raised);
+    }
+
+    #[test]
+    fn consumed_backup_codes_are_removed_again() -> Result<(), Error> {
+        let kdf = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let (plain, set) = BackupCodeSet::generate(kdf)?;
+        let mut old = enrolled(1, 100, 3);
+        old.backup_codes = Some(set);
+        let mut new = old.clone();
+        new.generation = 5;
+        let code = crate::secret::Code::parse(plain[0].as_bytes())?;
+        assert!(new.backup_codes.as_mut().is_some_and(|s| s.consume(&code).unwrap_or(false)));
+        let r = reconcile(&committed("a", &new), Some(old));
+        assert_eq!(r.codes_removed, 1);
+        let mut rec = r.record.flatten().ok_or(Error::Internal("gone".into()))?;
+        assert_eq!(rec.backup_codes.as_ref().map(|s| s.remaining()), Some(9));
+        assert!(!rec.backup_codes.as_mut().is_some_and(|s| s.consume(&code).unwrap_or(true)));
+        Ok(())
+    }
+
+    #[test]
+    fn an_older_secret_or_a_lost_enrollment_fails_closed() {
+        let new = enrolled(200, 100, 5);
+        let old = enrolled(1, 10, 2);
+        assert!(reconcile(&committed("a", &new), Some(old)).record.is_none());
+        assert!(reconcile(&committed("a", &new), None).record.is_none());
+        // A record that was reset stays reset.
+        let mut removal = Mark::of_removal("a", &committed("a", &new));
+        removal.committed = removal.generation;
+        let r = reconcile(&removal, None);
+        assert!(!r.rolled_back && matches!(r.record, Some(None)));
+        assert!(reconcile(&removal, Some(new)).record.is_none());
+    }
+
+    #[test]
+    fn journal_survives_reopen_cuts_a_torn_tail_and_refuses_damage()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let p = path(dir.path());
+        let key = MasterKey::generate();
+        let rec = enrolled(1, 100, 1);
+        {
+            let w = Watermarks::open(&p, &key)?;
+            w.put(&key, committed("alice", &rec), true)?;
+            w.put(&key, committed("bob", &rec), true)?;
+        }
+        assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o777, 0o600);
+        let full = fs::read(&p)?;
+        assert!(!full.windows(5).any(|w| w == b"alice"), "name in clear");
+        // Torn tail: cut off, the first mark stays.
+        fs::write(&p, &full[..full.len() - 7])?;
+        let w = Watermarks::open(&p, &key)?;
+        assert_eq!(w.users(), vec!["alice".to_string()]);
+        drop(w);
+        // Damage before the end: refused.
+        let mut damaged = full.clone();
+        damaged[10] ^= 1;
+        fs::write(&p, &damaged)?;
+        assert!(matches!(
+            Watermarks::open(&p, &key),
+            Err(Error::Watermark { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn compaction_keeps_the_last_mark_of_each_user() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let p = path(dir.path());
+        let key = MasterKey::generate();
+        let w = Watermarks::open(&p, &key)?;
+        let mut rec = enrolled(1, 0, 0);
+        for i in 1..=3000u64 {
+            rec.generation = i;
+            rec.last_used_step = Some(i);
+            w.put(&key, committed("alice", &rec), false)?;
+        }
+        assert!(fs::metadata(&p)?.len() < COMPACT_AT + 1024);
+        drop(w);
+        let w = Watermarks::open(&p, &key)?;
+        assert_eq!(w.get("alice").and_then(|m| m.step), Some(3000));
+        Ok(())
+    }
+}
