@@ -644,8 +644,11 @@ mod tests {
             rolled_back_at: T0 + 900,
             ..alice()
         };
-        let (text, _) = render(false, |p| p.status(&[rolled.clone()], &[]));
-        assert!(text.contains("alice  active+pending+ROLLED-BACK  "), "{text}");
+        let (text, _) = render(false, |p| p.status(std::slice::from_ref(&rolled), &[]));
+        assert!(
+            text.contains("alice  active+pending+ROLLED-BACK  "),
+            "{text}"
+        );
         let (out, _) = render(true, |p| p.status(&[rolled], &[]));
         assert_eq!(json_of(&out)[0]["rolled_back_at"], "2023-11-14T22:28:20Z");
         // Absent for everybody else.

@@ -67,8 +67,8 @@ impl Daemon {
         let store = SledStore::open(&store_path(&config.state_dir))?;
         let watermarks = Watermarks::open(&watermark::path(&config.state_dir), &key)?;
         let listener = bind(&config.socket, config.socket_mode)?;
-        let engine = Engine::new(Box::new(store), key, clock, engine_config)
-            .with_watermarks(watermarks);
+        let engine =
+            Engine::new(Box::new(store), key, clock, engine_config).with_watermarks(watermarks);
         watermark::report_start(&engine);
         Ok(Self {
             engine: Arc::new(engine),

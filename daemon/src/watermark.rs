@@ -378,10 +378,11 @@ impl Watermarks {
         inner.live.insert(mark.user.clone(), bytes.len() as u64);
         inner.marks.insert(mark.user.clone(), mark);
         let live: u64 = inner.live.values().sum();
-        if inner.len > COMPACT_AT && inner.len > live.saturating_mul(4) {
-            if let Err(e) = self.compact(&mut inner, key) {
-                tracing::warn!(path = %self.path.display(), error = %e, "watermark journal not compacted; retried later");
-            }
+        if inner.len > COMPACT_AT
+            && inner.len > live.saturating_mul(4)
+            && let Err(e) = self.compact(&mut inner, key)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "watermark journal not compacted; retried later");
         }
         Ok(())
     }
@@ -397,7 +398,10 @@ impl Watermarks {
             file.set_len(inner.len).map_err(bad)?;
             inner.file = Some(file);
         }
-        let file = inner.file.as_ref().ok_or_else(|| bad(std::io::Error::other("closed")))?;
+        let file = inner
+            .file
+            .as_ref()
+            .ok_or_else(|| bad(std::io::Error::other("closed")))?;
         file.write_all_at(bytes, inner.len).map_err(bad)?;
         if durable {
             file.sync_data().map_err(bad)?;
@@ -511,10 +515,7 @@ mod tests {
         let rec = enrolled(1, 100, 5);
         let r = reconcile(&committed("a", &rec), Some(rec));
         assert!(!r.rolled_back);
-        assert_eq!(
-            r.record.flatten().and_then(|r| r.last_used_step),
-            Some(100)
-        );
+        assert_eq!(r.record.flatten().and_then(|r| r.last_used_step), Some(100));
     }
 
     #[test]
@@ -525,10 +526,7 @@ mod tests {
         old.last_used_step = Some(90);
         let r = reconcile(&committed("a", &new), Some(old));
         assert!(r.rolled_back && r.step_raised);
-        assert_eq!(
-            r.record.flatten().and_then(|r| r.last_used_step),
-            Some(100)
-        );
+        assert_eq!(r.record.flatten().and_then(|r| r.last_used_step), Some(100));
     }
 
     #[test]
@@ -556,12 +554,20 @@ mod tests {
         let mut new = old.clone();
         new.generation = 5;
         let code = crate::secret::Code::parse(plain[0].as_bytes())?;
-        assert!(new.backup_codes.as_mut().is_some_and(|s| s.consume(&code).unwrap_or(false)));
+        assert!(
+            new.backup_codes
+                .as_mut()
+                .is_some_and(|s| s.consume(&code).unwrap_or(false))
+        );
         let r = reconcile(&committed("a", &new), Some(old));
         assert_eq!(r.codes_removed, 1);
         let mut rec = r.record.flatten().ok_or(Error::Internal("gone".into()))?;
         assert_eq!(rec.backup_codes.as_ref().map(|s| s.remaining()), Some(9));
-        assert!(!rec.backup_codes.as_mut().is_some_and(|s| s.consume(&code).unwrap_or(true)));
+        assert!(
+            !rec.backup_codes
+                .as_mut()
+                .is_some_and(|s| s.consume(&code).unwrap_or(true))
+        );
         Ok(())
     }
 

@@ -201,7 +201,10 @@ async fn store_files_put_back_from_a_copy_cannot_make_a_used_code_valid_again() 
     // A fresh code still works.
     let r = verify(&mut c, "alice", &app.code_at((step + 1) * PERIOD)).await;
     assert_eq!(decision(&r).0, Some(Decision::Accepted));
-    assert!(status(&mut c, "alice").await.rolled_back_at > 0, "flag kept");
+    assert!(
+        status(&mut c, "alice").await.rolled_back_at > 0,
+        "flag kept"
+    );
 
     // otpctl shows it, in both formats.
     let otpctl = |json: bool| {
@@ -213,8 +216,16 @@ async fn store_files_put_back_from_a_copy_cannot_make_a_used_code_valid_again() 
         let out = cmd.args(["status", "alice"]).output().unwrap();
         String::from_utf8(out.stdout).unwrap()
     };
-    assert!(otpctl(false).contains("active+ROLLED-BACK"), "{}", otpctl(false));
-    assert!(otpctl(true).contains("\"rolled_back_at\":\""), "{}", otpctl(true));
+    assert!(
+        otpctl(false).contains("active+ROLLED-BACK"),
+        "{}",
+        otpctl(false)
+    );
+    assert!(
+        otpctl(true).contains("\"rolled_back_at\":\""),
+        "{}",
+        otpctl(true)
+    );
     drop(c);
     let log = d.stderr();
     assert!(d.stop().success());
