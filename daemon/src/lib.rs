@@ -20,6 +20,8 @@ pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod connections;
+pub mod log_output;
+pub mod repeats;
 pub mod server;
 pub mod service;
 
