@@ -127,28 +127,22 @@ fn log_summaries(summaries: &[Summary<u32>]) {
         } else {
             format!("{secs} s")
         };
-        match s.key {
-            Some(uid) => tracing::warn!(
-                target: TARGET,
-                event = "refused_summary",
-                outcome = "error",
-                refused = s.quiet,
-                seconds = secs,
-                peer_uid = i64::from(uid),
-                "{} requests refused from uid {uid} in the last {over} (not logged one by one)",
-                s.quiet,
-            ),
-            None => tracing::warn!(
-                target: TARGET,
-                event = "refused_summary",
-                outcome = "error",
-                refused = s.quiet,
-                seconds = secs,
-                peer_uid = -1i64,
-                "{} requests refused from further uids in the last {over} (not logged one by one)",
-                s.quiet,
-            ),
-        }
+        let (uid, from) = match s.key {
+            Some(uid) => (i64::from(uid), format!("uid {uid}")),
+            None => (-1, "further uids".to_owned()),
+        };
+        // A field, not the message: the text format quotes fields only.
+        let summary =
+            format!("{} requests refused from {from} in the last {over}", s.quiet);
+        tracing::warn!(
+            target: TARGET,
+            event = "refused_summary",
+            outcome = "error",
+            summary = summary.as_str(),
+            refused = s.quiet,
+            seconds = secs,
+            peer_uid = uid,
+        );
     }
 }
 

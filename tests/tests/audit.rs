@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -278,4 +279,182 @@ async fn forged_context_is_one_exact_json_value_per_field() {
         assert_eq!(e["outcome"], "rejected");
         assert_eq!(e["peer_uid"], uid);
     }
+}
+
+/// Sends `n` requests that are refused before any decision (a status of
+/// another account: PERMISSION_DENIED), `tasks` at a time.
+async fn refused_requests(socket: &Path, n: usize, tasks: usize) {
+    let client = connect(socket).await;
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let mut c = client.clone();
+        let count = n / tasks + usize::from(t < n % tasks);
+        set.spawn(async move {
+            for _ in 0..count {
+                let e = c
+                    .get_status(pb::GetStatusRequest {
+                        user: b"root".to_vec().into(),
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), tonic::Code::PermissionDenied);
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_refused_requests_is_logged_in_bounded_lines_with_a_true_summary() {
+    const FLOOD: u64 = 10_000;
+    let dir = shared_tempdir();
+    let d = Process::start(dir.path());
+    let mut root = connect(&d.socket).await;
+    let (app, _) = enroll(&mut root, "nobody", unix_now()).await;
+    let relay = NobodyRelay::start(&d.socket);
+    let started = std::time::Instant::now();
+    refused_requests(&relay.path, FLOOD as usize, 8).await;
+    // Checked decisions of the same uid are never dropped, flood or not.
+    let mut nobody = connect(&relay.path).await;
+    for _ in 0..3 {
+        let r = nobody
+            .verify(verify_req("nobody", &app.wrong_code_at(unix_now())))
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().decision, pb::Decision::Rejected as i32);
+    }
+    // Nor is anything root does.
+    for _ in 0..20 {
+        let e = root
+            .get_status(pb::GetStatusRequest {
+                user: b"bad:name".to_vec().into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+    let minutes = started.elapsed().as_secs() / 60;
+    drop((nobody, root));
+    assert!(d.stop().success());
+    let log = log_of(dir.path());
+
+    let events: Vec<BTreeMap<String, String>> = log
+        .lines()
+        .filter(|l| l.contains(" otpd::audit: "))
+        .map(|l| {
+            parse_text(l)
+                .unwrap_or_else(|| panic!("unparsable: {l:?}"))
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    let of = |uid: &str, event: &str| -> Vec<&BTreeMap<String, String>> {
+        events
+            .iter()
+            .filter(|e| e.get("peer_uid").map(String::as_str) == Some(uid))
+            .filter(|e| e.get("event").map(String::as_str) == Some(event))
+            .collect()
+    };
+    let one_by_one = of("65534", "status").len() as u64;
+    let summaries = of("65534", "refused_summary");
+    let summarised: u64 = summaries
+        .iter()
+        .map(|e| e["refused"].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(one_by_one, u64::from(otpd::audit::REFUSALS_LOGGED), "{log}");
+    assert_eq!(one_by_one + summarised, FLOOD, "{log}");
+    // One summary per minute at most (plus the one at shutdown).
+    assert!(
+        (1..=minutes + 2).contains(&(summaries.len() as u64)),
+        "{} summaries in {minutes} min",
+        summaries.len()
+    );
+    assert!(
+        summaries[0]["summary"].contains(" requests refused from uid 65534 in the last "),
+        "{:?}",
+        summaries[0]
+    );
+    assert_eq!(of("65534", "verify").len(), 3, "{log}");
+    assert_eq!(of("0", "status").len(), 20, "{log}");
+    // The whole log stays small: bounded, not one line per request.
+    assert!(log.lines().count() < 100, "{} lines", log.lines().count());
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn logrotate(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = Command::new("logrotate").args(args).output();
+    let out = out.expect("logrotate is missing: apt-get install logrotate (.ci/run does)");
+    assert!(
+        out.status.success(),
+        "logrotate {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_shipped_logrotate_file_is_valid_and_rotates_a_log_held_open_for_append() {
+    let conf = repo_file("dist/otpd.logrotate");
+    let dir = shared_tempdir();
+    let state = dir.path().join("state");
+    // As installed: parses, and names /var/log/otpd.log.
+    let out = logrotate(&["--debug".as_ref(), "--state".as_ref(), state.as_os_str(), conf.as_os_str()]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("/var/log/otpd.log"), "{said}");
+    assert!(!said.to_lowercase().contains("error"), "{said}");
+
+    // The same rules on a log in a temporary directory, held open with
+    // O_APPEND as the shell's `>>` holds /var/log/otpd.log.
+    let log = dir.path().join("otpd.log");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("copytruncate"));
+    let local = dir.path().join("otpd.logrotate");
+    std::fs::write(&local, text.replace("/var/log/otpd.log", log.to_str().unwrap())).unwrap();
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut held = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    std::io::Write::write_all(&mut held, b"before rotation\n").unwrap();
+    logrotate(&["--force".as_ref(), "--state".as_ref(), state.as_os_str(), local.as_os_str()]);
+    let rotated = dir.path().join("otpd.log.1");
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before rotation\n");
+    std::io::Write::write_all(&mut held, b"after\n").unwrap();
+    // Truncated in place; the daemon's writes go on at the start, no hole.
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
+}
+
+#[test]
+fn make_install_puts_the_logrotate_file_in_place_and_uninstall_removes_it() {
+    let make = |target: &str| {
+        let out = Command::new("make")
+            .args(["-n", "-C"])
+            .arg(repo_file(""))
+            .arg(target)
+            .arg("DESTDIR=/nonexistent-destdir")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let install = make("install");
+    assert!(
+        install.contains(
+            "install -m 0644 dist/otpd.logrotate /nonexistent-destdir/etc/logrotate.d/otpd"
+        ),
+        "{install}"
+    );
+    let uninstall = make("uninstall");
+    assert!(
+        uninstall.contains("rm -f /nonexistent-destdir/etc/logrotate.d/otpd"),
+        "{uninstall}"
+    );
 }
