@@ -132,8 +132,10 @@ fn log_summaries(summaries: &[Summary<u32>]) {
             None => (-1, "further uids".to_owned()),
         };
         // A field, not the message: the text format quotes fields only.
-        let summary =
-            format!("{} requests refused from {from} in the last {over}", s.quiet);
+        let summary = format!(
+            "{} requests refused from {from} in the last {over}",
+            s.quiet
+        );
         tracing::warn!(
             target: TARGET,
             event = "refused_summary",

@@ -16,6 +16,7 @@ pub mod store;
 pub mod totp;
 
 pub use error::Error;
+pub mod accounts;
 pub mod audit;
 pub mod authz;
 pub mod config;

@@ -130,14 +130,20 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(back["service"], NASTY);
         assert_eq!(back["user"], "é\"\\");
-        assert!(line.contains("\\u2028") && line.contains("\\ud834\\udd73"), "{line}");
+        assert!(
+            line.contains("\\u2028") && line.contains("\\ud834\\udd73"),
+            "{line}"
+        );
     }
 
     #[test]
     fn text_escapes_breaks_and_invisible_characters_outside_quotes_too() {
         let line = one_line(&format!("message={NASTY} user=\"x\"\n"), false, false);
         assert_eq!(line.matches('\n').count(), 1, "{line}");
-        assert!(line[..line.len() - 1].chars().all(|c| !invisible(c)), "{line}");
+        assert!(
+            line[..line.len() - 1].chars().all(|c| !invisible(c)),
+            "{line}"
+        );
         assert!(line.contains("\\u{2028}") && line.contains("\\n") && line.contains("\\u{202e}"));
         // Visible text is untouched; ANSI colours only when on.
         assert_eq!(one_line("é ü 日本\n", false, false), "é ü 日本\n");

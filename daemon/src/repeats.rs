@@ -253,7 +253,10 @@ mod tests {
         assert_eq!(r.tracked(), 4);
         let s = r.drain(t0);
         assert_eq!(s.iter().map(|s| s.quiet).sum::<u64>(), 96);
-        assert_eq!(s.iter().find(|s| s.key.is_none()).map(|s| s.quiet), Some(96));
+        assert_eq!(
+            s.iter().find(|s| s.key.is_none()).map(|s| s.quiet),
+            Some(96)
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ const NOBODY: u32 = 65534;
 /// Values a caller controls (PAM passes whatever the application set as
 /// PAM_SERVICE, PAM_RHOST and PAM_TTY), crafted to forge fields and lines.
 const FORGED_SERVICE: &str = r#"x outcome="accepted" peer_uid=0"#;
-const FORGED_HOST: &str = "192.0.2.1\u{2028}2026-01-01T00:00:00Z  INFO otpd::audit: outcome=\"accepted\"";
+const FORGED_HOST: &str =
+    "192.0.2.1\u{2028}2026-01-01T00:00:00Z  INFO otpd::audit: outcome=\"accepted\"";
 const FORGED_TTY: &str = "\u{202e}0=diu_reep \\\" \n\r\t\u{2066}\u{200f}\u{feff}";
 
 /// A relay socket served by a process running as `nobody`: every
@@ -199,8 +200,14 @@ async fn forged_verifies(dir: &Path, config: &str) -> String {
 }
 
 fn assert_no_raw_invisible(log: &str) {
-    for c in ['\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}', '\u{200f}', '\u{feff}', '\r'] {
-        assert!(!log.contains(c), "raw U+{:04X} in the log:\n{log}", c as u32);
+    for c in [
+        '\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}', '\u{200f}', '\u{feff}', '\r',
+    ] {
+        assert!(
+            !log.contains(c),
+            "raw U+{:04X} in the log:\n{log}",
+            c as u32
+        );
     }
 }
 
@@ -405,8 +412,14 @@ fn the_shipped_logrotate_file_is_valid_and_rotates_a_log_held_open_for_append() 
     let dir = shared_tempdir();
     let state = dir.path().join("state");
     // As installed: parses, and names /var/log/otpd.log.
-    let out = logrotate(&["--debug".as_ref(), "--state".as_ref(), state.as_os_str(), conf.as_os_str()]);
-    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let out = logrotate(&[
+        "--debug".as_ref(),
+        "--state".as_ref(),
+        state.as_os_str(),
+        conf.as_os_str(),
+    ]);
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("/var/log/otpd.log"), "{said}");
     assert!(!said.to_lowercase().contains("error"), "{said}");
 
@@ -416,7 +429,11 @@ fn the_shipped_logrotate_file_is_valid_and_rotates_a_log_held_open_for_append() 
     let text = std::fs::read_to_string(&conf).unwrap();
     assert!(text.contains("copytruncate"));
     let local = dir.path().join("otpd.logrotate");
-    std::fs::write(&local, text.replace("/var/log/otpd.log", log.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &local,
+        text.replace("/var/log/otpd.log", log.to_str().unwrap()),
+    )
+    .unwrap();
     std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut held = std::fs::OpenOptions::new()
         .create(true)
@@ -424,9 +441,17 @@ fn the_shipped_logrotate_file_is_valid_and_rotates_a_log_held_open_for_append() 
         .open(&log)
         .unwrap();
     std::io::Write::write_all(&mut held, b"before rotation\n").unwrap();
-    logrotate(&["--force".as_ref(), "--state".as_ref(), state.as_os_str(), local.as_os_str()]);
+    logrotate(&[
+        "--force".as_ref(),
+        "--state".as_ref(),
+        state.as_os_str(),
+        local.as_os_str(),
+    ]);
     let rotated = dir.path().join("otpd.log.1");
-    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before rotation\n");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap(),
+        "before rotation\n"
+    );
     std::io::Write::write_all(&mut held, b"after\n").unwrap();
     // Truncated in place; the daemon's writes go on at the start, no hole.
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
@@ -457,4 +482,110 @@ fn make_install_puts_the_logrotate_file_in_place_and_uninstall_removes_it() {
         uninstall.contains("rm -f /nonexistent-destdir/etc/logrotate.d/otpd"),
         "{uninstall}"
     );
+}
+
+/// A throwaway group (`otpdg` + random digits), removed on drop.
+struct TempGroup {
+    name: String,
+    gid: u32,
+}
+
+impl TempGroup {
+    /// `groupadd [--users MEMBERS] NAME`, retrying while another process
+    /// holds the lock on /etc/group.
+    fn create(members: &[&str]) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("otpdg{:08x}", nanos ^ std::process::id());
+        let mut cmd = Command::new("groupadd");
+        if !members.is_empty() {
+            cmd.arg("--users").arg(members.join(","));
+        }
+        cmd.arg(&name);
+        retry_locked(&mut cmd);
+        let gid = nix::unistd::Group::from_name(&name)
+            .unwrap()
+            .expect("the new group exists")
+            .gid
+            .as_raw();
+        Self { name, gid }
+    }
+}
+
+impl Drop for TempGroup {
+    fn drop(&mut self) {
+        retry_locked(Command::new("groupdel").arg(&self.name));
+    }
+}
+
+fn retry_locked(cmd: &mut Command) {
+    for _ in 0..50 {
+        let out = cmd.output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("lock"), "{cmd:?} failed: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{cmd:?}: /etc/group stayed locked");
+}
+
+/// `otpctl --socket SOCKET status` (every user: admins only) run as
+/// nobody:nogroup with exactly the supplementary `groups`; its exit code.
+fn list_as_nobody_with_groups(socket: &Path, groups: &[u32]) -> i32 {
+    let dir = socket.parent().unwrap();
+    let exe = dir.join("otpctl");
+    if !exe.exists() {
+        std::fs::copy(built("otpctl"), &exe).unwrap();
+    }
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_owned()
+    } else {
+        format!(
+            "--groups={}",
+            groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", &groups])
+        .arg(&exe)
+        .arg("--socket")
+        .arg(socket)
+        .arg("status")
+        .env_remove("OTPD_SOCKET")
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out.status.code().unwrap()
+}
+
+fn in_process_with_admin_group(group: &str) -> InProcess {
+    let dir = shared_tempdir();
+    let mut config = config_in(dir.path());
+    config.admin_group = Some(group.to_owned());
+    InProcess::start_in(dir, config, std::sync::Arc::new(otpd::ManualClock::new(T0)))
+}
+
+#[test]
+fn admin_rights_come_from_the_groups_the_calling_process_has() {
+    // A group nobody is not listed in: a process that carries it is admin.
+    let carried = TempGroup::create(&[]);
+    let d = in_process_with_admin_group(&carried.name);
+    assert_eq!(list_as_nobody_with_groups(d.socket(), &[carried.gid]), 0);
+    assert_eq!(list_as_nobody_with_groups(d.socket(), &[]), 4);
+    drop(d);
+
+    // A group /etc/group lists nobody in: a process without it is not
+    // admin (it dropped the group, or was started before it was added).
+    let listed = TempGroup::create(&["nobody"]);
+    let d = in_process_with_admin_group(&listed.name);
+    assert_eq!(list_as_nobody_with_groups(d.socket(), &[]), 4);
+    assert_eq!(list_as_nobody_with_groups(d.socket(), &[listed.gid]), 0);
 }
