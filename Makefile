@@ -1,8 +1,9 @@
 # otpd — build, install, test.
 #
 #   make install     build (release) and install otpd, otpctl, pam_otpd.so,
-#                    /etc/otpd/otpd.toml (kept if present) and the systemd
-#                    unit; start the daemon. Run as root.
+#                    /etc/otpd/otpd.toml (kept if present), the systemd
+#                    unit and /etc/logrotate.d/otpd; start the daemon. Run
+#                    as root.
 #   make uninstall   remove what install put in place; keeps /etc/otpd and
 #                    the store in /var/lib/otpd.
 #   make test        every test (unit, integration, PAM, SSH), plus fmt and
@@ -15,6 +16,7 @@ SBINDIR    ?= $(PREFIX)/sbin
 DOCDIR     ?= $(PREFIX)/share/doc/otpd
 SYSCONFDIR ?= /etc
 UNITDIR    ?= /etc/systemd/system
+LOGROTATEDIR ?= $(SYSCONFDIR)/logrotate.d
 # Where this system's PAM modules live (next to pam_unix.so).
 PAMDIR     ?= $(shell dirname "$$(find /lib /usr/lib /lib64 /usr/lib64 -name pam_unix.so -path '*security*' 2>/dev/null | head -n 1)" 2>/dev/null)
 CARGO      ?= cargo
@@ -51,6 +53,8 @@ install: build
 	else \
 		install -m 0644 otpd.toml.example $(DESTDIR)$(SYSCONFDIR)/otpd/otpd.toml; \
 	fi
+	install -d -m 0755 $(DESTDIR)$(LOGROTATEDIR)
+	install -m 0644 dist/otpd.logrotate $(DESTDIR)$(LOGROTATEDIR)/otpd
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|@SBINDIR@|$(SBINDIR)|g' dist/otpd.service > $(DESTDIR)$(UNITDIR)/otpd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/otpd.service
@@ -75,6 +79,7 @@ uninstall:
 	-@if [ -d /run/systemd/system ]; then systemctl disable --now otpd.service 2>/dev/null; fi
 	-@pkill -x otpd 2>/dev/null || true
 	rm -f $(DESTDIR)$(UNITDIR)/otpd.service $(DESTDIR)$(SBINDIR)/otpd $(DESTDIR)$(SBINDIR)/otpctl
+	rm -f $(DESTDIR)$(LOGROTATEDIR)/otpd
 	@[ -z "$(PAMDIR)" ] || rm -f $(DESTDIR)$(PAMDIR)/pam_otpd.so
 	rm -rf $(DESTDIR)$(DOCDIR)
 	-@[ -d /run/systemd/system ] && systemctl daemon-reload || true

@@ -1,13 +1,48 @@
 //! The audit trail: one structured `tracing` event per decision, under the
 //! target `otpd::audit`. Never a code, a secret or a key.
+//!
+//! **One event, one unambiguous line.** Every text value (user, service,
+//! remote host, tty, reason, error text) is recorded as a `&str`, never with
+//! `%` (Display): the text format then writes it quoted with Rust's escapes
+//! (`\"`, `\\`, `\n`, `\u{2028}`, `\u{202e}`, …), the JSON format as a JSON
+//! string, and [`crate::log_output`] escapes what JSON leaves raw. So a
+//! caller cannot end a value early, add a field or a line, or hide text
+//! with bidi controls.
+//!
+//! **Bounded volume.** Refusals that are not decisions (permission denied,
+//! malformed input, and Verify answers given without checking a code to a
+//! non-root caller: throttled, locked, not enrolled) are rate-limited per
+//! caller uid by a [`Repeats`]: the first [`REFUSALS_LOGGED`] of a minute
+//! are logged, the rest summarised once a minute ("N requests refused from
+//! uid U in the last minute"). Decisions (checked codes, admin actions) and
+//! everything root does are always logged one by one.
+
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::authz::Caller;
 use crate::engine::{Decision, LoginContext, Verdict};
 use crate::error::Error;
 use crate::record::Method;
+use crate::repeats::{Note, Repeats, Summary};
 
 /// Target of every audit event (filter with `RUST_LOG=otpd::audit=info`).
 pub const TARGET: &str = "otpd::audit";
+
+/// Refusals of one uid logged one by one per [`REFUSAL_WINDOW`].
+pub const REFUSALS_LOGGED: u32 = 10;
+
+/// The window of the refusal summaries.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Uids tracked at once; refusals of further uids share one summary.
+const REFUSAL_KEYS: usize = 1024;
+
+/// Longest request-supplied text logged, in characters.
+const MAX_FIELD_CHARS: usize = 128;
+
+static REFUSALS: LazyLock<Mutex<Repeats<u32>>> =
+    LazyLock::new(|| Mutex::new(Repeats::new(REFUSALS_LOGGED, REFUSAL_WINDOW, REFUSAL_KEYS)));
 
 fn decision_name(d: Decision) -> &'static str {
     match d {
@@ -28,26 +63,115 @@ pub fn method_name(m: Option<Method>) -> &'static str {
     }
 }
 
-/// Makes request-supplied text safe for a log line.
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .take(128)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Request-supplied text cut to a bounded length for a log field. Log the
+/// result as a `&str` (not with `%`): the formatters quote and escape it.
+pub fn clip(s: &str) -> &str {
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// Whether this event of `uid` may be logged one by one. Root is never
+/// limited; pending summaries of any uid are logged on the way.
+fn admit_refusal(uid: u32) -> bool {
+    if uid == 0 {
+        summarise(Instant::now());
+        return true;
+    }
+    let now = Instant::now();
+    let (note, due) = {
+        let mut r = REFUSALS.lock().unwrap_or_else(PoisonError::into_inner);
+        let note = r.note(uid, now);
+        (note, r.due(now))
+    };
+    log_summaries(&due);
+    note == Note::Log
+}
+
+/// Logs the refusal summaries whose window has ended by `now`.
+fn summarise(now: Instant) {
+    let due = REFUSALS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .due(now);
+    log_summaries(&due);
+}
+
+/// Logs every pending refusal summary, open windows included. Call at
+/// shutdown.
+pub fn flush_refusals() {
+    let all = REFUSALS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain(Instant::now());
+    log_summaries(&all);
+}
+
+/// Logs due refusal summaries every `period`, so that they appear also
+/// when no further event comes. Runs until dropped.
+pub async fn summarise_every(period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        summarise(Instant::now());
+    }
+}
+
+fn log_summaries(summaries: &[Summary<u32>]) {
+    for s in summaries {
+        let secs = s.over.as_secs();
+        let over = if s.over >= REFUSAL_WINDOW {
+            "minute".to_owned()
+        } else {
+            format!("{secs} s")
+        };
+        let (uid, from) = match s.key {
+            Some(uid) => (i64::from(uid), format!("uid {uid}")),
+            None => (-1, "further uids".to_owned()),
+        };
+        // A field, not the message: the text format quotes fields only.
+        let summary = format!(
+            "{} requests refused from {from} in the last {over}",
+            s.quiet
+        );
+        tracing::warn!(
+            target: TARGET,
+            event = "refused_summary",
+            outcome = "error",
+            summary = summary.as_str(),
+            refused = s.quiet,
+            seconds = secs,
+            peer_uid = uid,
+        );
+    }
 }
 
 /// A Verify decision.
 pub fn verify(caller: &Caller, user: &str, ctx: &LoginContext, v: &Verdict) {
+    // Answers given without checking a code are not decisions: to a
+    // non-root caller (a user hammering their own locked account) they are
+    // rate-limited like other refusals.
+    let unchecked = matches!(
+        v.decision,
+        Decision::Locked | Decision::Throttled | Decision::NotEnrolled
+    );
+    if unchecked && !admit_refusal(caller.uid) {
+        return;
+    } else if !unchecked {
+        summarise(Instant::now());
+    }
     let outcome = decision_name(v.decision);
     macro_rules! ev {
         ($lvl:ident) => {
             tracing::$lvl!(
                 target: TARGET,
                 event = "verify",
-                user,
-                service = %sanitize(&ctx.service),
-                remote_host = %sanitize(&ctx.remote_host),
-                tty = %sanitize(&ctx.tty),
+                user = clip(user),
+                service = clip(&ctx.service),
+                remote_host = clip(&ctx.remote_host),
+                tty = clip(&ctx.tty),
                 outcome,
                 reason = v.reason.name(),
                 method = method_name(v.method),
@@ -68,24 +192,75 @@ pub fn verify(caller: &Caller, user: &str, ctx: &LoginContext, v: &Verdict) {
 
 /// An administrative action that succeeded.
 pub fn admin(caller: &Caller, action: &'static str, user: &str) {
+    summarise(Instant::now());
     tracing::info!(
         target: TARGET,
         event = action,
-        user,
+        user = clip(user),
         outcome = "ok",
         peer_uid = caller.uid,
         peer_pid = caller.pid.unwrap_or(0),
     );
 }
 
+/// Is this error a refusal before any decision (the request never got to
+/// the engine's judgement)?
+fn not_a_decision(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::PermissionDenied(_)
+            | Error::InvalidUser(_)
+            | Error::InvalidCode(_)
+            | Error::InvalidArgument(_)
+    )
+}
+
 /// A request refused with an error (bad input, permission, store trouble).
 pub fn refused(caller: Option<&Caller>, action: &'static str, user: Option<&str>, error: &Error) {
+    match caller {
+        Some(c) if not_a_decision(error) => {
+            if !admit_refusal(c.uid) {
+                return;
+            }
+        }
+        _ => summarise(Instant::now()),
+    }
+    let reason = error.to_string();
     tracing::warn!(
         target: TARGET,
         event = action,
-        user = user.map(sanitize).unwrap_or_default(),
+        user = clip(user.unwrap_or_default()),
         outcome = "error",
-        reason = %error,
+        reason = reason.as_str(),
         peer_uid = caller.map_or(-1, |c| i64::from(c.uid)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(clip("abc"), "abc");
+        let long = "é".repeat(200);
+        assert_eq!(clip(&long).chars().count(), MAX_FIELD_CHARS);
+    }
+
+    #[test]
+    fn root_is_never_rate_limited() {
+        for _ in 0..(REFUSALS_LOGGED * 5) {
+            assert!(admit_refusal(0));
+        }
+    }
+
+    #[test]
+    fn a_flood_of_one_uid_is_cut_after_the_first_refusals() {
+        // A uid no other test uses.
+        let uid = 4_000_123;
+        let logged = (0..REFUSALS_LOGGED * 5)
+            .filter(|_| admit_refusal(uid))
+            .count();
+        assert_eq!(logged, REFUSALS_LOGGED as usize);
+    }
 }

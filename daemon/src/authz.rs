@@ -2,16 +2,63 @@
 //!
 //! * root (uid 0) and members of the admin group: everything;
 //! * any other local user: Verify and GetStatus for their own account only.
+//!
+//! Everything is judged from what the kernel recorded when the peer
+//! connected: uid, gid and pid (`SO_PEERCRED`) and the supplementary groups
+//! (`SO_PEERGROUPS`) of the process that opened the connection, not from
+//! what /etc/group says the user would get at a new login. A connection's
+//! rights are those of the process that opened it: whoever is handed the
+//! descriptor gets them.
 
-use nix::unistd::{Gid, Group, Uid, User};
+use std::os::fd::AsFd;
+use std::sync::Arc;
 
+use nix::unistd::{Gid, Group};
+
+use crate::accounts::Accounts;
 use crate::error::Error;
 use crate::record::UserName;
 
-/// The authorisation policy.
+/// What the kernel says about a connection's peer, read once when the
+/// connection is accepted.
 #[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Effective uid at connect time.
+    pub uid: Option<u32>,
+    /// Effective gid at connect time.
+    pub gid: Option<u32>,
+    /// Process id at connect time.
+    pub pid: Option<i32>,
+    /// Supplementary groups at connect time (empty if the kernel could not
+    /// say: then only the primary group counts).
+    pub groups: Arc<[u32]>,
+}
+
+impl Peer {
+    /// Reads the peer credentials of an accepted connection.
+    pub fn of(stream: &tokio::net::UnixStream) -> Self {
+        let cred = stream.peer_cred().ok();
+        let groups = match otpd_peercred::peer_groups(stream.as_fd()) {
+            Ok(groups) => Arc::from(groups),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the peer's groups (SO_PEERGROUPS); only its primary group counts");
+                Arc::from([])
+            }
+        };
+        Self {
+            uid: cred.map(|c| c.uid()),
+            gid: cred.map(|c| c.gid()),
+            pid: cred.and_then(|c| c.pid()),
+            groups,
+        }
+    }
+}
+
+/// The authorisation policy.
+#[derive(Debug, Default)]
 pub struct Authz {
-    admin_group: Option<(String, Gid)>,
+    admin_gid: Option<u32>,
+    accounts: Accounts,
 }
 
 /// An authenticated caller.
@@ -30,7 +77,7 @@ pub struct Caller {
 impl Authz {
     /// Resolves the admin group (it must exist).
     pub fn new(admin_group: Option<&str>) -> Result<Self, Error> {
-        let admin_group = match admin_group {
+        let admin_gid = match admin_group {
             None => None,
             Some(name) => {
                 let group = Group::from_name(name)
@@ -42,24 +89,25 @@ impl Authz {
                         path: "admin_group".into(),
                         reason: format!("group {name:?} does not exist"),
                     })?;
-                Some((name.to_owned(), group.gid))
+                Some(Gid::as_raw(group.gid))
             }
         };
-        Ok(Self { admin_group })
+        Ok(Self {
+            admin_gid,
+            accounts: Accounts::default(),
+        })
     }
 
-    /// Identifies the caller from its credentials. No credentials, no access.
-    pub fn caller(
-        &self,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        pid: Option<i32>,
-    ) -> Result<Caller, Error> {
-        let (Some(uid), Some(gid)) = (uid, gid) else {
+    /// Identifies the caller from its credentials. No credentials, no
+    /// access. The login name comes from the name service, off the async
+    /// workers and cached briefly ([`crate::accounts`]).
+    pub async fn caller(&self, peer: Option<&Peer>) -> Result<Caller, Error> {
+        let Some((uid, gid)) = peer.and_then(|p| Some((p.uid?, p.gid?))) else {
             return Err(Error::PermissionDenied(
                 "the caller's credentials are unknown".into(),
             ));
         };
+        let pid = peer.and_then(|p| p.pid);
         if uid == 0 {
             // Every login calls as root: no name-service lookup for it.
             return Ok(Caller {
@@ -69,31 +117,23 @@ impl Authz {
                 admin: true,
             });
         }
-        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
-        let name = user.as_ref().map(|u| u.name.clone());
-        let admin = uid == 0 || self.in_admin_group(user.as_ref(), Gid::from_raw(gid));
+        let groups = peer.map(|p| Arc::clone(&p.groups)).unwrap_or_default();
+        let name = self.accounts.name_of(uid).await;
         Ok(Caller {
             uid,
             pid,
             name,
-            admin,
+            admin: self.is_admin(uid, gid, &groups),
         })
     }
 
-    fn in_admin_group(&self, user: Option<&User>, primary: Gid) -> bool {
-        let Some((_, admin_gid)) = &self.admin_group else {
-            return false;
-        };
-        if primary == *admin_gid {
-            return true;
-        }
-        let Some(user) = user else { return false };
-        let Ok(name) = std::ffi::CString::new(user.name.as_bytes()) else {
-            return false;
-        };
-        nix::unistd::getgrouplist(&name, user.gid)
-            .map(|groups| groups.contains(admin_gid))
-            .unwrap_or(false)
+    /// Root, or a process whose primary or supplementary groups (as the
+    /// kernel recorded them) include the admin group.
+    pub fn is_admin(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        uid == 0
+            || self
+                .admin_gid
+                .is_some_and(|admin| gid == admin || groups.contains(&admin))
     }
 }
 
@@ -128,13 +168,22 @@ impl Caller {
 mod tests {
     use super::*;
 
-    #[test]
-    fn root_is_admin_nobody_is_not() -> Result<(), Error> {
+    fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
+        Peer {
+            uid: Some(uid),
+            gid: Some(gid),
+            pid: None,
+            groups: Arc::from(groups),
+        }
+    }
+
+    #[tokio::test]
+    async fn root_is_admin_nobody_is_not() -> Result<(), Error> {
         let a = Authz::new(None)?;
-        let root = a.caller(Some(0), Some(0), None)?;
+        let root = a.caller(Some(&peer(0, 0, &[]))).await?;
         assert!(root.admin);
         assert!(root.require_admin("reset").is_ok());
-        let nobody = a.caller(Some(65534), Some(65534), None)?;
+        let nobody = a.caller(Some(&peer(65534, 65534, &[]))).await?;
         assert!(!nobody.admin);
         assert!(nobody.require_admin("reset").is_err());
         assert!(
@@ -151,17 +200,25 @@ mod tests {
     }
 
     #[test]
-    fn admin_group_by_primary_gid() -> Result<(), Error> {
+    fn admin_group_by_primary_or_supplementary_gid_of_the_process() -> Result<(), Error> {
         // Group "nogroup" (65534) exists on Debian; use it as the admin group.
         let a = Authz::new(Some("nogroup"))?;
-        assert!(a.caller(Some(65534), Some(65534), None)?.admin);
-        assert!(!a.caller(Some(1), Some(1), None)?.admin);
+        assert!(a.is_admin(65534, 65534, &[]));
+        assert!(a.is_admin(1, 1, &[4, 65534]));
+        assert!(!a.is_admin(1, 1, &[4, 27]));
+        assert!(!Authz::new(None)?.is_admin(1, 65534, &[65534]));
         Ok(())
     }
 
-    #[test]
-    fn missing_credentials_or_group_are_refused() {
-        assert!(Authz::default().caller(None, None, None).is_err());
+    #[tokio::test]
+    async fn missing_credentials_or_group_are_refused() {
+        let a = Authz::default();
+        assert!(a.caller(None).await.is_err());
+        let no_gid = Peer {
+            uid: Some(0),
+            ..Peer::default()
+        };
+        assert!(a.caller(Some(&no_gid)).await.is_err());
         assert!(Authz::new(Some("no-such-group-otpd")).is_err());
     }
 }

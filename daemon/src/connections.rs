@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
 /// Connections one non-root uid may hold open at once.
 pub const MAX_PER_UID: usize = 32;
@@ -145,9 +145,10 @@ impl AsyncWrite for LimitedStream {
 }
 
 impl Connected for LimitedStream {
-    type ConnectInfo = UdsConnectInfo;
+    // The peer's credentials and groups, read once per connection (authz).
+    type ConnectInfo = crate::authz::Peer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        crate::authz::Peer::of(&self.stream)
     }
 }

@@ -17,10 +17,13 @@ pub mod totp;
 pub mod watermark;
 
 pub use error::Error;
+pub mod accounts;
 pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod connections;
+pub mod log_output;
+pub mod repeats;
 pub mod server;
 pub mod service;
 

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use otpd::config::{Config, LogFormat};
@@ -80,8 +81,12 @@ fn run(args: Args) -> Result<ExitCode, Error> {
         );
         // Tell systemd (Type=notify) and test harnesses that we serve now.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        daemon.serve(shutdown).await
+        let summaries = tokio::spawn(otpd::audit::summarise_every(Duration::from_secs(10)));
+        let served = daemon.serve(shutdown).await;
+        summaries.abort();
+        served
     })?;
+    otpd::audit::flush_refusals();
     tracing::info!("otpd stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -104,10 +109,13 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // One event, one line, nothing invisible (see otpd::log_output).
+    let writer = otpd::log_output::SafeStderr::new(format == LogFormat::Json, ansi);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -8,7 +8,7 @@ use pb::otpd_server::Otpd;
 use tonic::{Request, Response, Status};
 
 use crate::audit;
-use crate::authz::{Authz, Caller};
+use crate::authz::{Authz, Caller, Peer};
 use crate::engine::{self, Decision, Engine, EnrollOptions, LoginContext, Reason, Verdict};
 use crate::error::Error;
 use crate::record::{Method, UserName};
@@ -28,21 +28,12 @@ impl OtpdService {
         Self { engine, authz }
     }
 
-    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let cred = req
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred);
-        self.authz
-            .caller(
-                cred.map(|c| c.uid()),
-                cred.map(|c| c.gid()),
-                cred.and_then(|c| c.pid()),
-            )
-            .map_err(|e| {
-                audit::refused(None, "connect", None, &e);
-                Status::from(e)
-            })
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let peer = req.extensions().get::<Peer>().cloned();
+        self.authz.caller(peer.as_ref()).await.map_err(|e| {
+            audit::refused(None, "connect", None, &e);
+            Status::from(e)
+        })
     }
 
     /// An admin-only call on one user: validates the name, checks the
@@ -248,7 +239,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let user = parse_user(&r.user, &caller, "verify")?;
         if let Err(e) = caller.require_self_or_admin(&user, "verify codes") {
@@ -281,7 +272,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::EnrollStartRequest>,
     ) -> Result<Response<pb::EnrollStartResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let raw_user = r.user.clone();
         let (user, started) = self
@@ -311,7 +302,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::EnrollConfirmRequest>,
     ) -> Result<Response<pb::EnrollConfirmResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let codes = self
             .admin_call(
@@ -331,7 +322,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::UserStatus>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let user = parse_user(&request.get_ref().user, &caller, "status")?;
         if let Err(e) = caller.require_self_or_admin(&user, "read the status") {
             return fail(&caller, "status", &user, e);
@@ -347,7 +338,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         if let Err(e) = caller.require_admin("listing users") {
             audit::refused(Some(&caller), "list", None, &e);
             return Err(e.into());
@@ -366,7 +357,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::RegenerateBackupCodesRequest>,
     ) -> Result<Response<pb::RegenerateBackupCodesResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let codes = self
             .admin_call(
                 &caller,
@@ -385,7 +376,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         self.admin_call(
             &caller,
             &request.get_ref().user,
@@ -401,7 +392,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::ResetRequest>,
     ) -> Result<Response<pb::ResetResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         self.admin_call(
             &caller,
             &request.get_ref().user,

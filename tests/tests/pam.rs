@@ -69,9 +69,9 @@ fn a_correct_code_is_accepted_and_recorded_with_service_and_remote_host() {
             "otpd::audit",
             "event=\"verify\"",
             "user=\"alice\"",
-            "service=otpd-correct",
-            "remote_host=192.0.2.1",
-            "tty=ssh",
+            "service=\"otpd-correct\"",
+            "remote_host=\"192.0.2.1\"",
+            "tty=\"ssh\"",
             "outcome=\"accepted\"",
         ]
         .iter()

@@ -84,9 +84,9 @@ async fn audit_events_name_the_decision_and_never_the_code_or_secret() {
         find(&[
             "event=\"verify\"",
             "user=\"alice\"",
-            "service=test",
-            "remote_host=192.0.2.7",
-            "tty=ssh",
+            "service=\"test\"",
+            "remote_host=\"192.0.2.7\"",
+            "tty=\"ssh\"",
             "outcome=\"accepted\"",
             "method=\"totp\""
         ]),
