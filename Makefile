@@ -65,6 +65,7 @@ install: build
 	else \
 		echo "systemd is not running here: starting otpd directly (log: /var/log/otpd.log)"; \
 		pkill -x otpd 2>/dev/null && sleep 1; \
+		[ -e /var/log/otpd.log ] || install -m 0600 /dev/null /var/log/otpd.log; \
 		setsid $(SBINDIR)/otpd --config $(SYSCONFDIR)/otpd/otpd.toml >>/var/log/otpd.log 2>&1 < /dev/null & \
 		for i in 1 2 3 4 5 6 7 8 9 10; do [ -S /run/otpd/otpd.sock ] && break; sleep 0.5; done; \
 		[ -S /run/otpd/otpd.sock ] || { echo "error: otpd did not start; see /var/log/otpd.log"; exit 1; }; \
