@@ -335,6 +335,7 @@ async fn under_umask_022_nothing_in_the_state_directory_is_open_to_others() {
     };
     assert_eq!(socket_mode(&d.socket), 0o666);
     assert_eq!(socket_mode(&d.pam_socket), 0o600);
+
     let state = d.state_dir.clone();
     assert!(d.stop().success());
     let modes = tree_modes(&state);
@@ -365,6 +366,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// Issue 6, defect 9: out of descriptors, tonic's accept loop retried at
 /// once and spun a core. Now accepting pauses (up to 500 ms), and the
 /// daemon serves again as soon as descriptors are free.
+///
+/// The bound is 10% of one core over 3 s of exhaustion: the fixed daemon
+/// uses well under 1%; the old one spun (100% of a core on an idle
+/// machine, still over 30% on a loaded 2-core one).
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_descriptors_the_daemon_idles_and_recovers() {
     const NOFILE: u64 = 64;
@@ -382,7 +387,7 @@ async fn out_of_descriptors_the_daemon_idles_and_recovers() {
         .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap())
         .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while open_descriptors(pid) < NOFILE as usize - 1 {
+    while open_descriptors(pid) < NOFILE as usize {
         assert!(
             std::time::Instant::now() < deadline,
             "the daemon never ran out of descriptors: {} open",
@@ -402,7 +407,7 @@ async fn out_of_descriptors_the_daemon_idles_and_recovers() {
         "exhaustion did not last"
     );
     assert!(
-        share < 0.3,
+        share < 0.1,
         "otpd used {:.0}% of a core while out of descriptors",
         share * 100.0
     );
