@@ -359,7 +359,10 @@ mod tests {
                 .open(&path);
             return Err(format!("a FIFO key was not refused promptly: {result:?}").into());
         };
-        assert!(err.to_string().contains("not a regular file (a FIFO)"), "{err}");
+        assert!(
+            err.to_string().contains("not a regular file (a FIFO)"),
+            "{err}"
+        );
         Ok(())
     }
 }

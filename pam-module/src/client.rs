@@ -633,7 +633,10 @@ mod tests {
         let waited = started.elapsed();
         // Retried for the whole budget, then reported as busy: closed.
         assert!(
-            matches!(err, Error::Busy { ms: 300, .. } | Error::Timeout { ms: 300 }),
+            matches!(
+                err,
+                Error::Busy { ms: 300, .. } | Error::Timeout { ms: 300 }
+            ),
             "{err}"
         );
         assert_eq!(err.class(), ErrorClass::Unavailable);

@@ -97,9 +97,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::UntrustedSocket { .. } => ErrorClass::Untrusted,
-            Self::Unreachable { source, .. } if nothing_listening(source) => {
-                ErrorClass::NotRunning
-            }
+            Self::Unreachable { source, .. } if nothing_listening(source) => ErrorClass::NotRunning,
             Self::Unreachable { .. }
             | Self::Busy { .. }
             | Self::Transport(_)

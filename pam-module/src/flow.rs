@@ -431,9 +431,9 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                     ),
                 ),
                 ErrorClass::NotRunning
-                    | ErrorClass::Unavailable
-                    | ErrorClass::Untrusted
-                    | ErrorClass::Local => {
+                | ErrorClass::Unavailable
+                | ErrorClass::Untrusted
+                | ErrorClass::Local => {
                     return Outcome {
                         result: self.failed(&e),
                         authtok,
@@ -1212,8 +1212,10 @@ mod tests {
                 vec![messages::SERVICE_UNAVAILABLE.to_owned()]
             );
             assert!(
-                r.log.0.iter().any(|(l, m)| *l == Level::Error
-                    && m.contains("whatever fail_mode says")),
+                r.log
+                    .0
+                    .iter()
+                    .any(|(l, m)| *l == Level::Error && m.contains("whatever fail_mode says")),
                 "{:?}",
                 r.log.0
             );

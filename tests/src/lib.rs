@@ -270,7 +270,8 @@ impl Process {
             (umask, nofile) => {
                 let mut c = Command::new("/bin/sh");
                 let umask = umask.map_or(String::new(), |m| format!("umask {m:03o} && "));
-                let prlimit = nofile.map_or(String::new(), |n| format!("prlimit --nofile={n}:{n} -- "));
+                let prlimit =
+                    nofile.map_or(String::new(), |n| format!("prlimit --nofile={n}:{n} -- "));
                 c.arg("-c")
                     .arg(format!("{umask}exec {prlimit}\"$0\" \"$@\""))
                     .arg(built("otpd"));

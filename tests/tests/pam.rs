@@ -346,10 +346,7 @@ fn the_pam_socket_is_root_only_and_serves_logins() {
     require_root();
     let d = RealDaemon::start();
     let meta = std::fs::metadata(d.pam_socket()).unwrap();
-    assert_eq!(
-        (meta.permissions().mode() & 0o777, meta.uid()),
-        (0o600, 0)
-    );
+    assert_eq!((meta.permissions().mode() & 0o777, meta.uid()), (0o600, 0));
     let public = std::fs::metadata(d.socket()).unwrap();
     assert_eq!(public.permissions().mode() & 0o777, 0o666);
     // nobody cannot even connect to it.
@@ -431,7 +428,7 @@ while True:
             let _ = child.wait();
             let mut out = String::new();
             let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-            if let Some(last) = out.lines().filter(|l| l.contains(' ')).last() {
+            if let Some(last) = out.lines().rfind(|l| l.contains(' ')) {
                 let mut it = last.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
                 total.0 += it.next().unwrap_or(0);
                 total.1 += it.next().unwrap_or(0);

@@ -330,9 +330,8 @@ async fn under_umask_022_nothing_in_the_state_directory_is_open_to_others() {
     verify(&mut c, "alice", &app.code_at(unix_now() + 30)).await;
     drop(c);
     // Sockets keep the modes they are meant to have.
-    let socket_mode = |p: &std::path::Path| {
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-    };
+    let socket_mode =
+        |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(socket_mode(&d.socket), 0o666);
     assert_eq!(socket_mode(&d.pam_socket), 0o600);
 
@@ -419,9 +418,15 @@ async fn out_of_descriptors_the_daemon_idles_and_recovers() {
     })
     .await
     .expect("served again within 10 s of the connections closing");
-    assert_eq!(pb::State::try_from(served.state), Ok(pb::State::NotEnrolled));
+    assert_eq!(
+        pb::State::try_from(served.state),
+        Ok(pb::State::NotEnrolled)
+    );
     let log = d.stderr();
     assert!(log.contains("cannot accept connections; pausing"), "{log}");
     assert!(log.contains("accepting connections again"), "{log}");
-    eprintln!("otpd used {:.1}% of a core while out of descriptors", share * 100.0);
+    eprintln!(
+        "otpd used {:.1}% of a core while out of descriptors",
+        share * 100.0
+    );
 }
