@@ -15,6 +15,11 @@ use crate::totp::{Algorithm, TotpParams};
 pub const DEFAULT_CONFIG: &str = "/etc/otpd/otpd.toml";
 /// Default socket.
 pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
+/// Default root-only socket of the PAM module.
+pub const DEFAULT_PAM_SOCKET: &str = "/run/otpd/pam.sock";
+/// File name of the PAM socket when `pam_socket` is not set: beside
+/// `socket`.
+pub const PAM_SOCKET_NAME: &str = "pam.sock";
 /// Default state directory (master key and store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/otpd";
 
@@ -38,6 +43,10 @@ pub struct Config {
     /// Mode of the socket file. Access is decided per call from the peer's
     /// credentials, so the default lets every local user connect.
     pub socket_mode: u32,
+    /// The PAM module's socket: mode 0600, owned by the daemon's user
+    /// (root), so no local user can connect to it or fill its queue.
+    /// `None`: `pam.sock` beside `socket`.
+    pub pam_socket: Option<PathBuf>,
     /// Directory of the master key and the store.
     pub state_dir: PathBuf,
     /// Members of this group may call every RPC, like root.
@@ -105,6 +114,7 @@ impl Default for Config {
         Self {
             socket: DEFAULT_SOCKET.into(),
             socket_mode: 0o666,
+            pam_socket: None,
             state_dir: DEFAULT_STATE_DIR.into(),
             admin_group: None,
             issuer: None,
@@ -200,8 +210,14 @@ impl Config {
                 self.socket_mode
             ));
         }
-        if !self.socket.is_absolute() || !self.state_dir.is_absolute() {
-            return Err("socket and state_dir must be absolute paths".into());
+        if !self.socket.is_absolute()
+            || !self.state_dir.is_absolute()
+            || self.pam_socket.as_ref().is_some_and(|p| !p.is_absolute())
+        {
+            return Err("socket, pam_socket and state_dir must be absolute paths".into());
+        }
+        if self.pam_socket() == self.socket {
+            return Err("pam_socket and socket must be different paths".into());
         }
         if self.totp.digits != 6 && self.totp.digits != 8 {
             return Err(format!(
@@ -231,6 +247,27 @@ impl Config {
             return Err("lockout.max_duration_seconds must be >= duration_seconds".into());
         }
         Ok(())
+    }
+
+    /// The PAM module's socket: `pam_socket`, or `pam.sock` in the
+    /// directory of `socket`.
+    pub fn pam_socket(&self) -> PathBuf {
+        match &self.pam_socket {
+            Some(p) => p.clone(),
+            None => self
+                .socket
+                .parent()
+                .unwrap_or_else(|| Path::new("/"))
+                .join(PAM_SOCKET_NAME),
+        }
+    }
+
+    /// Checks the configuration after command-line overrides.
+    pub fn check(&self, origin: &str) -> Result<(), Error> {
+        self.validate().map_err(|reason| Error::Config {
+            path: origin.to_owned(),
+            reason,
+        })
     }
 
     /// The engine's settings.
@@ -273,6 +310,7 @@ mod tests {
     fn empty_file_gives_the_defaults() -> Result<(), Error> {
         let c = Config::parse("", "test")?;
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.pam_socket(), PathBuf::from(DEFAULT_PAM_SOCKET));
         assert_eq!(c.engine_config().policy, Policy::default());
         Ok(())
     }
@@ -299,6 +337,8 @@ mod tests {
         assert_eq!(explicit.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(explicit.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(explicit.socket_mode, 0o666);
+        assert_eq!(explicit.pam_socket(), PathBuf::from(DEFAULT_PAM_SOCKET));
+        assert_eq!(shipped.pam_socket(), PathBuf::from(DEFAULT_PAM_SOCKET));
         assert_eq!(explicit.totp.window, 1);
         assert_eq!(explicit.engine_config().defaults, TotpParams::default());
         Ok(())
@@ -312,6 +352,8 @@ mod tests {
             ("[totp]\nalgorithm = \"md5\"", "unknown variant"),
             ("[lockout]\nthreshold = 0", "at least 1"),
             ("socket = \"relative\"", "absolute"),
+            ("pam_socket = \"pam.sock\"", "absolute"),
+            ("pam_socket = \"/run/otpd/otpd.sock\"", "different paths"),
             ("this is not toml", "config"),
         ] {
             let err = Config::parse(text, "t")
@@ -320,6 +362,15 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn the_pam_socket_follows_the_socket_unless_set() -> Result<(), Error> {
+        let c = Config::parse("socket = \"/srv/otpd/public.sock\"", "t")?;
+        assert_eq!(c.pam_socket(), PathBuf::from("/srv/otpd/pam.sock"));
+        let c = Config::parse("pam_socket = \"/run/otpd-pam/s\"", "t")?;
+        assert_eq!(c.pam_socket(), PathBuf::from("/run/otpd-pam/s"));
+        Ok(())
     }
 
     #[test]

@@ -73,15 +73,22 @@ impl MasterKey {
             reason,
         };
         // Open first (never through a symlink), then check what was opened:
-        // no window between the check and the read.
+        // no window between the check and the read. O_NONBLOCK: opening a
+        // FIFO (or a device) put there in its place returns at once instead
+        // of waiting for a writer, and is refused below; it does not change
+        // how a regular file is read.
         let mut file = OpenOptions::new()
             .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| bad(format!("cannot open (a symlink is refused): {e}")))?;
         let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
         if !meta.file_type().is_file() {
-            return Err(bad("not a regular file".into()));
+            return Err(bad(format!(
+                "not a regular file ({}); remove it and let otpd create a new key, \
+                 or restore the key from a backup",
+                file_kind(&meta.file_type())
+            )));
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -136,6 +143,21 @@ impl MasterKey {
 
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(Key::from_slice(self.0.as_ref()))
+    }
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
     }
 }
 
@@ -312,6 +334,35 @@ mod tests {
         fs::write(&path, b"short")?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
         assert!(MasterKey::load_or_create(&path).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_key_is_refused_without_blocking()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("master.key");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        // On a thread, so that a blocking open fails the test instead of
+        // hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(MasterKey::load_or_create(&p).map(|_| ()));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(10));
+        let Ok(Err(err)) = result else {
+            // Unblock the thread (a writer end) before failing.
+            let _ = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&path);
+            return Err(format!("a FIFO key was not refused promptly: {result:?}").into());
+        };
+        assert!(
+            err.to_string().contains("not a regular file (a FIFO)"),
+            "{err}"
+        );
         Ok(())
     }
 }

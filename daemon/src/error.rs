@@ -92,6 +92,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The state directory is missing, unsafe or not a directory.
+    #[error("state directory {path}: {reason}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong (with the command that fixes it, if any).
+        reason: String,
+    },
     /// The configuration is invalid.
     #[error("config {path}: {reason}")]
     Config {

@@ -21,9 +21,13 @@ struct Args {
     /// Configuration file [default: /etc/otpd/otpd.toml if it exists]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Socket to listen on (overrides the config file)
+    /// Public socket to listen on (overrides the config file)
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Root-only socket of the PAM module (overrides the config file)
+    /// [default: pam.sock beside the public socket]
+    #[arg(long, value_name = "PATH")]
+    pam_socket: Option<PathBuf>,
     /// Directory of the master key and the store (overrides the config file)
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
             match e {
                 Error::Config { .. }
                 | Error::Key { .. }
+                | Error::StateDir { .. }
                 | Error::StoreLocked { .. }
                 | Error::Store(_)
                 | Error::Watermark { .. }
@@ -56,9 +61,13 @@ fn run(args: Args) -> Result<ExitCode, Error> {
     if let Some(socket) = args.socket {
         config.socket = std::path::absolute(&socket).unwrap_or(socket);
     }
+    if let Some(pam_socket) = args.pam_socket {
+        config.pam_socket = Some(std::path::absolute(&pam_socket).unwrap_or(pam_socket));
+    }
     if let Some(dir) = args.state_dir {
         config.state_dir = std::path::absolute(&dir).unwrap_or(dir);
     }
+    config.check("command line")?;
     if args.check_config {
         println!("configuration OK");
         return Ok(ExitCode::SUCCESS);
@@ -76,6 +85,8 @@ fn run(args: Args) -> Result<ExitCode, Error> {
         let shutdown = shutdown_signal()?;
         tracing::info!(
             socket = %config.socket.display(),
+            pam_socket = %daemon.pam_socket().display(),
+            max_non_root_connections = daemon.max_total_connections(),
             state_dir = %config.state_dir.display(),
             "otpd listening"
         );
@@ -122,9 +133,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// No core dumps (they would hold secrets), no ptrace by non-root.
+/// No core dumps (they would hold secrets), no ptrace by non-root, nothing
+/// created readable by others, as many descriptors as allowed.
+///
+/// Runs before any thread exists. Every file and directory otpd creates
+/// also gets its mode set explicitly; the umask covers what the store
+/// creates later (snapshots, new segments).
 fn harden_process() {
-    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::from_bits_truncate(0o077));
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the descriptor limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the descriptor limit"),
+    }
     if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
         tracing::warn!(error = %e, "cannot disable core dumps");
     }

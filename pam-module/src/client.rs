@@ -10,6 +10,14 @@
 //! socket owned by root. After connecting, the kernel-reported credentials of
 //! the peer must be root too. Otherwise the connection is refused with
 //! [`Error::UntrustedSocket`], which fails closed whatever `fail_mode` says.
+//!
+//! Without `socket=`, the module talks to otpd's root-only PAM socket, and
+//! falls back to the public socket when the PAM socket does not exist (an
+//! older otpd) or the caller may not open it (not root).
+//!
+//! A full listen queue (`EAGAIN` on connect: otpd busy, or a local user
+//! flooding the socket) is retried with a short back-off within the budget;
+//! if it stays full, the result is [`Error::Busy`], which fails closed.
 
 use std::future::Future;
 use std::io;
@@ -28,10 +36,17 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::error::Error;
 use crate::flow::{Attempt, Daemon, Decision, Method, Reason, State, Status, Verdict};
 
+/// First pause before connecting again to a full queue.
+pub const RETRY_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between connection attempts to a full queue.
+pub const RETRY_MAX: Duration = Duration::from_millis(100);
+
 /// A client for one PAM call.
 #[derive(Debug)]
 pub struct Client {
     socket: PathBuf,
+    /// Tried when `socket` does not exist or may not be opened.
+    fallback: Option<PathBuf>,
     timeout: Duration,
     /// Time left for talking to otpd.
     budget: Duration,
@@ -44,8 +59,39 @@ impl Client {
     pub fn new(socket: PathBuf, timeout: Duration) -> Self {
         Self {
             socket,
+            fallback: None,
             timeout,
             budget: timeout,
+        }
+    }
+
+    /// Uses `fallback` when the socket does not exist (`ENOENT`) or
+    /// connecting to it is not permitted (`EACCES`).
+    #[must_use]
+    pub fn with_fallback(mut self, fallback: Option<PathBuf>) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// Switches to the fallback socket if `error` calls for it; true if it
+    /// did. The switch is kept for the rest of the call.
+    fn fall_back(&mut self, error: &Error) -> bool {
+        let wants_fallback = match error {
+            Error::Unreachable { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ),
+            _ => false,
+        };
+        match self.fallback.take() {
+            Some(fallback) if wants_fallback => {
+                self.socket = fallback;
+                true
+            }
+            other => {
+                self.fallback = other;
+                false
+            }
         }
     }
 
@@ -61,21 +107,23 @@ impl Client {
         if self.budget.is_zero() {
             return Err(timeout_error);
         }
-        check_socket(&self.socket)?;
-
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(Error::Runtime)?;
         let started = Instant::now();
-        let path = self.socket.as_path();
         let result = runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + self.budget;
             let work = async {
-                let channel = connect(path).await?;
+                let stream = match self.open(deadline).await {
+                    Err(e) if self.fall_back(&e) => self.open(deadline).await?,
+                    other => other?,
+                };
+                let channel = channel(stream).await?;
                 rpc(OtpdClient::new(channel)).await.map_err(Error::Status)
             };
-            match tokio::time::timeout(self.budget, work).await {
+            match tokio::time::timeout_at(deadline, work).await {
                 Ok(result) => result,
                 Err(_elapsed) => Err(timeout_error),
             }
@@ -84,6 +132,50 @@ impl Client {
         drop(runtime);
         self.budget = self.budget.saturating_sub(started.elapsed());
         result
+    }
+
+    /// Checks the socket and connects to it, retrying a full queue until
+    /// `deadline`.
+    async fn open(&self, deadline: tokio::time::Instant) -> Result<UnixStream, Error> {
+        let path = self.socket.as_path();
+        check_socket(path)?;
+        let mut pause = RETRY_MIN;
+        let stream = loop {
+            match UnixStream::connect(path).await {
+                Ok(stream) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Busy {
+                            path: path.to_owned(),
+                            ms: self.timeout.as_millis(),
+                        });
+                    }
+                    tokio::time::sleep_until((now + pause).min(deadline)).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+                Err(source) => {
+                    return Err(Error::Unreachable {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            }
+        };
+        let peer = stream.peer_cred().map_err(|source| Error::Unreachable {
+            path: path.to_owned(),
+            source,
+        })?;
+        if peer.uid() != 0 {
+            return Err(Error::UntrustedSocket {
+                path: path.to_owned(),
+                why: format!(
+                    "the process listening on it runs as uid {}, not root",
+                    peer.uid()
+                ),
+            });
+        }
+        Ok(stream)
     }
 }
 
@@ -135,29 +227,8 @@ fn check_socket(path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Connects to the socket, checks that the peer runs as root, and sets up a
-/// gRPC channel over that one connection.
-async fn connect(path: &Path) -> Result<Channel, Error> {
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| Error::Unreachable {
-            path: path.to_owned(),
-            source,
-        })?;
-    let peer = stream.peer_cred().map_err(|source| Error::Unreachable {
-        path: path.to_owned(),
-        source,
-    })?;
-    if peer.uid() != 0 {
-        return Err(Error::UntrustedSocket {
-            path: path.to_owned(),
-            why: format!(
-                "the process listening on it runs as uid {}, not root",
-                peer.uid()
-            ),
-        });
-    }
-
+/// Sets up a gRPC channel over one connection.
+async fn channel(stream: UnixStream) -> Result<Channel, Error> {
     // The connector hands out the connection made above exactly once; a
     // reconnect attempt within this call fails instead of dialing again.
     let slot = Arc::new(Mutex::new(Some(stream)));
@@ -337,6 +408,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             // Bound before the thread starts: no readiness wait needed.
             let listener = StdUnixListener::bind(dir.path().join("otpd.sock")).unwrap();
+            Self::start_on(dir, listener)
+        }
+
+        /// Serves on `listener` (bound at `dir/otpd.sock`).
+        fn start_on(dir: tempfile::TempDir, listener: StdUnixListener) -> Self {
             listener.set_nonblocking(true).unwrap();
             let fake = FakeOtpd::default();
             let seen = Arc::clone(&fake.seen);
@@ -411,7 +487,7 @@ mod tests {
             .verify(attempt("123456"))
             .unwrap_err();
         assert!(matches!(err, Error::Unreachable { .. }), "{err}");
-        assert_eq!(err.class(), ErrorClass::Unreachable);
+        assert_eq!(err.class(), ErrorClass::NotRunning);
     }
 
     #[test]
@@ -472,7 +548,7 @@ mod tests {
         let err = c.verify(attempt("12a456")).unwrap_err();
         assert_eq!(err.class(), ErrorClass::Refused);
         let err = c.verify(attempt("000000")).unwrap_err();
-        assert_eq!(err.class(), ErrorClass::Unreachable);
+        assert_eq!(err.class(), ErrorClass::Unavailable);
 
         let st = c.status(b"alice").unwrap();
         assert_eq!(
@@ -505,6 +581,113 @@ mod tests {
         let started = Instant::now();
         assert!(matches!(c.status(b"alice"), Err(Error::Timeout { .. })));
         assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    /// A listener with the smallest queue, filled with connections that are
+    /// never accepted: connecting to it fails with EAGAIN.
+    fn full_queue(path: &Path) -> (StdUnixListener, Vec<std::os::fd::OwnedFd>) {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let addr = UnixAddr::new(path).unwrap();
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(fd.as_raw_fd(), &addr).unwrap();
+        listen(&fd, Backlog::new(0).unwrap()).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let c = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            match connect(c.as_raw_fd(), &addr) {
+                Ok(()) => queued.push(c),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("filling the queue: {e}"),
+            }
+            assert!(queued.len() < 100, "the queue never filled");
+        }
+        (StdUnixListener::from(fd), queued)
+    }
+
+    #[test]
+    fn a_queue_that_stays_full_is_busy_and_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        if !running_as_root(dir.path()) {
+            return;
+        }
+        let path = dir.path().join("otpd.sock");
+        let (_listener, _queued) = full_queue(&path);
+        let mut c = Client::new(path, Duration::from_millis(300));
+        let started = Instant::now();
+        let err = c.verify(attempt("123456")).unwrap_err();
+        let waited = started.elapsed();
+        // Retried for the whole budget, then reported as busy: closed.
+        assert!(
+            matches!(
+                err,
+                Error::Busy { ms: 300, .. } | Error::Timeout { ms: 300 }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.class(), ErrorClass::Unavailable);
+        assert!(waited >= Duration::from_millis(290), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[test]
+    fn a_queue_that_drains_within_the_budget_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        if !running_as_root(dir.path()) {
+            return;
+        }
+        let path = dir.path().join("otpd.sock");
+        let (listener, queued) = full_queue(&path);
+        // The daemon catches up a moment later: it starts accepting (and
+        // serves the queued connections, which say nothing).
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            Server::start_on(dir, listener)
+        });
+        let mut c = client(path);
+        let v = c.verify(attempt("123456")).unwrap();
+        assert_eq!(v.decision, Decision::Accepted);
+        drop(queued);
+        drop(server.join().unwrap());
+    }
+
+    #[test]
+    fn the_fallback_socket_is_used_when_the_first_does_not_exist() {
+        let server = Server::start();
+        if !running_as_root(server.dir.path()) {
+            return;
+        }
+        let missing = server.dir.path().join("pam.sock");
+        let mut c = client(missing.clone()).with_fallback(Some(server.socket()));
+        let v = c.verify(attempt("123456")).unwrap();
+        assert_eq!(v.decision, Decision::Accepted);
+        // Without a fallback, a missing socket means "not running".
+        let err = client(missing).status(b"alice").unwrap_err();
+        assert_eq!(err.class(), ErrorClass::NotRunning);
+        // A socket that exists is used, never the fallback.
+        let tmp = tempfile::tempdir().unwrap();
+        let stale = tmp.path().join("stale.sock");
+        drop(StdUnixListener::bind(&stale).unwrap());
+        let err = client(stale)
+            .with_fallback(Some(server.socket()))
+            .status(b"alice")
+            .unwrap_err();
+        assert!(err.to_string().contains("Connection refused"), "{err}");
+        assert_eq!(err.class(), ErrorClass::NotRunning);
     }
 
     #[test]

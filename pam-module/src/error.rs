@@ -16,7 +16,8 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
-    /// The socket is missing or nobody listens on it.
+    /// Connecting to the socket failed. Whether `fail_mode` applies depends
+    /// on why: see [`Error::class`].
     #[error("cannot reach otpd at {path}: {source}")]
     Unreachable {
         /// The configured socket path.
@@ -24,6 +25,15 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// otpd's listen queue stayed full (`EAGAIN` on connect) for the whole
+    /// `timeout_ms` budget: it is running but busy, or flooded.
+    #[error("otpd at {path} is busy: its connection queue stayed full for {ms} ms")]
+    Busy {
+        /// The socket path.
+        path: PathBuf,
+        /// The configured budget.
+        ms: u128,
     },
     /// The gRPC connection could not be set up over the socket.
     #[error("cannot talk to otpd: {0}")]
@@ -52,9 +62,15 @@ pub enum Error {
 /// How an [`Error`] affects the PAM result (see `flow::pam_result`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// otpd is down, not listening, slow, or says UNAVAILABLE: `fail_mode`
-    /// decides.
-    Unreachable,
+    /// Nothing is listening: no socket file (`ENOENT`) or nobody bound to
+    /// it (`ECONNREFUSED`). Only this class lets `fail_mode` decide; no
+    /// local user can cause it while otpd runs.
+    NotRunning,
+    /// otpd is there but could not answer: its queue stayed full (`EAGAIN`
+    /// after retries), the budget ran out, the connection failed after
+    /// connecting, or it said UNAVAILABLE. Fails closed whatever
+    /// `fail_mode` says: a busy or slow daemon is not an absent one.
+    Unavailable,
     /// The socket is not trusted: fail closed regardless of `fail_mode`.
     Untrusted,
     /// otpd refused the request (INVALID_ARGUMENT, PERMISSION_DENIED,
@@ -66,16 +82,27 @@ pub enum ErrorClass {
     Conversation,
 }
 
+/// True when a failed `connect` means that nothing is listening.
+#[must_use]
+pub fn nothing_listening(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 impl Error {
     /// The class of this error.
     #[must_use]
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::UntrustedSocket { .. } => ErrorClass::Untrusted,
-            Self::Unreachable { .. } | Self::Transport(_) | Self::Timeout { .. } => {
-                ErrorClass::Unreachable
-            }
-            Self::Status(s) if s.code() == tonic::Code::Unavailable => ErrorClass::Unreachable,
+            Self::Unreachable { source, .. } if nothing_listening(source) => ErrorClass::NotRunning,
+            Self::Unreachable { .. }
+            | Self::Busy { .. }
+            | Self::Transport(_)
+            | Self::Timeout { .. } => ErrorClass::Unavailable,
+            Self::Status(s) if s.code() == tonic::Code::Unavailable => ErrorClass::Unavailable,
             Self::Status(_) => ErrorClass::Refused,
             Self::Runtime(_) => ErrorClass::Local,
             Self::Conversation { .. } => ErrorClass::Conversation,
@@ -98,7 +125,7 @@ mod tests {
         let st = |c| Error::Status(tonic::Status::new(c, "x"));
         assert_eq!(
             st(tonic::Code::Unavailable).class(),
-            ErrorClass::Unreachable
+            ErrorClass::Unavailable
         );
         assert_eq!(
             st(tonic::Code::InvalidArgument).class(),
@@ -111,12 +138,44 @@ mod tests {
             ErrorClass::Refused
         );
         assert!(st(tonic::Code::NotFound).is_not_found());
-        assert_eq!(Error::Timeout { ms: 5 }.class(), ErrorClass::Unreachable);
+        assert_eq!(Error::Timeout { ms: 5 }.class(), ErrorClass::Unavailable);
         let e = Error::UntrustedSocket {
             path: "/x".into(),
             why: "not a socket".into(),
         };
         assert_eq!(e.class(), ErrorClass::Untrusted);
         assert_eq!(e.to_string(), "refusing socket /x: not a socket");
+    }
+
+    /// Only "nothing is listening" lets `fail_mode` decide; a full queue
+    /// (what a local user flooding the socket causes) or any other connect
+    /// failure is "unavailable".
+    #[test]
+    fn connect_errors_are_classified_by_errno() {
+        let connect = |errno| Error::Unreachable {
+            path: "/run/otpd/pam.sock".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(connect(libc::ENOENT).class(), ErrorClass::NotRunning);
+        assert_eq!(connect(libc::ECONNREFUSED).class(), ErrorClass::NotRunning);
+        for errno in [
+            libc::EAGAIN,
+            libc::EWOULDBLOCK,
+            libc::EACCES,
+            libc::ECONNRESET,
+            libc::ETIMEDOUT,
+            libc::EMFILE,
+        ] {
+            assert_eq!(connect(errno).class(), ErrorClass::Unavailable, "{errno}");
+        }
+        let busy = Error::Busy {
+            path: "/run/otpd/pam.sock".into(),
+            ms: 5000,
+        };
+        assert_eq!(busy.class(), ErrorClass::Unavailable);
+        assert_eq!(
+            busy.to_string(),
+            "otpd at /run/otpd/pam.sock is busy: its connection queue stayed full for 5000 ms"
+        );
     }
 }

@@ -219,7 +219,8 @@ impl Outcome {
 /// The one mapping from otpd's answer to a PAM return code.
 ///
 /// `PAM_USER_UNKNOWN` is never returned, so that user names cannot be
-/// probed; errors other than "unreachable" never fail open.
+/// probed. Only "nothing is listening" ([`ErrorClass::NotRunning`]) may
+/// fail open: a daemon that is busy, slow or failing never does.
 #[must_use]
 pub fn pam_result(answer: Result<&Verdict, &Error>, fail_mode: FailMode) -> PamError {
     match answer {
@@ -232,11 +233,11 @@ pub fn pam_result(answer: Result<&Verdict, &Error>, fail_mode: FailMode) -> PamE
             | Decision::Unknown => PamError::AUTH_ERR,
         },
         Err(e) => match e.class() {
-            ErrorClass::Unreachable => match fail_mode {
+            ErrorClass::NotRunning => match fail_mode {
                 FailMode::Closed => PamError::AUTHINFO_UNAVAIL,
                 FailMode::Open => PamError::IGNORE,
             },
-            ErrorClass::Untrusted => PamError::AUTHINFO_UNAVAIL,
+            ErrorClass::Unavailable | ErrorClass::Untrusted => PamError::AUTHINFO_UNAVAIL,
             ErrorClass::Refused => PamError::AUTH_ERR,
             ErrorClass::Local => PamError::SYSTEM_ERR,
             ErrorClass::Conversation => PamError::CONV_ERR,
@@ -315,7 +316,10 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                             self.who
                         ),
                     ),
-                    ErrorClass::Unreachable | ErrorClass::Untrusted | ErrorClass::Local => {
+                    ErrorClass::NotRunning
+                    | ErrorClass::Unavailable
+                    | ErrorClass::Untrusted
+                    | ErrorClass::Local => {
                         return Outcome::new(self.failed(&e));
                     }
                 },
@@ -426,7 +430,10 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                         self.who
                     ),
                 ),
-                ErrorClass::Unreachable | ErrorClass::Untrusted | ErrorClass::Local => {
+                ErrorClass::NotRunning
+                | ErrorClass::Unavailable
+                | ErrorClass::Untrusted
+                | ErrorClass::Local => {
                     return Outcome {
                         result: self.failed(&e),
                         authtok,
@@ -566,10 +573,16 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
     fn failed(&mut self, e: &Error) -> PamError {
         let result = pam_result(Err(e), self.opts.fail_mode);
         let consequence = match (e.class(), result) {
-            (ErrorClass::Unreachable, PamError::IGNORE) => {
-                "fail_mode=open: this module is ignored (PAM_IGNORE)"
+            (ErrorClass::NotRunning, PamError::IGNORE) => {
+                "otpd is not running; fail_mode=open: this module is ignored (PAM_IGNORE)"
             }
-            (ErrorClass::Unreachable, _) => "fail_mode=closed: refusing (PAM_AUTHINFO_UNAVAIL)",
+            (ErrorClass::NotRunning, _) => {
+                "otpd is not running; fail_mode=closed: refusing (PAM_AUTHINFO_UNAVAIL)"
+            }
+            (ErrorClass::Unavailable, _) => {
+                "otpd is running but did not answer; refusing (PAM_AUTHINFO_UNAVAIL) \
+                 whatever fail_mode says"
+            }
             (ErrorClass::Untrusted, _) => "refusing (PAM_AUTHINFO_UNAVAIL) whatever fail_mode says",
             _ => "refusing",
         };
@@ -742,6 +755,13 @@ mod tests {
         }
     }
 
+    fn connect_error(errno: i32) -> Error {
+        Error::Unreachable {
+            path: "/run/otpd/pam.sock".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
     fn st(code: tonic::Code) -> Error {
         Error::Status(tonic::Status::new(code, "from otpd"))
     }
@@ -833,18 +853,31 @@ mod tests {
             );
         }
         let e = |e: Error, f| pam_result(Err(&e), f);
+        // Nothing listening: fail_mode decides.
         assert_eq!(e(unreachable(), Closed), PamError::AUTHINFO_UNAVAIL);
         assert_eq!(e(unreachable(), Open), PamError::IGNORE);
+        assert_eq!(e(connect_error(libc::ECONNREFUSED), Open), PamError::IGNORE);
         assert_eq!(
-            e(Error::Timeout { ms: 5000 }, Closed),
+            e(connect_error(libc::ECONNREFUSED), Closed),
             PamError::AUTHINFO_UNAVAIL
         );
-        assert_eq!(e(Error::Timeout { ms: 5000 }, Open), PamError::IGNORE);
-        assert_eq!(e(st(tonic::Code::Unavailable), Open), PamError::IGNORE);
-        assert_eq!(
-            e(st(tonic::Code::Unavailable), Closed),
-            PamError::AUTHINFO_UNAVAIL
-        );
+        // Running but busy, slow or failing: closed whatever fail_mode says.
+        // (This used to give PAM_IGNORE with fail_mode=open for a timeout
+        // and for UNAVAILABLE: a local user who made otpd busy got every
+        // login past the code.)
+        for busy in [
+            || Error::Timeout { ms: 5000 },
+            || st(tonic::Code::Unavailable),
+            || connect_error(libc::EAGAIN),
+            || connect_error(libc::EACCES),
+            || Error::Busy {
+                path: "/run/otpd/pam.sock".into(),
+                ms: 5000,
+            },
+        ] {
+            assert_eq!(e(busy(), Closed), PamError::AUTHINFO_UNAVAIL);
+            assert_eq!(e(busy(), Open), PamError::AUTHINFO_UNAVAIL, "{}", busy());
+        }
         for code in [
             tonic::Code::InvalidArgument,
             tonic::Code::DataLoss,
@@ -1139,7 +1172,7 @@ mod tests {
             request(),
             vec![Ok(Some("123456"))],
             vec![],
-            vec![Err(Error::Timeout { ms: 5000 })],
+            vec![Err(unreachable())],
         );
         assert_eq!(r.out.result, PamError::IGNORE);
         assert!(r.conv.errors.is_empty());
@@ -1150,6 +1183,53 @@ mod tests {
                 .any(|(l, m)| *l == Level::Error && m.contains("fail_mode=open"))
         );
         r.assert_not_logged(&["123456"]);
+    }
+
+    /// fail_mode=open means "no daemon is running", never "the daemon is
+    /// busy or slow": a timeout, a full queue or UNAVAILABLE refuse. (Until
+    /// this change, the timeout case here gave PAM_IGNORE.)
+    #[test]
+    fn a_busy_or_slow_daemon_fails_closed_even_with_fail_mode_open() {
+        for error in [
+            || Error::Timeout { ms: 5000 },
+            || Error::Busy {
+                path: "/run/otpd/pam.sock".into(),
+                ms: 5000,
+            },
+            || connect_error(libc::EAGAIN),
+            || st(tonic::Code::Unavailable),
+        ] {
+            let r = run(
+                &["fail_mode=open"],
+                request(),
+                vec![Ok(Some("123456"))],
+                vec![],
+                vec![Err(error())],
+            );
+            assert_eq!(r.out.result, PamError::AUTHINFO_UNAVAIL, "{}", error());
+            assert_eq!(
+                r.conv.errors,
+                vec![messages::SERVICE_UNAVAILABLE.to_owned()]
+            );
+            assert!(
+                r.log
+                    .0
+                    .iter()
+                    .any(|(l, m)| *l == Level::Error && m.contains("whatever fail_mode says")),
+                "{:?}",
+                r.log.0
+            );
+            r.assert_not_logged(&["123456"]);
+            // The same with nullok, when GetStatus is the call that fails.
+            let r = run(
+                &["nullok", "fail_mode=open"],
+                request(),
+                vec![],
+                vec![Err(error())],
+                vec![],
+            );
+            assert_eq!(r.out.result, PamError::AUTHINFO_UNAVAIL, "{}", error());
+        }
     }
 
     #[test]

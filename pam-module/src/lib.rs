@@ -5,7 +5,7 @@
 //!
 //! | entry point            | returns |
 //! |------------------------|---------|
-//! | `pam_sm_authenticate`  | `PAM_SUCCESS` when otpd accepts the code; `PAM_AUTH_ERR` when it refuses it (wrong, replayed, locked, throttled, not enrolled, malformed) or when otpd reports an error other than UNAVAILABLE; `PAM_AUTHINFO_UNAVAIL` when otpd cannot be reached with `fail_mode=closed` (the default) or the socket is not trusted; `PAM_IGNORE` for `nullok` users without an active enrollment, and when otpd cannot be reached with `fail_mode=open`; `PAM_CONV_ERR` when the user cannot be asked; `PAM_SYSTEM_ERR` on an internal error. Never `PAM_USER_UNKNOWN`. |
+//! | `pam_sm_authenticate`  | `PAM_SUCCESS` when otpd accepts the code; `PAM_AUTH_ERR` when it refuses it (wrong, replayed, locked, throttled, not enrolled, malformed) or when otpd reports an error other than UNAVAILABLE; `PAM_AUTHINFO_UNAVAIL` when otpd is not running (no socket file, or nobody listening on it) with `fail_mode=closed` (the default), when otpd is running but busy, slow or failing (its queue stays full, the `timeout_ms` budget runs out, the connection fails after connecting, it answers UNAVAILABLE) whatever `fail_mode` says, and when the socket is not trusted; `PAM_IGNORE` for `nullok` users without an active enrollment, and when otpd is not running with `fail_mode=open`; `PAM_CONV_ERR` when the user cannot be asked; `PAM_SYSTEM_ERR` on an internal error. Never `PAM_USER_UNKNOWN`. |
 //! | `pam_sm_setcred`       | `PAM_SUCCESS` (there are no credentials to set). |
 //! | `pam_sm_acct_mgmt`     | `PAM_IGNORE` (account policy is left to other modules). |
 //! | `pam_sm_open_session`, `pam_sm_close_session` | `PAM_IGNORE`. |
@@ -129,7 +129,8 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
         handle,
         silent: flags.contains(PamFlags::SILENT),
     };
-    let mut daemon = Client::new(opts.socket.clone(), opts.timeout);
+    let mut daemon =
+        Client::new(opts.socket.clone(), opts.timeout).with_fallback(opts.fallback_socket.clone());
     let outcome = flow::authenticate(&opts, request, &mut conv, &mut daemon, &mut log);
 
     if let Some(token) = &outcome.authtok

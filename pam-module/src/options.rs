@@ -7,8 +7,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where otpd listens unless `socket=` says otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
+/// Where otpd listens for PAM unless `socket=` says otherwise: the
+/// root-only socket, which no local user can connect to or fill.
+pub const DEFAULT_SOCKET: &str = "/run/otpd/pam.sock";
+/// otpd's public socket: used when `socket=` is not given and
+/// [`DEFAULT_SOCKET`] does not exist (an older otpd), or cannot be opened
+/// by a caller that is not root (a screen locker running as the user).
+pub const PUBLIC_SOCKET: &str = "/run/otpd/otpd.sock";
 /// Default for `timeout_ms=`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 /// Largest accepted `timeout_ms=` (one minute).
@@ -18,7 +23,9 @@ pub const DEFAULT_PROMPT: &str = "Verification code: ";
 /// Prompt when the password and the code are typed together.
 pub const DEFAULT_COMBINED_PROMPT: &str = "Password & verification code: ";
 
-/// What to do when otpd cannot be reached or does not answer in time.
+/// What to do when otpd is not running: no socket file, or nobody
+/// listening on it. A daemon that is running but busy, slow or failing is
+/// never "not running": that always fails closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FailMode {
     /// Refuse the login (`PAM_AUTHINFO_UNAVAIL`). The default.
@@ -58,6 +65,9 @@ impl PassMode {
 pub struct Options {
     /// `socket=PATH`: otpd's Unix socket.
     pub socket: PathBuf,
+    /// Tried when `socket` does not exist or the caller may not open it;
+    /// `None` when `socket=` was given.
+    pub fallback_socket: Option<PathBuf>,
     /// `nullok`: users without an active enrollment are not asked.
     pub nullok: bool,
     /// `fail_mode=closed|open`.
@@ -78,6 +88,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET),
+            fallback_socket: Some(PathBuf::from(PUBLIC_SOCKET)),
             nullok: false,
             fail_mode: FailMode::Closed,
             prompt: None,
@@ -181,6 +192,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> (Options, Vec<OptionWarning>) {
             ("socket", Some(v)) => {
                 if v.starts_with('/') {
                     opts.socket = PathBuf::from(v);
+                    opts.fallback_socket = None;
                 } else {
                     warnings.push(OptionWarning::Malformed {
                         name: "socket",
@@ -254,7 +266,11 @@ mod tests {
         let (o, w) = parse::<&str>(&[]);
         assert!(w.is_empty());
         assert_eq!(o, Options::default());
-        assert_eq!(o.socket, PathBuf::from("/run/otpd/otpd.sock"));
+        assert_eq!(o.socket, PathBuf::from("/run/otpd/pam.sock"));
+        assert_eq!(
+            o.fallback_socket,
+            Some(PathBuf::from("/run/otpd/otpd.sock"))
+        );
         assert_eq!(o.fail_mode, FailMode::Closed);
         assert_eq!(o.timeout, Duration::from_millis(5000));
         assert_eq!(o.prompt_text(), "Verification code: ");
@@ -275,6 +291,8 @@ mod tests {
         ]);
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(o.socket, PathBuf::from("/tmp/x.sock"));
+        // An explicit socket is the only one tried.
+        assert_eq!(o.fallback_socket, None);
         assert!(o.nullok && o.echo_code && o.debug);
         assert_eq!(o.fail_mode, FailMode::Open);
         assert_eq!(o.prompt_text(), "OTP: ");

@@ -59,6 +59,7 @@ pub fn shared_tempdir() -> tempfile::TempDir {
 pub fn config_in(dir: &Path) -> Config {
     Config {
         socket: dir.join("otpd.sock"),
+        pam_socket: Some(dir.join("pam.sock")),
         state_dir: dir.join("state"),
         issuer: Some("otpd-test".into()),
         ..Config::default()
@@ -174,6 +175,11 @@ impl InProcess {
         &self.config.socket
     }
 
+    /// The PAM socket.
+    pub fn pam_socket(&self) -> PathBuf {
+        self.config.pam_socket()
+    }
+
     /// A client.
     pub async fn client(&self) -> OtpdClient<Channel> {
         connect(self.socket()).await
@@ -203,12 +209,26 @@ impl Drop for InProcess {
     }
 }
 
-/// The built `otpd` binary, started with `--socket` and `--state-dir` only.
+/// The built `otpd` binary, started with `--socket`, `--pam-socket` and
+/// `--state-dir` only.
 pub struct Process {
     pub child: Child,
     pub socket: PathBuf,
+    pub pam_socket: PathBuf,
     pub state_dir: PathBuf,
     stderr_path: PathBuf,
+}
+
+/// How to start the built `otpd` beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Launch {
+    /// Start it under this umask (through `sh -c 'umask ...; exec ...'`).
+    pub umask: Option<u32>,
+    /// Start it with this descriptor limit, soft and hard (through
+    /// util-linux `prlimit --nofile=N:N`).
+    pub nofile: Option<u64>,
+    /// Give up waiting for readiness after this long (default 60 s).
+    pub deadline: Option<Duration>,
 }
 
 impl Process {
@@ -220,7 +240,15 @@ impl Process {
 
     /// Starts `otpd`; on failure returns its exit status and stderr.
     pub fn try_start(dir: &Path) -> Result<Self, (String, String)> {
+        Self::try_start_with(dir, Launch::default())
+    }
+
+    /// Starts `otpd` as `launch` says; on failure (an exit, or no readiness
+    /// within the deadline: then it is killed) returns its exit status and
+    /// stderr.
+    pub fn try_start_with(dir: &Path, launch: Launch) -> Result<Self, (String, String)> {
         let socket = dir.join("otpd.sock");
+        let pam_socket = dir.join("pam.sock");
         let state_dir = dir.join("state");
         let notify_path = dir.join(format!("notify-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&notify_path);
@@ -237,11 +265,26 @@ impl Process {
         if !config.exists() {
             std::fs::write(&config, "").unwrap();
         }
-        let mut child = Command::new(built("otpd"))
+        let mut command = match (launch.umask, launch.nofile) {
+            (None, None) => Command::new(built("otpd")),
+            (umask, nofile) => {
+                let mut c = Command::new("/bin/sh");
+                let umask = umask.map_or(String::new(), |m| format!("umask {m:03o} && "));
+                let prlimit =
+                    nofile.map_or(String::new(), |n| format!("prlimit --nofile={n}:{n} -- "));
+                c.arg("-c")
+                    .arg(format!("{umask}exec {prlimit}\"$0\" \"$@\""))
+                    .arg(built("otpd"));
+                c
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .arg("--socket")
             .arg(&socket)
+            .arg("--pam-socket")
+            .arg(&pam_socket)
             .arg("--state-dir")
             .arg(&state_dir)
             .env("NOTIFY_SOCKET", &notify_path)
@@ -252,7 +295,8 @@ impl Process {
             .spawn()
             .unwrap();
         let mut buf = [0u8; 256];
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deadline =
+            std::time::Instant::now() + launch.deadline.unwrap_or(Duration::from_secs(60));
         let ready = loop {
             match notify.recv(&mut buf) {
                 Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break true,
@@ -274,6 +318,7 @@ impl Process {
         Ok(Self {
             child,
             socket,
+            pam_socket,
             state_dir,
             stderr_path,
         })

@@ -537,9 +537,19 @@ impl RealDaemon {
         self.process.as_ref().expect("otpd was stopped")
     }
 
-    /// The daemon's socket.
+    /// The daemon's public socket.
     pub fn socket(&self) -> PathBuf {
         self.process().socket.clone()
+    }
+
+    /// The daemon's root-only PAM socket.
+    pub fn pam_socket(&self) -> PathBuf {
+        self.process().pam_socket.clone()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.process().child.id()
     }
 
     /// What the daemon logged so far.
@@ -651,6 +661,8 @@ impl ForeignDaemon {
             .arg(&config)
             .arg("--socket")
             .arg(&socket)
+            .arg("--pam-socket")
+            .arg(dir.join("pam.sock"))
             .arg("--state-dir")
             .arg(dir.join("state"))
             .env("NOTIFY_SOCKET", &notify_path)

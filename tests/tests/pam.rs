@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 
 use otpd_proto::v1 as pb;
 use otpd_tests::pam_env::*;
@@ -222,9 +223,8 @@ fn a_locked_user_is_refused_even_with_the_right_code() {
     svc.pamtester("erin").answer(&code).run().assert_success();
 }
 
-/// The daemon cannot be reached at `socket` (the log says `why`):
-/// fail_mode=closed refuses with AUTHINFO_UNAVAIL, fail_mode=open steps aside
-/// (PAM_IGNORE).
+/// Nothing is listening at `socket` (the log says `why`): fail_mode=closed
+/// refuses with AUTHINFO_UNAVAIL, fail_mode=open steps aside (PAM_IGNORE).
 fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
     let closed = PamService::new(
         &format!("otpd-down-closed-{label}"),
@@ -298,10 +298,222 @@ fn an_unreachable_daemon_fails_closed_or_open_as_configured() {
     assert!(d.stop().success());
     check_unreachable("stopped", &socket, "No such file or directory");
 
-    // Listening but never answering: the timeout applies.
+    // Listening but never answering: the timeout applies, and a daemon that
+    // is there but does not answer is not an absent one. (This case used to
+    // be checked with check_unreachable, i.e. PAM_IGNORE with
+    // fail_mode=open: that was issue 6, defect 1.)
     let silent = tmp.path().join("silent.sock");
     let _listener = UnixListener::bind(&silent).unwrap();
-    check_unreachable("silent", &silent, "otpd did not answer within 500 ms");
+    check_unavailable("silent", &silent, "otpd did not answer within 500 ms");
+}
+
+/// The daemon is there but does not answer at `socket` (the log says
+/// `why`): refused with AUTHINFO_UNAVAIL whatever fail_mode says.
+fn check_unavailable(label: &str, socket: &std::path::Path, why: &str) {
+    for mode in ["closed", "open"] {
+        let svc = PamService::new(
+            &format!("otpd-busy-{mode}-{label}"),
+            &then_permit(otpd_line(
+                socket,
+                &format!("fail_mode={mode} timeout_ms=500"),
+            )),
+        );
+        let out = svc.pamtester("frank").answer("123456").run();
+        out.assert_failure(AUTHINFO_UNAVAIL)
+            .assert_user_sees(
+                "",
+                &format!("{PROMPT}{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
+            )
+            .assert_logged(
+                3,
+                &[
+                    "user frank: ",
+                    why,
+                    "refusing (PAM_AUTHINFO_UNAVAIL) whatever fail_mode says",
+                ],
+            )
+            .assert_not_logged(&["123456"]);
+        assert!(out.elapsed.as_secs() < 10, "{label}: {out}");
+    }
+}
+
+/// Without `socket=`, the module would use /run/otpd/pam.sock; the tests
+/// cannot use fixed paths, so this checks the PAM socket itself: root-only,
+/// and what the module talks to when pointed at it.
+#[test]
+fn the_pam_socket_is_root_only_and_serves_logins() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root();
+    let d = RealDaemon::start();
+    let meta = std::fs::metadata(d.pam_socket()).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o777, meta.uid()), (0o600, 0));
+    let public = std::fs::metadata(d.socket()).unwrap();
+    assert_eq!(public.permissions().mode() & 0o777, 0o666);
+    // nobody cannot even connect to it.
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg("import socket,sys\ntry:\n socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('connected')\nexcept OSError as e: print(e.errno)")
+        .arg(d.pam_socket())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        nix::libc::EACCES.to_string()
+    );
+    let (mut codes, _) = d.enroll("pamsock");
+    PamService::new("otpd-pam-socket", &otpd_line(&d.pam_socket(), ""))
+        .pamtester("pamsock")
+        .answer(&codes.fresh())
+        .run()
+        .assert_success();
+}
+
+/// Flooders running as `nobody`: each opens and closes connections to
+/// `socket` in a loop. Started and running when this returns.
+struct Flood {
+    children: Vec<std::process::Child>,
+}
+
+impl Flood {
+    fn start(socket: &std::path::Path, processes: usize) -> Self {
+        use std::io::BufRead;
+        let script = r#"
+import errno, socket, sys
+path = sys.argv[1]
+n = full = 0
+print("flooding", flush=True)
+while True:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    e = s.connect_ex(path)
+    if e in (errno.EAGAIN, errno.EWOULDBLOCK):
+        full += 1
+    s.close()
+    n += 1
+    if n % 20000 == 0:
+        print(n, full, flush=True)
+"#;
+        let children = (0..processes)
+            .map(|_| {
+                let mut child = std::process::Command::new("/usr/bin/python3")
+                    .arg("-c")
+                    .arg(script)
+                    .arg(socket)
+                    .uid(65534)
+                    .gid(65534)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut first = String::new();
+                std::io::BufReader::new(child.stdout.as_mut().unwrap())
+                    .read_line(&mut first)
+                    .unwrap();
+                assert_eq!(first.trim(), "flooding");
+                child
+            })
+            .collect();
+        Self { children }
+    }
+
+    /// Stops the flooders; returns (connects, connects refused with EAGAIN
+    /// because the queue was full), as last reported.
+    fn stop(mut self) -> (u64, u64) {
+        use std::io::Read;
+        let mut total = (0, 0);
+        for mut child in self.children.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut out = String::new();
+            let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+            if let Some(last) = out.lines().rfind(|l| l.contains(' ')) {
+                let mut it = last.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
+                total.0 += it.next().unwrap_or(0);
+                total.1 += it.next().unwrap_or(0);
+            }
+        }
+        total
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Issue 6, defect 1: a local user flooding the public socket with
+/// connections used to fill the queue the PAM module shared, so root's
+/// connects failed with EAGAIN, which counted as "unreachable": with
+/// fail_mode=open a wrong code got in, with fail_mode=closed a right one was
+/// refused. The module now talks to the root-only PAM socket, retries a
+/// full queue, and only "nothing listening" may fail open.
+#[test]
+fn a_local_user_flooding_the_public_socket_neither_gets_past_nor_denies_logins() {
+    require_root();
+    const RIGHT: usize = 8;
+    const WRONG: usize = 20;
+    let d = RealDaemon::start();
+    let mut users: Vec<(String, Codes)> = (0..RIGHT)
+        .map(|i| {
+            let name = format!("flood{i}");
+            let (codes, _) = d.enroll(&name);
+            (name, codes)
+        })
+        .collect();
+    let (victim, _) = d.enroll("victim");
+    let wrong = victim.wrong();
+    let socket = d.pam_socket();
+
+    let flood = Flood::start(&d.socket(), 2);
+    // fail_mode=open with a wrong code: always refused.
+    let open = PamService::new(
+        "otpd-flood-open",
+        &then_permit(otpd_line(&socket, "fail_mode=open")),
+    );
+    let mut let_in = Vec::new();
+    for i in 0..WRONG {
+        let out = open.pamtester("victim").answer(&wrong).run();
+        if out.code() != Some(1) {
+            let_in.push((i, out));
+        }
+    }
+    // fail_mode=closed with right codes: always accepted.
+    let closed = PamService::new("otpd-flood-closed", &otpd_line(&socket, ""));
+    let mut refused = Vec::new();
+    for (name, codes) in &mut users {
+        let out = closed.pamtester(name).answer(&codes.fresh()).run();
+        if out.code() != Some(0) {
+            refused.push((name.clone(), out));
+        }
+    }
+    let (connects, full) = flood.stop();
+    eprintln!("flood: {connects} connects, {full} with a full queue");
+    assert!(
+        let_in.is_empty(),
+        "{} of {WRONG} logins with a wrong code and fail_mode=open got in; first: {}",
+        let_in.len(),
+        let_in[0].1
+    );
+    assert!(
+        refused.is_empty(),
+        "{} of {RIGHT} logins with a right code were refused; first: {}",
+        refused.len(),
+        refused[0].1
+    );
+    // The daemon logged the flood's refusals (if any) in summaries, not one
+    // line per connection.
+    let log = d.log();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("connection refused"))
+        .count();
+    assert!(refusals <= 2, "{refusals} refusal lines:\n{log}");
 }
 
 #[test]
