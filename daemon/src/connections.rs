@@ -10,7 +10,8 @@
 //!   serves the PAM socket first, backs off when the process runs out of
 //!   descriptors (instead of retrying `accept` in a tight loop), keeps one
 //!   reserve descriptor to shed a queued connection on the public socket,
-//!   and logs refusals through a [`Summariser`].
+//!   and logs refusals through [`Repeats`] (one line per uid, then one summary
+//!   per minute).
 
 use std::collections::HashMap;
 use std::io;
@@ -23,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::Connected;
 
-use crate::summary::{Report, Summariser};
+use crate::repeats::{Note, Repeats};
 
 /// Connections one non-root uid may hold open at once.
 pub const MAX_PER_UID: usize = 32;
@@ -43,6 +44,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Refusals of one uid are logged once, then summarised at most once per
 /// this window.
 pub const REFUSAL_SUMMARY: Duration = Duration::from_secs(60);
+
+/// Uids whose connection refusals are tracked one by one; refusals of
+/// further uids share one summary.
+const REFUSAL_KEYS: usize = 1024;
 
 /// Refused connections handled in one poll before yielding to the other
 /// tasks, so that a flood cannot monopolise a worker.
@@ -288,7 +293,7 @@ pub struct Incoming {
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The next pause while a shortage lasts; `None` when accepting works.
     backoff: Option<Duration>,
-    refusals: Summariser<Option<u32>>,
+    refusals: Repeats<Option<u32>>,
     flush: tokio::time::Interval,
 }
 
@@ -346,15 +351,15 @@ impl Incoming {
             reserve: open_reserve(),
             pause: None,
             backoff: None,
-            refusals: Summariser::new(REFUSAL_SUMMARY),
+            refusals: Repeats::new(1, REFUSAL_SUMMARY, REFUSAL_KEYS),
             flush,
         }
     }
 
     fn refused(&mut self, refused: Refused) {
         let uid = refused.uid();
-        match self.refusals.record(uid, Instant::now()) {
-            Some(Report::First) => tracing::warn!(
+        match self.refusals.note(uid, Instant::now()) {
+            Note::Log => tracing::warn!(
                 target: crate::audit::TARGET,
                 event = "connect",
                 outcome = "refused",
@@ -362,8 +367,7 @@ impl Incoming {
                 reason = refused.reason(),
                 "connection refused; further refusals for this uid are summarised once a minute"
             ),
-            Some(Report::Summary { count }) => summary_line(uid, count),
-            None => {}
+            Note::Quiet => {}
         }
     }
 
@@ -448,8 +452,8 @@ impl tokio_stream::Stream for Incoming {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         while this.flush.poll_tick(cx).is_ready() {
-            for (uid, count) in this.refusals.flush(Instant::now()) {
-                summary_line(uid, count);
+            for s in this.refusals.due(Instant::now()) {
+                summary_line(s.key.flatten(), s.quiet);
             }
         }
         let mut handled = 0usize;

@@ -13,7 +13,6 @@ pub mod policy;
 pub mod record;
 pub mod secret;
 pub mod store;
-pub mod summary;
 pub mod totp;
 pub mod watermark;
 
