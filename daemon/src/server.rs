@@ -20,7 +20,7 @@ use crate::crypto::MasterKey;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::Error;
 use crate::service::OtpdService;
-use crate::store::SledStore;
+use crate::store::{SledStore, Store};
 use crate::watermark::{self, Watermarks};
 
 /// How long requests in flight may take after a shutdown signal.
@@ -71,11 +71,11 @@ impl Daemon {
     ) -> Result<Self, Error> {
         let authz = Authz::new(config.admin_group.as_deref())?;
         prepare_state_dir(&config.state_dir)?;
-        let key = MasterKey::load_or_create(&key_path(&config.state_dir))?;
         let store_dir = store_path(&config.state_dir);
         private_dir(&store_dir)?;
         let store = SledStore::open(&store_dir)?;
         restrict_tree(&store_dir)?;
+        let key = open_key(&config.state_dir, &store)?;
         let watermarks = Watermarks::open(&watermark::path(&config.state_dir), &key)?;
         let pam_socket = config.pam_socket();
         let listener = bind(&config.socket, config.socket_mode)?;
@@ -185,6 +185,40 @@ fn descriptor_limit() -> u64 {
 /// Refuses a directory that is not owned by the daemon's user or that group
 /// or others can read, search or write: what is inside (who is enrolled,
 /// the sealed records) is for the daemon alone.
+/// Loads the master key, or creates one, but only in a state directory
+/// that holds nothing sealed yet: a new key cannot open the records (or the
+/// watermark journal) that an earlier key sealed, so a missing key file
+/// there is an error to fix by restoring the key, never a reason to start
+/// over with every user locked out.
+fn open_key(state_dir: &Path, store: &SledStore) -> Result<MasterKey, Error> {
+    let path = key_path(state_dir);
+    let missing = matches!(
+        fs::symlink_metadata(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    );
+    if missing {
+        let journal = watermark::path(state_dir);
+        let sealed = if !store.is_empty()? {
+            Some("the store holds sealed user records")
+        } else if fs::symlink_metadata(&journal).is_ok_and(|m| m.len() > 0) {
+            Some("the watermark journal holds sealed entries")
+        } else {
+            None
+        };
+        if let Some(what) = sealed {
+            return Err(Error::Key {
+                path,
+                reason: format!(
+                    "missing, but {what} that only the key which sealed them can open; \
+                     restore master.key from your backup (otpd creates a key only in an \
+                     empty state directory)"
+                ),
+            });
+        }
+    }
+    MasterKey::load_or_create(&path)
+}
+
 fn prepare_state_dir(dir: &Path) -> Result<(), Error> {
     let bad = |reason: String| Error::StateDir {
         path: dir.to_owned(),

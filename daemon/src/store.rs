@@ -29,6 +29,8 @@ pub trait Store: Send + Sync {
     fn remove(&self, user: &UserName) -> Result<(), Error>;
     /// Every stored user name (lossily decoded), sorted.
     fn users(&self) -> Result<Vec<String>, Error>;
+    /// Whether no record is stored (without listing them).
+    fn is_empty(&self) -> Result<bool, Error>;
 }
 
 /// An open database and its tree of users.
@@ -227,6 +229,10 @@ impl Store for SledStore {
                 .map_err(store_error)?;
             flush(h)
         })
+    }
+
+    fn is_empty(&self) -> Result<bool, Error> {
+        self.with(false, |h| Ok(h.users.first().map_err(store_error)?.is_none()))
     }
 
     fn users(&self) -> Result<Vec<String>, Error> {

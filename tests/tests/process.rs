@@ -430,3 +430,38 @@ async fn out_of_descriptors_the_daemon_idles_and_recovers() {
         share * 100.0
     );
 }
+
+/// A missing key file beside sealed records is restored, never replaced:
+/// a new key would make every record unreadable and lock every user out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_key_beside_sealed_records_stops_the_start_instead_of_a_new_key() {
+    let dir = shared_tempdir();
+    let d = Process::start(dir.path());
+    let mut c = connect(&d.socket).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    enroll(&mut c, "alice", now).await;
+    drop(c);
+    drop(d);
+
+    let key = dir.path().join("state/master.key");
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let (exit, stderr) = Process::try_start(dir.path()).err().unwrap();
+    assert!(exit.contains("78"), "{exit}");
+    assert!(
+        stderr.contains("master.key") && stderr.contains("restore master.key"),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "otpd created a new key beside sealed records");
+
+    // With the key back, alice is still enrolled.
+    std::fs::write(&key, &saved).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let d = Process::start(dir.path());
+    let mut c = connect(&d.socket).await;
+    let s = status(&mut c, "alice").await;
+    assert_eq!(pb::State::try_from(s.state), Ok(pb::State::Active));
+}
