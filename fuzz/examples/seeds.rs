@@ -55,8 +55,8 @@ fn main() {
         write("user_name", name, user);
     }
 
-    let example = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../otpd.toml.example"))
-        .unwrap();
+    let example =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../otpd.toml.example")).unwrap();
     write("config", "example", &example);
     write("config", "empty", b"");
     write(
@@ -108,8 +108,16 @@ fn main() {
     let mut flipped = sealed.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
-    write("sealed_record", "sealed_flipped_tag", &[&[0u8][..], &flipped].concat());
-    write("sealed_record", "sealed_truncated", &[&[0u8][..], &sealed[..20]].concat());
+    write(
+        "sealed_record",
+        "sealed_flipped_tag",
+        &[&[0u8][..], &flipped].concat(),
+    );
+    write(
+        "sealed_record",
+        "sealed_truncated",
+        &[&[0u8][..], &sealed[..20]].concat(),
+    );
 
     // One request per RPC, first byte = RPC number in otpd.proto order.
     let params = TotpParams::default();
@@ -129,9 +137,21 @@ fn main() {
         }
         .encode_to_vec()
     };
-    write("grpc_request", "verify_accepted", &rpc(0, &|| verify(good.as_bytes())));
-    write("grpc_request", "verify_wrong", &rpc(0, &|| verify(b"000000")));
-    write("grpc_request", "verify_backup", &rpc(0, &|| verify(b"12345678")));
+    write(
+        "grpc_request",
+        "verify_accepted",
+        &rpc(0, &|| verify(good.as_bytes())),
+    );
+    write(
+        "grpc_request",
+        "verify_wrong",
+        &rpc(0, &|| verify(b"000000")),
+    );
+    write(
+        "grpc_request",
+        "verify_backup",
+        &rpc(0, &|| verify(b"12345678")),
+    );
     write(
         "grpc_request",
         "verify_long_context",
