@@ -7,7 +7,11 @@
 #   make uninstall   remove what install put in place; keeps /etc/otpd and
 #                    the store in /var/lib/otpd.
 #   make test        every test (unit, integration, PAM, SSH), plus fmt and
-#                    clippy. What CI runs.
+#                    clippy, then a short run of every fuzz target. What CI
+#                    runs.
+#   make fuzz-ci     each fuzz target for FUZZ_SECONDS (20) after replaying
+#                    its checked-in corpus; no cargo-fuzz needed.
+#   make fuzz-run FUZZ_TARGET=code FUZZ_SECONDS=3600   one target, long.
 #   make bench       verify latency over the socket (release build).
 #   make demo        a real SSH login with a TOTP code on 127.0.0.1.
 
@@ -22,7 +26,7 @@ PAMDIR     ?= $(shell dirname "$$(find /lib /usr/lib /lib64 /usr/lib64 -name pam
 CARGO      ?= cargo
 APT_PACKAGES = libpam0g-dev pkg-config
 
-.PHONY: all build deps install uninstall test lint bench demo clean
+.PHONY: all build deps install uninstall test lint bench demo clean fuzz-build fuzz-ci fuzz-run
 
 all: build
 
@@ -88,11 +92,58 @@ uninstall:
 
 lint:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 test: deps lint
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --workspace --locked
+	$(MAKE) fuzz-ci
+
+# Fuzzing: the targets in fuzz/ built as `cargo fuzz build --sanitizer none`
+# builds them (libFuzzer, sanitizer coverage, release, one codegen unit), but
+# with plain cargo, so that neither cargo-fuzz nor a nightly toolchain is
+# needed. Crashes land in fuzz/artifacts/<target>/; see README, "Fuzzing".
+FUZZ_TARGETS = code user_name config sealed_record pam_answer grpc_request
+FUZZ_SECONDS ?= 20
+FUZZ_TARGET  ?= grpc_request
+FUZZ_TRIPLE  := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+FUZZ_BIN      = fuzz/target/$(FUZZ_TRIPLE)/release
+FUZZ_RUSTFLAGS = -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
+	-Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
+	-Cllvm-args=-sanitizer-coverage-stack-depth -Cdebug-assertions -Ccodegen-units=1
+
+fuzz-build:
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --locked --release \
+		--config 'profile.release.debug="line-tables-only"' --target $(FUZZ_TRIPLE) --bins
+
+# Replays every checked-in input (the regression seeds included), then
+# fuzzes each target for FUZZ_SECONDS; new finds go to a scratch directory,
+# not into the checked-in corpus.
+fuzz-ci: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/artifacts/$$t; \
+		scratch=$$(mktemp -d); log=$$scratch.log; status=0; \
+		$(FUZZ_BIN)/$$t -runs=0 -artifact_prefix=fuzz/artifacts/$$t/ \
+			fuzz/corpus/$$t >$$log 2>&1 || status=$$?; \
+		[ $$status = 0 ] && { $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$t/ \
+			$$scratch fuzz/corpus/$$t >$$log 2>&1 || status=$$?; }; \
+		echo "fuzz $$t: $$(sed -n -e 's/^stat::number_of_executed_units: */executions /p' \
+			-e 's/^stat::average_exec_per_sec: */per second /p' $$log | paste -sd, -)"; \
+		if [ $$status != 0 ]; then tail -n 40 $$log; rm -rf $$scratch $$log; \
+			echo "fuzz $$t FAILED (exit $$status); the input is in fuzz/artifacts/$$t/"; exit 1; fi; \
+		rm -rf $$scratch $$log; \
+	done
+
+# One target for a long time, growing its checked-in corpus.
+fuzz-run: fuzz-build
+	mkdir -p fuzz/artifacts/$(FUZZ_TARGET)
+	$(FUZZ_BIN)/$(FUZZ_TARGET) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=fuzz/artifacts/$(FUZZ_TARGET)/ fuzz/corpus/$(FUZZ_TARGET)
 
 bench:
 	$(CARGO) bench -p otpd-tests --bench verify_latency --locked

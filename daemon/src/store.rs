@@ -232,7 +232,9 @@ impl Store for SledStore {
     }
 
     fn is_empty(&self) -> Result<bool, Error> {
-        self.with(false, |h| Ok(h.users.first().map_err(store_error)?.is_none()))
+        self.with(false, |h| {
+            Ok(h.users.first().map_err(store_error)?.is_none())
+        })
     }
 
     fn users(&self) -> Result<Vec<String>, Error> {

@@ -638,7 +638,11 @@ fn strip_whitespace(input: &[u8]) -> Secret {
 
 /// Splits "password" + `digits` trailing ASCII digits (trailing whitespace
 /// ignored). `None` when the answer does not end in that many digits.
-fn split(input: &[u8], digits: usize) -> Option<(&[u8], &[u8])> {
+///
+/// Public for the fuzz target `pam_answer` (fuzz/): the parser of what a
+/// user types at the prompt.
+#[must_use]
+pub fn split(input: &[u8], digits: usize) -> Option<(&[u8], &[u8])> {
     let trimmed = input.trim_ascii_end();
     let at = trimmed.len().checked_sub(digits)?;
     let (password, code) = trimmed.split_at(at);

@@ -455,7 +455,10 @@ async fn a_missing_key_beside_sealed_records_stops_the_start_instead_of_a_new_ke
         stderr.contains("master.key") && stderr.contains("restore master.key"),
         "{stderr}"
     );
-    assert!(!key.exists(), "otpd created a new key beside sealed records");
+    assert!(
+        !key.exists(),
+        "otpd created a new key beside sealed records"
+    );
 
     // With the key back, alice is still enrolled.
     std::fs::write(&key, &saved).unwrap();
