@@ -24,7 +24,7 @@ use otpd::{Error, ManualClock};
 use otpd_proto::v1 as pb;
 use pb::otpd_server::Otpd;
 use prost::Message;
-use tonic::transport::server::UdsConnectInfo;
+use otpd::authz::Peer;
 
 /// The fixed master key (32 bytes of 0x42), so that checked-in seeds of
 /// the `sealed_record` target are real sealed records.
@@ -74,6 +74,9 @@ impl Store for MemStore {
     fn users(&self) -> Result<Vec<String>, Error> {
         Ok(self.0.lock().unwrap().keys().cloned().collect())
     }
+    fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.0.lock().unwrap().is_empty())
+    }
 }
 
 /// The otpd.v1 service on an in-memory store holding `alice` (active, with
@@ -85,7 +88,7 @@ pub struct ServiceFixture {
     store: MemStore,
     snapshot: BTreeMap<String, Vec<u8>>,
     clock: Arc<ManualClock>,
-    root: tokio::net::unix::UCred,
+    root: Peer,
 }
 
 impl ServiceFixture {
@@ -143,7 +146,7 @@ impl ServiceFixture {
         // for a socket pair, as the daemon gets it for a connection.
         let root = rt.block_on(async {
             let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-            a.peer_cred().unwrap()
+            Peer::of(&a)
         });
         Self {
             rt,
@@ -157,10 +160,7 @@ impl ServiceFixture {
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
-        req.extensions_mut().insert(UdsConnectInfo {
-            peer_addr: None,
-            peer_cred: Some(self.root),
-        });
+        req.extensions_mut().insert(self.root.clone());
         req
     }
 
