@@ -317,20 +317,23 @@ impl Engine {
             code,
             now,
             self.cfg.window,
-            rec.last_used_step,
+            rec.used_steps(),
         );
         let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
         let method = match totp {
             TotpMatch::Accepted { step, skew_steps } => {
-                rec.last_used_step = Some(step);
+                rec.use_step(step);
                 rec.clock_skew_seconds = skew_steps.saturating_mul(period);
                 Some(Method::Totp)
             }
             TotpMatch::ClockSkew { step, skew_steps } if skew_steps > 0 => {
                 // A code from a clock that runs ahead would become valid
                 // later, and the skew we report would say when: spend that
-                // step (and so every earlier one) now.
-                rec.last_used_step = Some(rec.last_used_step.map_or(step, |used| used.max(step)));
+                // one step now. The steps before it stay usable, so the
+                // user's correct codes keep working meanwhile.
+                let window = u64::from(self.cfg.window);
+                let current = totp::step_of(active.params, now);
+                rec.spend_step(step, current.saturating_sub(window));
                 None
             }
             _ => {
@@ -449,7 +452,7 @@ impl Engine {
             code,
             now,
             self.cfg.window,
-            None,
+            totp::UsedSteps::NONE,
         ) else {
             return Err(Error::ConfirmMismatch);
         };
@@ -460,6 +463,7 @@ impl Engine {
         rec.pending = None;
         rec.backup_codes = Some(set);
         rec.last_used_step = Some(step);
+        rec.spent_ahead.clear();
         rec.clock_skew_seconds = skew_steps.saturating_mul(period);
         rec.counters = Default::default();
         self.save(user, &rec)?;

@@ -9,7 +9,13 @@ use crate::crypto::{self, MasterKey, OpenError};
 use crate::error::Error;
 use crate::policy::Counters;
 use crate::secret::TotpSecret;
-use crate::totp::TotpParams;
+use crate::totp::{TotpParams, UsedSteps};
+
+/// Most single future steps kept spent (see [`UserRecord::spend_step`]).
+/// A clock-skew hint reveals at most `SKEW_PROBE_STEPS` (10) steps ahead and
+/// steps fall out of the acceptance window (±10 at most), so 21 can be
+/// pending at once; beyond the bound the watermark moves instead.
+pub const MAX_SPENT_AHEAD: usize = 32;
 
 /// Longest accepted user name, in bytes.
 pub const MAX_USER_LEN: usize = 256;
@@ -112,6 +118,11 @@ pub struct UserRecord {
     pub backup_codes: Option<BackupCodeSet>,
     /// The last TOTP time step accepted (replay protection).
     pub last_used_step: Option<u64>,
+    /// Single steps after `last_used_step` that are spent too: future steps
+    /// whose code a clock-skew hint answered. Ascending, at most
+    /// [`MAX_SPENT_AHEAD`], each after `last_used_step`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spent_ahead: Vec<u64>,
     /// Failure counters and lockout.
     #[serde(default)]
     pub counters: Counters,
@@ -123,6 +134,39 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// The TOTP steps this user can no longer use.
+    pub fn used_steps(&self) -> UsedSteps<'_> {
+        UsedSteps {
+            watermark: self.last_used_step,
+            ahead: &self.spent_ahead,
+        }
+    }
+
+    /// Records an accepted step: the watermark moves up to it (never down)
+    /// and the spent steps it passes are forgotten.
+    pub fn use_step(&mut self, step: u64) {
+        let watermark = self.last_used_step.map_or(step, |w| w.max(step));
+        self.last_used_step = Some(watermark);
+        self.spent_ahead.retain(|&s| s > watermark);
+    }
+
+    /// Spends one step after the watermark without spending the steps
+    /// before it. Steps before `oldest_usable` can never be accepted again
+    /// and are dropped; if the set is still full, the watermark moves up to
+    /// `step` (refusing more, never less).
+    pub fn spend_step(&mut self, step: u64, oldest_usable: u64) {
+        if self.used_steps().contains(step) {
+            return;
+        }
+        self.spent_ahead.retain(|&s| s >= oldest_usable);
+        if self.spent_ahead.len() >= MAX_SPENT_AHEAD {
+            self.use_step(step);
+            return;
+        }
+        self.spent_ahead.push(step);
+        self.spent_ahead.sort_unstable();
+    }
+
     /// Serializes and seals for `user`. The plaintext is zeroized.
     pub fn seal(&self, key: &MasterKey, user: &UserName) -> Result<Vec<u8>, Error> {
         let plain = Zeroizing::new(
@@ -166,5 +210,62 @@ mod tests {
             assert!(UserName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(UserName::parse(&[b'a'; 256]).is_ok());
+    }
+
+    #[test]
+    fn spent_steps_stay_spent_and_are_pruned_when_passed() {
+        let mut rec = UserRecord {
+            last_used_step: Some(100),
+            ..UserRecord::default()
+        };
+        rec.spend_step(110, 99);
+        rec.spend_step(105, 99);
+        rec.spend_step(100, 99);
+        assert_eq!(rec.last_used_step, Some(100));
+        assert_eq!(rec.spent_ahead, [105, 110]);
+        assert!(!rec.used_steps().contains(101));
+        assert!(rec.used_steps().contains(105));
+        rec.use_step(106);
+        assert_eq!(rec.spent_ahead, [110]);
+        rec.use_step(90);
+        assert_eq!(
+            rec.last_used_step,
+            Some(106),
+            "the watermark never moves down"
+        );
+        rec.use_step(110);
+        assert!(rec.spent_ahead.is_empty());
+    }
+
+    #[test]
+    fn a_full_set_of_spent_steps_moves_the_watermark_instead() {
+        let mut rec = UserRecord::default();
+        for i in 0..MAX_SPENT_AHEAD as u64 {
+            rec.spend_step(1000 + i, 0);
+        }
+        assert_eq!(rec.spent_ahead.len(), MAX_SPENT_AHEAD);
+        rec.spend_step(2000, 0);
+        assert_eq!(rec.last_used_step, Some(2000));
+        assert!(rec.spent_ahead.is_empty());
+        // Stale steps are dropped first.
+        let mut rec = UserRecord::default();
+        for i in 0..MAX_SPENT_AHEAD as u64 {
+            rec.spend_step(1000 + i, 0);
+        }
+        rec.spend_step(2000, 1010);
+        assert_eq!(rec.last_used_step, None);
+        assert_eq!(rec.spent_ahead.len(), MAX_SPENT_AHEAD - 10 + 1);
+    }
+
+    #[test]
+    fn records_without_spent_steps_still_open() -> Result<(), serde_json::Error> {
+        let rec: UserRecord = serde_json::from_str(
+            r#"{"active":null,"pending":null,"backup_codes":null,"last_used_step":7,
+                "counters":{"recent_failures":[],"consecutive_failures":0,"locked_until":0},
+                "last_success":null,"clock_skew_seconds":0}"#,
+        )?;
+        assert_eq!(rec.last_used_step, Some(7));
+        assert!(rec.spent_ahead.is_empty());
+        Ok(())
     }
 }

@@ -142,6 +142,40 @@ async fn window_tolerates_one_step_of_skew_and_reports_more() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_clock_hint_spends_only_the_revealed_step() {
+    let d = InProcess::start();
+    let mut c = d.client().await;
+    let (app, _) = enroll(&mut c, "abby", T0).await;
+    d.clock.set(T0 + 60);
+    // A phone 5 minutes ahead: the hint, and that one step is spent.
+    let ahead = T0 + 60 + 300;
+    let r = verify(&mut c, "abby", &app.code_at(ahead)).await;
+    assert_eq!(
+        (decision(&r), reason(&r), r.clock_skew_seconds),
+        (Decision::Rejected, Reason::ClockSkew, 300)
+    );
+    // The user fixes the clock: the correct code works at once, and every
+    // step until the revealed one does too.
+    let r = verify(&mut c, "abby", &app.code_at(T0 + 60)).await;
+    assert_eq!((decision(&r), reason(&r)), (Decision::Accepted, Reason::Ok));
+    for t in (T0 + 90..ahead).step_by(30) {
+        d.clock.set(t);
+        let r = verify(&mut c, "abby", &app.code_at(t)).await;
+        assert_eq!(decision(&r), Decision::Accepted, "at {}", t - T0);
+    }
+    // The revealed code is refused when its time comes, before and after
+    // the codes around it are used.
+    d.clock.set(ahead);
+    let r = verify(&mut c, "abby", &app.code_at(ahead)).await;
+    assert_eq!(
+        (decision(&r), reason(&r)),
+        (Decision::Rejected, Reason::Replayed)
+    );
+    let r = verify(&mut c, "abby", &app.code_at(ahead + 30)).await;
+    assert_eq!(decision(&r), Decision::Accepted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn backup_codes_work_once_in_any_order_and_regeneration_invalidates() {
     let d = InProcess::start();
     let mut c = d.client().await;
