@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::crypto::MasterKey;
 use crate::error::Error;
 use crate::policy::{Gate, Policy};
-use crate::record::{Enrollment, LastSuccess, Method, UserName, UserRecord};
+use crate::record::{Bucket, Enrollment, LastSuccess, Method, UserName, UserRecord};
 use crate::secret::{Code, TotpSecret};
 use crate::store::Store;
 use crate::totp::{self, Algorithm, TotpMatch, TotpParams};
@@ -290,7 +290,8 @@ pub enum State {
     Pending,
     /// Active.
     Active,
-    /// Active and locked out.
+    /// Active and locked out for the trusted origins (the local machine
+    /// and known hosts); unknown hosts have their own lockout.
     Locked,
 }
 
@@ -309,6 +310,10 @@ pub struct UserStatus {
     pub consecutive_failures: u32,
     /// Unix time the lockout ends, 0 if not locked.
     pub locked_until: u64,
+    /// Consecutive failures from unknown remote hosts (all together).
+    pub stranger_failures: u32,
+    /// Unix time the lockout of unknown remote hosts ends, 0 if none.
+    pub strangers_locked_until: u64,
     /// Last accepted code.
     pub last_success: Option<LastSuccess>,
     /// When the active secret was confirmed, 0 if none.
@@ -444,7 +449,8 @@ impl Engine {
         let Some(active) = rec.active.clone() else {
             return Ok(Verification::Done(not_enrolled_verdict()));
         };
-        if let Some(refused) = self.gate(&rec, now) {
+        let bucket = rec.bucket_of(&ctx.remote_host);
+        if let Some(refused) = self.gate(&rec, bucket, now) {
             return Ok(Verification::Done(refused));
         }
 
@@ -489,7 +495,7 @@ impl Engine {
                 None
             }
         };
-        let verdict = self.decide(&mut rec, method, totp, period, now, ctx);
+        let verdict = self.decide(&mut rec, bucket, method, totp, period, now, ctx);
         // Durable before the reply: a used code stays used, a failure counts.
         self.save(user, &rec)?;
         Ok(Verification::Done(verdict))
@@ -517,7 +523,8 @@ impl Engine {
             return Ok(not_enrolled_verdict());
         };
         let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
-        if let Some(refused) = self.gate(&rec, now) {
+        let bucket = rec.bucket_of(&ctx.remote_host);
+        if let Some(refused) = self.gate(&rec, bucket, now) {
             return Ok(refused);
         }
         let hash = match hashed {
@@ -525,7 +532,9 @@ impl Engine {
             Err(e) => {
                 // Count the attempt even though it could not be checked,
                 // then report the fault.
-                self.cfg.policy.record_failure(&mut rec.counters, now);
+                self.cfg
+                    .policy
+                    .record_failure(rec.counters_mut(bucket), now);
                 self.save(user, &rec)?;
                 return Err(e);
             }
@@ -539,14 +548,14 @@ impl Engine {
             return Ok(busy_verdict());
         };
         let method = used.then_some(Method::BackupCode);
-        let verdict = self.decide(&mut rec, method, attempt.totp, period, now, ctx);
+        let verdict = self.decide(&mut rec, bucket, method, attempt.totp, period, now, ctx);
         self.save(user, &rec)?;
         Ok(verdict)
     }
 
-    /// The refusal when attempts may not be checked now.
-    fn gate(&self, rec: &UserRecord, now: u64) -> Option<Verdict> {
-        match self.cfg.policy.gate(&rec.counters, now) {
+    /// The refusal when attempts judged by `bucket` may not be checked now.
+    fn gate(&self, rec: &UserRecord, bucket: Bucket, now: u64) -> Option<Verdict> {
+        match self.cfg.policy.gate(rec.counters(bucket), now) {
             Gate::Open => None,
             g @ Gate::Locked { .. } => Some(Verdict {
                 retry_after: g.retry_after(now),
@@ -559,10 +568,13 @@ impl Engine {
         }
     }
 
-    /// Records a checked attempt and says what to answer.
+    /// Records a checked attempt in the counters of `bucket` (a success
+    /// also makes its origin known) and says what to answer.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         rec: &mut UserRecord,
+        bucket: Bucket,
         method: Option<Method>,
         totp: TotpMatch,
         period: i64,
@@ -576,7 +588,8 @@ impl Engine {
             .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX));
         match method {
             Some(method) => {
-                policy.record_success(&mut rec.counters);
+                policy.record_success(rec.counters_mut(bucket));
+                rec.remember_origin(&ctx.remote_host);
                 rec.last_success = Some(LastSuccess {
                     time: now,
                     service: ctx.service.clone(),
@@ -594,7 +607,7 @@ impl Engine {
                 }
             }
             None => {
-                policy.record_failure(&mut rec.counters, now);
+                policy.record_failure(rec.counters_mut(bucket), now);
                 let (reason, skew) = match totp {
                     TotpMatch::Replayed => (Reason::Replayed, 0),
                     TotpMatch::ClockSkew { skew_steps, .. } => {
@@ -604,7 +617,7 @@ impl Engine {
                 };
                 Verdict {
                     clock_skew_seconds: skew,
-                    retry_after: policy.gate(&rec.counters, now).retry_after(now),
+                    retry_after: policy.gate(rec.counters(bucket), now).retry_after(now),
                     ..Verdict::refused(Decision::Rejected, reason)
                 }
             }
@@ -679,6 +692,7 @@ impl Engine {
         rec.spent_ahead.clear();
         rec.clock_skew_seconds = skew_steps.saturating_mul(period);
         rec.counters = Default::default();
+        rec.stranger_counters = Default::default();
         self.save(user, &rec)?;
         Ok(plain)
     }
@@ -696,11 +710,13 @@ impl Engine {
         Ok(plain)
     }
 
-    /// Clears lockout, throttle and failure counters.
+    /// Clears lockout, throttle and failure counters (of trusted and
+    /// unknown origins alike).
     pub fn unlock(&self, user: &UserName) -> Result<(), Error> {
         let _guard = self.lock(user);
         let mut rec = self.load(user)?.ok_or_else(|| not_enrolled(user))?;
         rec.counters = Default::default();
+        rec.stranger_counters = Default::default();
         self.save(user, &rec)
     }
 
@@ -767,6 +783,12 @@ impl Engine {
                 .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX)),
             consecutive_failures: rec.counters.consecutive_failures,
             locked_until,
+            stranger_failures: rec.stranger_counters.consecutive_failures,
+            strangers_locked_until: if rec.stranger_counters.locked_until > now {
+                rec.stranger_counters.locked_until
+            } else {
+                0
+            },
             last_success: rec.last_success.clone(),
             enrolled_at: rec.active.as_ref().map_or(0, |e| e.since),
             pending: rec.pending.is_some(),

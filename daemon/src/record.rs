@@ -17,6 +17,18 @@ use crate::totp::{TotpParams, UsedSteps};
 /// pending at once; beyond the bound the watermark moves instead.
 pub const MAX_SPENT_AHEAD: usize = 32;
 
+/// Most remote hosts remembered per user as known origins.
+pub const MAX_KNOWN_ORIGINS: usize = 32;
+
+/// Which failure counters judge an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// The local machine, or a remote host the user logged in from.
+    Trusted,
+    /// Any other remote host.
+    Strangers,
+}
+
 /// Longest accepted user name, in bytes.
 pub const MAX_USER_LEN: usize = 256;
 
@@ -123,9 +135,19 @@ pub struct UserRecord {
     /// [`MAX_SPENT_AHEAD`], each after `last_used_step`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spent_ahead: Vec<u64>,
-    /// Failure counters and lockout.
+    /// Failure counters and lockout of attempts from trusted origins: the
+    /// local machine (no remote host) and the hosts in `known_origins`.
+    /// (Records written before origins existed kept all their counts here.)
     #[serde(default)]
     pub counters: Counters,
+    /// Failure counters and lockout of attempts from every other origin,
+    /// all together (so many attacker hosts get no more guesses than one).
+    #[serde(default)]
+    pub stranger_counters: Counters,
+    /// Remote hosts this user logged in from, most recent first, at most
+    /// [`MAX_KNOWN_ORIGINS`].
+    #[serde(default)]
+    pub known_origins: Vec<String>,
     /// The last success.
     pub last_success: Option<LastSuccess>,
     /// Clock skew of the last accepted TOTP code, in seconds.
@@ -140,6 +162,44 @@ impl UserRecord {
             watermark: self.last_used_step,
             ahead: &self.spent_ahead,
         }
+    }
+
+    /// The counters that judge an attempt from `remote_host` (empty: the
+    /// local machine).
+    pub fn bucket_of(&self, remote_host: &str) -> Bucket {
+        if remote_host.is_empty() || self.known_origins.iter().any(|h| h == remote_host) {
+            Bucket::Trusted
+        } else {
+            Bucket::Strangers
+        }
+    }
+
+    /// The counters of a bucket.
+    pub fn counters(&self, bucket: Bucket) -> &Counters {
+        match bucket {
+            Bucket::Trusted => &self.counters,
+            Bucket::Strangers => &self.stranger_counters,
+        }
+    }
+
+    /// The counters of a bucket, to update.
+    pub fn counters_mut(&mut self, bucket: Bucket) -> &mut Counters {
+        match bucket {
+            Bucket::Trusted => &mut self.counters,
+            Bucket::Strangers => &mut self.stranger_counters,
+        }
+    }
+
+    /// Remembers `remote_host` (after a success from it) as the most
+    /// recent known origin; the oldest beyond [`MAX_KNOWN_ORIGINS`] is
+    /// forgotten. The local machine (empty) needs no entry.
+    pub fn remember_origin(&mut self, remote_host: &str) {
+        if remote_host.is_empty() {
+            return;
+        }
+        self.known_origins.retain(|h| h != remote_host);
+        self.known_origins.insert(0, remote_host.to_owned());
+        self.known_origins.truncate(MAX_KNOWN_ORIGINS);
     }
 
     /// Records an accepted step: the watermark moves up to it (never down)
@@ -258,6 +318,27 @@ mod tests {
     }
 
     #[test]
+    fn origins_that_succeeded_are_trusted_most_recent_32() {
+        let mut rec = UserRecord::default();
+        assert_eq!(rec.bucket_of(""), Bucket::Trusted);
+        assert_eq!(rec.bucket_of("192.0.2.1"), Bucket::Strangers);
+        rec.remember_origin("192.0.2.1");
+        assert_eq!(rec.bucket_of("192.0.2.1"), Bucket::Trusted);
+        for i in 0..MAX_KNOWN_ORIGINS {
+            rec.remember_origin(&format!("host{i}"));
+        }
+        assert_eq!(rec.known_origins.len(), MAX_KNOWN_ORIGINS);
+        assert_eq!(
+            rec.bucket_of("192.0.2.1"),
+            Bucket::Strangers,
+            "oldest forgotten"
+        );
+        rec.remember_origin("host0");
+        assert_eq!(rec.known_origins[0], "host0");
+        assert_eq!(rec.known_origins.len(), MAX_KNOWN_ORIGINS);
+    }
+
+    #[test]
     fn records_without_spent_steps_still_open() -> Result<(), serde_json::Error> {
         let rec: UserRecord = serde_json::from_str(
             r#"{"active":null,"pending":null,"backup_codes":null,"last_used_step":7,
@@ -266,6 +347,22 @@ mod tests {
         )?;
         assert_eq!(rec.last_used_step, Some(7));
         assert!(rec.spent_ahead.is_empty());
+        assert!(rec.known_origins.is_empty());
+        assert_eq!(rec.stranger_counters, Counters::default());
+        Ok(())
+    }
+
+    /// Existing failure counts become the trusted bucket's.
+    #[test]
+    fn old_counters_become_the_trusted_bucket() -> Result<(), serde_json::Error> {
+        let rec: UserRecord = serde_json::from_str(
+            r#"{"active":null,"pending":null,"backup_codes":null,"last_used_step":null,
+                "counters":{"recent_failures":[5],"consecutive_failures":9,"locked_until":77},
+                "last_success":null}"#,
+        )?;
+        assert_eq!(rec.counters(Bucket::Trusted).consecutive_failures, 9);
+        assert_eq!(rec.counters(Bucket::Trusted).locked_until, 77);
+        assert_eq!(rec.counters(Bucket::Strangers), &Counters::default());
         Ok(())
     }
 }

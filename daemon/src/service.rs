@@ -247,6 +247,8 @@ fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
         backup_codes_left: s.backup_codes_left,
         consecutive_failures: s.consecutive_failures,
         locked_until: clamp_i64(s.locked_until),
+        strangers_consecutive_failures: s.stranger_failures,
+        strangers_locked_until: clamp_i64(s.strangers_locked_until),
         last_success: s.last_success.map(|l| pb::LastSuccess {
             time: clamp_i64(l.time),
             service: l.service,
