@@ -599,6 +599,8 @@ mod tests {
             backup_codes_left: 9,
             consecutive_failures: 0,
             locked_until: 0,
+            strangers_consecutive_failures: 0,
+            strangers_locked_until: 0,
             last_success: Some(LastSuccess {
                 time: T0 + 60,
                 service: "sshd".into(),
@@ -622,6 +624,8 @@ mod tests {
             backup_codes_left: 10,
             consecutive_failures: 12,
             locked_until: T0 + 852,
+            strangers_consecutive_failures: 0,
+            strangers_locked_until: 0,
             last_success: None,
             enrolled_at: T0,
             pending: false,

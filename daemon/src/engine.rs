@@ -4,19 +4,27 @@
 //! and durably writes the record before it returns, so two concurrent
 //! requests never both use one code, and a crash right after a reply never
 //! forgets a used code or a failure.
+//!
+//! The one exception is the backup-code hash (Argon2id, 19 MiB): it runs
+//! without the lock, in working memory from a fixed pool, at most one per
+//! user and at most [`Engine::kdf_parallelism`] at once; the decision on
+//! its result is taken under the lock on the freshly loaded record, so the
+//! guarantees above hold for it too.
 
+use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use crate::backup_codes::{self, BackupCodeSet, KdfParams, PlainCode};
+use crate::backup_codes::{BackupCodeSet, KdfMemory, KdfParams, PlainCode, Probe};
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
 use crate::error::Error;
 use crate::policy::{Gate, Policy};
-use crate::record::{Enrollment, LastSuccess, Method, UserName, UserRecord};
+use crate::record::{Bucket, Enrollment, LastSuccess, Method, UserName, UserRecord};
 use crate::secret::{Code, TotpSecret};
 use crate::store::Store;
 use crate::totp::{self, Algorithm, TotpMatch, TotpParams};
@@ -145,6 +153,101 @@ impl Verdict {
     }
 }
 
+/// The answer of the first phase of a Verify.
+#[derive(Debug)]
+pub enum Verification {
+    /// Decided (and recorded).
+    Done(Verdict),
+    /// The code may be a backup code: it needs hashing.
+    NeedsKdf(BackupAttempt),
+}
+
+/// A backup-code attempt that passed the gate and awaits its hash. While it
+/// exists no other backup-code attempt of this user is checked; dropping it
+/// gives the attempt up without checking or counting it.
+pub struct BackupAttempt {
+    user: UserName,
+    code: Code,
+    probe: Probe,
+    totp: TotpMatch,
+    _in_flight: InFlight,
+}
+
+impl std::fmt::Debug for BackupAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupAttempt")
+            .field("user", &self.user)
+            .field("kdf", &self.probe.kdf())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupAttempt {
+    /// The user.
+    pub fn user(&self) -> &UserName {
+        &self.user
+    }
+
+    /// The answer when the attempt is given up before its check (no KDF
+    /// capacity in time): throttled, not counted, retry in a second.
+    pub fn not_checked(self) -> Verdict {
+        busy_verdict()
+    }
+}
+
+/// Marks a user's backup-code attempt as in flight until dropped.
+struct InFlight {
+    users: Arc<Mutex<HashSet<UserName>>>,
+    user: UserName,
+}
+
+impl InFlight {
+    fn enter(users: &Arc<Mutex<HashSet<UserName>>>, user: &UserName) -> Option<Self> {
+        let fresh = users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(user.clone());
+        fresh.then(|| Self {
+            users: Arc::clone(users),
+            user: user.clone(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.user);
+    }
+}
+
+fn not_enrolled_verdict() -> Verdict {
+    Verdict::refused(Decision::NotEnrolled, Reason::NotEnrolled)
+}
+
+/// Refused unchecked because the attempt could not be checked now (another
+/// backup-code check of the user in flight, no KDF capacity in time).
+fn busy_verdict() -> Verdict {
+    Verdict {
+        retry_after: 1,
+        ..Verdict::refused(Decision::Throttled, Reason::Throttled)
+    }
+}
+
+/// Most backup-code hashes at once, whatever the number of cores: each
+/// needs `kdf.m_kib` (19 MiB by default) while hashes keep coming.
+pub const MAX_KDF_PARALLELISM: usize = 4;
+
+/// Backup-code hashes at once: one per core, at most
+/// [`MAX_KDF_PARALLELISM`].
+pub fn default_kdf_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, MAX_KDF_PARALLELISM)
+}
+
 /// Optional parameters of a new enrollment.
 #[derive(Debug, Clone, Default)]
 pub struct EnrollOptions {
@@ -188,7 +291,8 @@ pub enum State {
     Pending,
     /// Active.
     Active,
-    /// Active and locked out.
+    /// Active and locked out for the trusted origins (the local machine
+    /// and known hosts); unknown hosts have their own lockout.
     Locked,
 }
 
@@ -207,6 +311,10 @@ pub struct UserStatus {
     pub consecutive_failures: u32,
     /// Unix time the lockout ends, 0 if not locked.
     pub locked_until: u64,
+    /// Consecutive failures from unknown remote hosts (all together).
+    pub stranger_failures: u32,
+    /// Unix time the lockout of unknown remote hosts ends, 0 if none.
+    pub strangers_locked_until: u64,
     /// Last accepted code.
     pub last_success: Option<LastSuccess>,
     /// When the active secret was confirmed, 0 if none.
@@ -243,6 +351,9 @@ pub struct Engine {
     cfg: EngineConfig,
     stripes: Vec<Mutex<()>>,
     watermarks: Option<Watermarks>,
+    kdf_mem: KdfMemory,
+    kdf_permits: Arc<Semaphore>,
+    backup_in_flight: Arc<Mutex<HashSet<UserName>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -268,6 +379,9 @@ impl Engine {
             cfg,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             watermarks: None,
+            kdf_mem: KdfMemory::new(default_kdf_parallelism()),
+            kdf_permits: Arc::new(Semaphore::new(default_kdf_parallelism())),
+            backup_in_flight: Arc::default(),
         }
     }
 
@@ -442,36 +556,65 @@ impl Engine {
         Ok(check)
     }
 
-    /// Checks a code. Refusals are verdicts; errors are for malformed state.
+    /// The semaphore that bounds concurrent backup-code hashes: take a
+    /// permit (waiting asynchronously) before
+    /// [`Engine::verify_backup_code`]. It has [`Engine::kdf_parallelism`]
+    /// permits, as many as there are working memories.
+    pub fn kdf_permits(&self) -> &Arc<Semaphore> {
+        &self.kdf_permits
+    }
+
+    /// Backup-code attempts waiting for or doing their hash (one per user
+    /// at most).
+    pub fn backup_codes_in_flight(&self) -> usize {
+        self.backup_in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Gives the working memory of backup-code hashes back to the system
+    /// once nobody used it for `idle`; returns how many buffers remain.
+    pub fn release_idle_kdf_memory(&self, idle: std::time::Duration) -> usize {
+        self.kdf_mem.release_idle(idle)
+    }
+
+    /// Buffers of backup-code working memory that exist now.
+    pub fn kdf_memory_held(&self) -> usize {
+        self.kdf_mem.held()
+    }
+
+    /// How many backup-code hashes may run at once.
+    pub fn kdf_parallelism(&self) -> usize {
+        self.kdf_mem.buffers()
+    }
+
+    /// Checks a code, first phase, under the user's lock: the gate, then
+    /// the TOTP code. Refusals are verdicts; errors are for malformed state.
+    ///
+    /// If the code may be a backup code, the answer is
+    /// [`Verification::NeedsKdf`] and nothing is recorded yet: the caller
+    /// takes a permit of [`Engine::kdf_permits`] and passes the attempt to
+    /// [`Engine::verify_backup_code`], or drops it (refused unchecked).
+    /// One backup-code attempt per user is in flight at a time; others are
+    /// refused unchecked as throttled, so one user cannot queue up work.
     pub fn verify(
         &self,
         user: &UserName,
         code: &Code,
         ctx: &LoginContext,
-    ) -> Result<Verdict, Error> {
+    ) -> Result<Verification, Error> {
         let _guard = self.lock(user);
         let now = self.clock.now();
         let Some(mut rec) = self.load(user)? else {
-            return Ok(Verdict::refused(Decision::NotEnrolled, Reason::NotEnrolled));
+            return Ok(Verification::Done(not_enrolled_verdict()));
         };
         let Some(active) = rec.active.clone() else {
-            return Ok(Verdict::refused(Decision::NotEnrolled, Reason::NotEnrolled));
+            return Ok(Verification::Done(not_enrolled_verdict()));
         };
-        let policy = self.cfg.policy;
-        match policy.gate(&rec.counters, now) {
-            Gate::Open => {}
-            g @ Gate::Locked { .. } => {
-                return Ok(Verdict {
-                    retry_after: g.retry_after(now),
-                    ..Verdict::refused(Decision::Locked, Reason::Locked)
-                });
-            }
-            g @ Gate::Throttled { .. } => {
-                return Ok(Verdict {
-                    retry_after: g.retry_after(now),
-                    ..Verdict::refused(Decision::Throttled, Reason::Throttled)
-                });
-            }
+        let bucket = rec.bucket_of(&ctx.remote_host);
+        if let Some(refused) = self.gate(&rec, bucket, now) {
+            return Ok(Verification::Done(refused));
         }
 
         let totp = totp::check(
@@ -480,47 +623,136 @@ impl Engine {
             code,
             now,
             self.cfg.window,
-            rec.last_used_step,
+            rec.used_steps(),
         );
         let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
         let method = match totp {
             TotpMatch::Accepted { step, skew_steps } => {
-                rec.last_used_step = Some(step);
+                rec.use_step(step);
                 rec.clock_skew_seconds = skew_steps.saturating_mul(period);
                 Some(Method::Totp)
             }
             TotpMatch::ClockSkew { step, skew_steps } if skew_steps > 0 => {
                 // A code from a clock that runs ahead would become valid
                 // later, and the skew we report would say when: spend that
-                // step (and so every earlier one) now.
-                rec.last_used_step = Some(rec.last_used_step.map_or(step, |used| used.max(step)));
+                // one step now. The steps before it stay usable, so the
+                // user's correct codes keep working meanwhile.
+                let window = u64::from(self.cfg.window);
+                let current = totp::step_of(active.params, now);
+                rec.spend_step(step, current.saturating_sub(window));
                 None
             }
             _ => {
-                let used_backup = match rec.backup_codes.as_mut() {
-                    Some(set) if code.len() == backup_codes::DIGITS => match set.consume(code) {
-                        Ok(used) => used,
-                        Err(e) => {
-                            // Count the attempt even though it could not be
-                            // checked, then report the fault.
-                            policy.record_failure(&mut rec.counters, now);
-                            self.save(user, &rec)?;
-                            return Err(e);
-                        }
-                    },
-                    _ => false,
-                };
-                used_backup.then_some(Method::BackupCode)
+                if let Some(set) = rec.backup_codes.as_ref().filter(|s| s.may_hold(code)) {
+                    let Some(in_flight) = InFlight::enter(&self.backup_in_flight, user) else {
+                        return Ok(Verification::Done(busy_verdict()));
+                    };
+                    return Ok(Verification::NeedsKdf(BackupAttempt {
+                        user: user.clone(),
+                        code: code.clone(),
+                        probe: set.probe(),
+                        totp,
+                        _in_flight: in_flight,
+                    }));
+                }
+                None
             }
         };
+        let verdict = self.decide(&mut rec, bucket, method, totp, period, now, ctx);
+        // Durable before the reply: a used code stays used, a failure counts.
+        self.save(user, &rec)?;
+        Ok(Verification::Done(verdict))
+    }
 
+    /// Checks a code, second phase: hashes the attempt (without the user's
+    /// lock, in memory from the pool), then under the lock reloads the
+    /// record, checks the gate again (an attempt refused now is not
+    /// checked and not counted), consumes the code if it matches and
+    /// records the outcome durably. Blocks: run it off the async workers,
+    /// holding a permit of [`Engine::kdf_permits`].
+    pub fn verify_backup_code(
+        &self,
+        attempt: BackupAttempt,
+        ctx: &LoginContext,
+    ) -> Result<Verdict, Error> {
+        let hashed = attempt.probe.hash(&attempt.code, &self.kdf_mem);
+        let user = &attempt.user;
+        let _guard = self.lock(user);
+        let now = self.clock.now();
+        let Some(mut rec) = self.load(user)? else {
+            return Ok(not_enrolled_verdict());
+        };
+        let Some(active) = rec.active.as_ref() else {
+            return Ok(not_enrolled_verdict());
+        };
+        let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
+        let bucket = rec.bucket_of(&ctx.remote_host);
+        if let Some(refused) = self.gate(&rec, bucket, now) {
+            return Ok(refused);
+        }
+        let hash = match hashed {
+            Ok(hash) => hash,
+            Err(e) => {
+                // Count the attempt even though it could not be checked,
+                // then report the fault.
+                self.cfg
+                    .policy
+                    .record_failure(rec.counters_mut(bucket), now);
+                self.save(user, &rec)?;
+                return Err(e);
+            }
+        };
+        let used = match rec.backup_codes.as_mut() {
+            Some(set) => set.consume_hash(&attempt.probe, &hash),
+            None => None,
+        };
+        // The set was replaced while the attempt was hashed: not checked.
+        let Some(used) = used else {
+            return Ok(busy_verdict());
+        };
+        let method = used.then_some(Method::BackupCode);
+        let verdict = self.decide(&mut rec, bucket, method, attempt.totp, period, now, ctx);
+        self.save(user, &rec)?;
+        Ok(verdict)
+    }
+
+    /// The refusal when attempts judged by `bucket` may not be checked now.
+    fn gate(&self, rec: &UserRecord, bucket: Bucket, now: u64) -> Option<Verdict> {
+        match self.cfg.policy.gate(rec.counters(bucket), now) {
+            Gate::Open => None,
+            g @ Gate::Locked { .. } => Some(Verdict {
+                retry_after: g.retry_after(now),
+                ..Verdict::refused(Decision::Locked, Reason::Locked)
+            }),
+            g @ Gate::Throttled { .. } => Some(Verdict {
+                retry_after: g.retry_after(now),
+                ..Verdict::refused(Decision::Throttled, Reason::Throttled)
+            }),
+        }
+    }
+
+    /// Records a checked attempt in the counters of `bucket` (a success
+    /// also makes its origin known) and says what to answer.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        rec: &mut UserRecord,
+        bucket: Bucket,
+        method: Option<Method>,
+        totp: TotpMatch,
+        period: i64,
+        now: u64,
+        ctx: &LoginContext,
+    ) -> Verdict {
+        let policy = self.cfg.policy;
         let left = rec
             .backup_codes
             .as_ref()
             .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX));
-        let verdict = match method {
+        match method {
             Some(method) => {
-                policy.record_success(&mut rec.counters);
+                policy.record_success(rec.counters_mut(bucket));
+                rec.remember_origin(&ctx.remote_host);
                 rec.last_success = Some(LastSuccess {
                     time: now,
                     service: ctx.service.clone(),
@@ -538,7 +770,7 @@ impl Engine {
                 }
             }
             None => {
-                policy.record_failure(&mut rec.counters, now);
+                policy.record_failure(rec.counters_mut(bucket), now);
                 let (reason, skew) = match totp {
                     TotpMatch::Replayed => (Reason::Replayed, 0),
                     TotpMatch::ClockSkew { skew_steps, .. } => {
@@ -548,14 +780,11 @@ impl Engine {
                 };
                 Verdict {
                     clock_skew_seconds: skew,
-                    retry_after: policy.gate(&rec.counters, now).retry_after(now),
+                    retry_after: policy.gate(rec.counters(bucket), now).retry_after(now),
                     ..Verdict::refused(Decision::Rejected, reason)
                 }
             }
-        };
-        // Durable before the reply: a used code stays used, a failure counts.
-        self.save(user, &rec)?;
-        Ok(verdict)
+        }
     }
 
     /// Starts (or restarts) an enrollment in the pending state.
@@ -612,19 +841,21 @@ impl Engine {
             code,
             now,
             self.cfg.window,
-            None,
+            totp::UsedSteps::NONE,
         ) else {
             return Err(Error::ConfirmMismatch);
         };
-        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf)?;
+        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf, &self.kdf_mem)?;
         pending.since = now;
         let period = i64::try_from(pending.params.period).unwrap_or(i64::MAX);
         rec.active = Some(pending);
         rec.pending = None;
         rec.backup_codes = Some(set);
         rec.last_used_step = Some(step);
+        rec.spent_ahead.clear();
         rec.clock_skew_seconds = skew_steps.saturating_mul(period);
         rec.counters = Default::default();
+        rec.stranger_counters = Default::default();
         self.save(user, &rec)?;
         Ok(plain)
     }
@@ -636,17 +867,19 @@ impl Engine {
         if rec.active.is_none() {
             return Err(not_enrolled(user));
         }
-        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf)?;
+        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf, &self.kdf_mem)?;
         rec.backup_codes = Some(set);
         self.save(user, &rec)?;
         Ok(plain)
     }
 
-    /// Clears lockout, throttle and failure counters.
+    /// Clears lockout, throttle and failure counters (of trusted and
+    /// unknown origins alike).
     pub fn unlock(&self, user: &UserName) -> Result<(), Error> {
         let _guard = self.lock(user);
         let mut rec = self.load(user)?.ok_or_else(|| not_enrolled(user))?;
         rec.counters = Default::default();
+        rec.stranger_counters = Default::default();
         self.save(user, &rec)
     }
 
@@ -718,6 +951,12 @@ impl Engine {
                 .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX)),
             consecutive_failures: rec.counters.consecutive_failures,
             locked_until,
+            stranger_failures: rec.stranger_counters.consecutive_failures,
+            strangers_locked_until: if rec.stranger_counters.locked_until > now {
+                rec.stranger_counters.locked_until
+            } else {
+                0
+            },
             last_success: rec.last_success.clone(),
             enrolled_at: rec.active.as_ref().map_or(0, |e| e.since),
             pending: rec.pending.is_some(),

@@ -251,4 +251,49 @@ mod tests {
         // 7 growing lockouts (15 min .. 16 h), then one per 24 h.
         assert_eq!(checked, 2_968, "update the README's guessing odds");
     }
+
+    /// The README's figure per user with origins: attempts from the
+    /// trusted origins (the console, hosts the user logged in from) and
+    /// from every other host (all together) have a budget each, so a year
+    /// of guessing from everywhere at once gets twice the one-bucket figure,
+    /// however many attacker hosts there are.
+    #[test]
+    fn worst_case_guesses_per_year_per_user_from_any_number_of_hosts() {
+        use crate::record::UserRecord;
+        let p = Policy::default();
+        let mut rec = UserRecord::default();
+        rec.remember_origin("bastion");
+        // A known origin (shared NAT, bastion), the console, and 100
+        // attacker hosts, each guessing whenever it may.
+        let mut origins = vec!["bastion".to_owned(), String::new()];
+        origins.extend((0..100).map(|i| format!("203.0.113.{i}")));
+        let year = 365 * 24 * 3600;
+        let mut now = T0;
+        let (mut checked, mut per_origin) = (0u64, vec![0u64; origins.len()]);
+        while now < T0 + year {
+            let mut any = false;
+            for (i, origin) in origins.iter().enumerate() {
+                let bucket = rec.bucket_of(origin);
+                if p.gate(rec.counters(bucket), now) == Gate::Open {
+                    p.record_failure(rec.counters_mut(bucket), now);
+                    checked += 1;
+                    per_origin[i] += 1;
+                    any = true;
+                }
+            }
+            if !any {
+                // Every origin must wait: skip to the first that may go.
+                now += [&rec.counters, &rec.stranger_counters]
+                    .iter()
+                    .map(|c| p.gate(c, now).retry_after(now))
+                    .min()
+                    .unwrap_or(1)
+                    .max(1);
+            }
+        }
+        assert_eq!(checked, 2 * 2_968, "update the README's guessing odds");
+        let strangers: u64 = per_origin[2..].iter().sum();
+        assert_eq!(strangers, 2_968, "100 hosts get what one host gets");
+        assert_eq!(per_origin[0] + per_origin[1], 2_968);
+    }
 }

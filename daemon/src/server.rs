@@ -100,6 +100,11 @@ impl Daemon {
         })
     }
 
+    /// The decision engine (tests reach its KDF permits through it).
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
     /// The bound public socket.
     pub fn socket(&self) -> &Path {
         &self.socket

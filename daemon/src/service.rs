@@ -2,6 +2,7 @@
 //! mapping from domain errors to `tonic::Status` lives here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use otpd_proto::v1 as pb;
 use pb::otpd_server::Otpd;
@@ -9,7 +10,10 @@ use tonic::{Request, Response, Status};
 
 use crate::audit;
 use crate::authz::{Authz, Caller, Peer};
-use crate::engine::{self, Decision, Engine, EnrollOptions, LoginContext, Reason, Verdict};
+use crate::engine::{
+    self, BackupAttempt, Decision, Engine, EnrollOptions, LoginContext, Reason, Verdict,
+    Verification,
+};
 use crate::error::Error;
 use crate::record::{Method, UserName};
 use crate::secret::Code;
@@ -20,12 +24,18 @@ use crate::totp::Algorithm;
 pub struct OtpdService {
     engine: Arc<Engine>,
     authz: Arc<Authz>,
+    /// A task that gives idle KDF memory back is pending.
+    kdf_release_pending: Arc<AtomicBool>,
 }
 
 impl OtpdService {
     /// A service deciding with `engine`, authorising with `authz`.
     pub fn new(engine: Arc<Engine>, authz: Arc<Authz>) -> Self {
-        Self { engine, authz }
+        Self {
+            engine,
+            authz,
+            kdf_release_pending: Arc::default(),
+        }
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -62,6 +72,60 @@ impl OtpdService {
             }
             Err(e) => fail(caller, action, &user, e),
         }
+    }
+
+    /// Second phase of a Verify that may be a backup code: waits (async,
+    /// holding no lock and no thread) for a KDF permit until `deadline`,
+    /// then hashes and decides on a blocking thread. Without a permit in
+    /// time the attempt is refused unchecked and not counted. The permit
+    /// and the attempt move into the blocking task, so they are released
+    /// when the work ends even if the client went away.
+    async fn check_backup_code(
+        &self,
+        attempt: BackupAttempt,
+        ctx: &LoginContext,
+        deadline: tokio::time::Instant,
+    ) -> Result<Verdict, Error> {
+        let permits = Arc::clone(self.engine.kdf_permits());
+        let permit = match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            // Closed (never) or timed out.
+            Ok(Err(_)) | Err(_) => return Ok(attempt.not_checked()),
+        };
+        let ctx = ctx.clone();
+        let verdict = self
+            .run(move |e| {
+                let verdict = e.verify_backup_code(attempt, &ctx);
+                drop(permit);
+                verdict
+            })
+            .await;
+        self.release_kdf_memory_when_idle();
+        verdict
+    }
+
+    /// Makes sure the KDF working memory is given back to the system once
+    /// no hash used it for [`KDF_MEMORY_IDLE`] (one task at a time).
+    fn release_kdf_memory_when_idle(&self) {
+        if self.kdf_release_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let engine = Arc::clone(&self.engine);
+        let pending = Arc::clone(&self.kdf_release_pending);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(KDF_MEMORY_IDLE).await;
+                if engine.release_idle_kdf_memory(KDF_MEMORY_IDLE) > 0 {
+                    continue;
+                }
+                pending.store(false, Ordering::Release);
+                // A hash that started meanwhile saw the flag still set and
+                // left the release to this task.
+                if engine.kdf_memory_held() == 0 || pending.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+        });
     }
 
     /// Runs blocking engine work (fsync, Argon2) off the async workers.
@@ -174,6 +238,8 @@ fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
         backup_codes_left: s.backup_codes_left,
         consecutive_failures: s.consecutive_failures,
         locked_until: clamp_i64(s.locked_until),
+        strangers_consecutive_failures: s.stranger_failures,
+        strangers_locked_until: clamp_i64(s.strangers_locked_until),
         last_success: s.last_success.map(|l| pb::LastSuccess {
             time: clamp_i64(l.time),
             service: l.service,
@@ -219,6 +285,47 @@ fn codes_to_wire(codes: Vec<crate::backup_codes::PlainCode>) -> Vec<String> {
     codes.iter().map(|c| c.as_str().to_owned()).collect()
 }
 
+/// Longest wait for a backup-code hash slot; a shorter `grpc-timeout` of the
+/// caller shortens it (less [`KDF_MARGIN`], left for the hash and the
+/// reply).
+pub const MAX_KDF_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long backup-code working memory stays after its last use.
+pub const KDF_MEMORY_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Time kept back from the caller's deadline for the hash and the reply.
+pub const KDF_MARGIN: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Until when a backup-code attempt may wait for a hash slot.
+fn kdf_deadline(metadata: &tonic::metadata::MetadataMap) -> tokio::time::Instant {
+    let wait = metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(MAX_KDF_WAIT, |t| {
+            t.saturating_sub(KDF_MARGIN).min(MAX_KDF_WAIT)
+        });
+    tokio::time::Instant::now() + wait
+}
+
+/// A `grpc-timeout` header value: 1 to 8 digits and a unit (H, M, S, m, u,
+/// n). `None` if malformed.
+fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Longest service / remote host / tty string kept.
 const MAX_CONTEXT_LEN: usize = 256;
 
@@ -239,6 +346,7 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let user = parse_user(&r.user, &caller, "verify")?;
@@ -255,7 +363,14 @@ impl Otpd for OtpdService {
             tty: context_field(r.tty),
         };
         let (u, c) = (user.clone(), ctx.clone());
-        let mut verdict = match self.run(move |e| e.verify(&u, &code, &c)).await {
+        let checked = match self.run(move |e| e.verify(&u, &code, &c)).await {
+            Ok(Verification::Done(v)) => Ok(v),
+            Ok(Verification::NeedsKdf(attempt)) => {
+                self.check_backup_code(attempt, &ctx, kdf_deadline).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut verdict = match checked {
             Ok(v) => v,
             Err(e) => return fail(&caller, "verify", &user, e),
         };
@@ -312,7 +427,9 @@ impl Otpd for OtpdService {
                 "confirming enrollments",
                 move |e, u| e.enroll_confirm(u, &Code::parse(&r.code)?),
             )
-            .await?;
+            .await;
+        self.release_kdf_memory_when_idle();
+        let codes = codes?;
         Ok(Response::new(pb::EnrollConfirmResponse {
             backup_codes: codes_to_wire(codes),
         }))
@@ -366,7 +483,9 @@ impl Otpd for OtpdService {
                 "regenerating backup codes",
                 |e, u| e.regenerate_backup_codes(u),
             )
-            .await?;
+            .await;
+        self.release_kdf_memory_when_idle();
+        let codes = codes?;
         Ok(Response::new(pb::RegenerateBackupCodesResponse {
             backup_codes: codes_to_wire(codes),
         }))
@@ -402,5 +521,25 @@ impl Otpd for OtpdService {
         )
         .await?;
         Ok(Response::new(pb::ResetResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_and_junk_does_not() {
+        assert_eq!(parse_grpc_timeout("5000m"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "m", "123456789m", "5x", "-5S", "5 S", "é", "1é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

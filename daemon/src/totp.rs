@@ -82,6 +82,30 @@ pub fn step_of(params: TotpParams, unix_time: u64) -> u64 {
     unix_time / params.period.max(1)
 }
 
+/// The time steps of one user that are used up: every step up to the
+/// watermark (the last accepted step), and single later steps spent because a
+/// clock-skew hint revealed when their code becomes valid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsedSteps<'a> {
+    /// The last accepted step: it and every earlier step are used.
+    pub watermark: Option<u64>,
+    /// Single spent steps after the watermark.
+    pub ahead: &'a [u64],
+}
+
+impl UsedSteps<'_> {
+    /// Nothing used yet.
+    pub const NONE: UsedSteps<'static> = UsedSteps {
+        watermark: None,
+        ahead: &[],
+    };
+
+    /// Is `step` used?
+    pub fn contains(&self, step: u64) -> bool {
+        self.watermark.is_some_and(|w| step <= w) || self.ahead.contains(&step)
+    }
+}
+
 /// What a TOTP check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotpMatch {
@@ -92,7 +116,7 @@ pub enum TotpMatch {
         /// Matched step minus current step.
         skew_steps: i64,
     },
-    /// Valid, but its time step (or a later one) was already used.
+    /// Valid, but its time step is used (see [`UsedSteps`]).
     Replayed,
     /// Matches a step outside the window: the device clock is off.
     ClockSkew {
@@ -107,15 +131,16 @@ pub enum TotpMatch {
 
 /// Checks `code` at `now` with an acceptance window of ±`window` steps.
 ///
-/// Replay: a step at or before `last_used_step` is never accepted again, so
-/// a code, once used, stays used, and so does every older one.
+/// Replay: a step in `used` is never accepted again: a code, once used,
+/// stays used, and so does every older one; a future step spent by a
+/// clock-skew hint stays spent without spending the steps before it.
 pub fn check(
     secret: &TotpSecret,
     params: TotpParams,
     code: &Code,
     now: u64,
     window: u32,
-    last_used_step: Option<u64>,
+    used: UsedSteps<'_>,
 ) -> TotpMatch {
     if code.len() != usize::from(params.digits) {
         return TotpMatch::NoMatch;
@@ -135,7 +160,7 @@ pub fn check(
         // Every step in the window is computed and compared, match or not.
         let matches = code.ct_matches(code_at_step(secret, params, step).as_bytes());
         if matches {
-            if last_used_step.is_some_and(|used| step <= used) {
+            if used.contains(step) {
                 replayed = true;
             } else if accepted.is_none() {
                 accepted = Some(TotpMatch::Accepted {
@@ -212,10 +237,17 @@ mod tests {
                 let got = code_at_step(secret, p, step_of(p, time));
                 assert_eq!(got.as_str(), expected, "{alg:?} at T={time}");
                 assert!(matches!(
-                    check(secret, p, &code(expected), time, 0, None),
+                    check(secret, p, &code(expected), time, 0, UsedSteps::NONE),
                     TotpMatch::Accepted { skew_steps: 0, .. }
                 ));
             }
+        }
+    }
+
+    fn upto(step: u64) -> UsedSteps<'static> {
+        UsedSteps {
+            watermark: Some(step),
+            ahead: &[],
         }
     }
 
@@ -232,7 +264,7 @@ mod tests {
         for (offset, expected) in [(-1, true), (0, true), (1, true), (-2, false), (2, false)] {
             let step = current.checked_add_signed(offset).unwrap_or(0);
             let c = code(&code_at_step(&s, p, step));
-            let got = check(&s, p, &c, now, 1, None);
+            let got = check(&s, p, &c, now, 1, UsedSteps::NONE);
             assert_eq!(
                 matches!(got, TotpMatch::Accepted { .. }),
                 expected,
@@ -259,7 +291,7 @@ mod tests {
         // A wider configured window accepts ±2.
         let c = code(&code_at_step(&s, p, current + 2));
         assert!(matches!(
-            check(&s, p, &c, now, 2, None),
+            check(&s, p, &c, now, 2, UsedSteps::NONE),
             TotpMatch::Accepted { skew_steps: 2, .. }
         ));
     }
@@ -271,22 +303,62 @@ mod tests {
         let now = 1_700_000_000;
         let current = step_of(p, now);
         let c = code(&code_at_step(&s, p, current));
-        assert_eq!(check(&s, p, &c, now, 1, Some(current)), TotpMatch::Replayed);
+        assert_eq!(check(&s, p, &c, now, 1, upto(current)), TotpMatch::Replayed);
         // Still a replay 30 s later, while the step is inside the window.
         assert_eq!(
-            check(&s, p, &c, now + 30, 1, Some(current)),
+            check(&s, p, &c, now + 30, 1, upto(current)),
             TotpMatch::Replayed
         );
         // An older step after a newer one was used is refused too.
         let older = code(&code_at_step(&s, p, current - 1));
         assert_eq!(
-            check(&s, p, &older, now, 1, Some(current)),
+            check(&s, p, &older, now, 1, upto(current)),
             TotpMatch::Replayed
         );
         // The next step is fine.
         let next = code(&code_at_step(&s, p, current + 1));
         assert!(matches!(
-            check(&s, p, &next, now + 30, 1, Some(current)),
+            check(&s, p, &next, now + 30, 1, upto(current)),
+            TotpMatch::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn a_spent_future_step_is_a_replay_and_the_steps_before_it_are_not() {
+        let p = params(Algorithm::Sha1, 6);
+        let s = secret();
+        let now = 1_700_000_000;
+        let current = step_of(p, now);
+        let ahead = [current + 10];
+        let used = UsedSteps {
+            watermark: Some(current - 1),
+            ahead: &ahead,
+        };
+        let at = |step: u64| code(&code_at_step(&s, p, step));
+        assert_eq!(
+            check(&s, p, &at(current), now, 1, used),
+            TotpMatch::Accepted {
+                step: current,
+                skew_steps: 0
+            }
+        );
+        // Later, while the steps between are being used, the spent one is
+        // refused when its time comes, and its neighbours are not.
+        let later = now + 10 * 30;
+        let used = UsedSteps {
+            watermark: Some(current + 8),
+            ahead: &ahead,
+        };
+        assert!(matches!(
+            check(&s, p, &at(current + 9), later, 1, used),
+            TotpMatch::Accepted { .. }
+        ));
+        assert_eq!(
+            check(&s, p, &at(current + 10), later, 1, used),
+            TotpMatch::Replayed
+        );
+        assert!(matches!(
+            check(&s, p, &at(current + 11), later, 1, used),
             TotpMatch::Accepted { .. }
         ));
     }
@@ -302,11 +374,11 @@ mod tests {
             .map(|c| if c == '9' { '0' } else { '9' })
             .collect();
         assert_eq!(
-            check(&s, p, &code(&wrong), now, 1, None),
+            check(&s, p, &code(&wrong), now, 1, UsedSteps::NONE),
             TotpMatch::NoMatch
         );
         assert_eq!(
-            check(&s, p, &code("12345678"), now, 1, None),
+            check(&s, p, &code("12345678"), now, 1, UsedSteps::NONE),
             TotpMatch::NoMatch
         );
     }
@@ -319,6 +391,9 @@ mod tests {
         let far = code(&code_at_step(&s, p, step_of(p, now) + 40));
         // (A collision within ±10 steps is possible but would be a fluke for
         // this fixed secret and time; the assertion pins that it is not.)
-        assert_eq!(check(&s, p, &far, now, 1, None), TotpMatch::NoMatch);
+        assert_eq!(
+            check(&s, p, &far, now, 1, UsedSteps::NONE),
+            TotpMatch::NoMatch
+        );
     }
 }

@@ -98,7 +98,14 @@ impl std::fmt::Debug for Mark {
 /// merge raises `last_used_step` to this value, which spends everything
 /// before it (closed, never open).
 pub fn highest_spent_step(rec: &UserRecord) -> Option<u64> {
-    rec.last_used_step
+    // A step spent ahead of the watermark (a revealed clock-skew code)
+    // counts too: after a rollback the merged watermark may then refuse the
+    // steps between, which fails closed, but never revives a spent code.
+    rec.spent_ahead
+        .iter()
+        .copied()
+        .chain(rec.last_used_step)
+        .max()
 }
 
 impl Mark {
@@ -548,7 +555,8 @@ mod tests {
             t: 1,
             p: 1,
         };
-        let (plain, set) = BackupCodeSet::generate(kdf)?;
+        let mem = crate::backup_codes::KdfMemory::new(1);
+        let (plain, set) = BackupCodeSet::generate(kdf, &mem)?;
         let mut old = enrolled(1, 100, 3);
         old.backup_codes = Some(set);
         let mut new = old.clone();
@@ -557,7 +565,7 @@ mod tests {
         assert!(
             new.backup_codes
                 .as_mut()
-                .is_some_and(|s| s.consume(&code).unwrap_or(false))
+                .is_some_and(|s| s.consume(&code, &mem).unwrap_or(false))
         );
         let r = reconcile(&committed("a", &new), Some(old));
         assert_eq!(r.codes_removed, 1);
@@ -566,7 +574,7 @@ mod tests {
         assert!(
             !rec.backup_codes
                 .as_mut()
-                .is_some_and(|s| s.consume(&code).unwrap_or(true))
+                .is_some_and(|s| s.consume(&code, &mem).unwrap_or(true))
         );
         Ok(())
     }

@@ -122,6 +122,8 @@ pub struct InProcess {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub clock: Arc<ManualClock>,
+    /// The daemon's engine (for test hooks such as its KDF permits).
+    pub engine: Arc<otpd::engine::Engine>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -149,6 +151,7 @@ impl InProcess {
     ) -> Self {
         // Bound before the thread starts: clients can connect at once.
         let daemon = Daemon::open_with(&config, engine, clock.clone()).expect("open");
+        let engine = daemon.engine();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -165,6 +168,7 @@ impl InProcess {
             dir,
             config,
             clock,
+            engine,
             stop: Some(tx),
             thread: Some(thread),
         }

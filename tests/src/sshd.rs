@@ -488,6 +488,17 @@ impl Sshd {
 
     /// [`Sshd::login`], answering the password prompt with `password`.
     pub fn login_with_password(&self, user: &User, password: &str, code: &str) -> Login {
+        self.login_as(user, password, code, None)
+    }
+
+    /// [`Sshd::login`] from another loopback address (e.g. 127.0.0.2): the
+    /// client binds its socket to `source` before connecting, so sshd sees
+    /// (and PAM_RHOST names) that address.
+    pub fn login_from(&self, source: Ipv4Addr, user: &User, code: &str) -> Login {
+        self.login_as(user, &user.password, code, Some(source))
+    }
+
+    fn login_as(&self, user: &User, password: &str, code: &str, source: Option<Ipv4Addr>) -> Login {
         let n = self.clients.fetch_add(1, Ordering::Relaxed);
         let out_path = self.dir.path().join(format!("client-{n}.out"));
         let err_path = self.dir.path().join(format!("client-{n}.err"));
@@ -502,6 +513,9 @@ impl Sshd {
             .arg(code)
             .arg("--host-key")
             .arg(&self.host_key_pub);
+        if let Some(source) = source {
+            cmd.arg("--source").arg(source.to_string());
+        }
         // The password in the environment: other users can read a command
         // line in /proc, not the environment.
         cmd.env_remove("OTPD_TEST_PASSWORD");

@@ -200,7 +200,9 @@ def session(args):
     """The whole exchange; returns the exit status."""
     answers = Answers(args.password, args.code)
     try:
-        sock = socket.create_connection((args.host, args.port), timeout=args.timeout)
+        source = (args.source, 0) if args.source else None
+        sock = socket.create_connection((args.host, args.port), timeout=args.timeout,
+                                        source_address=source)
     except OSError as e:
         raise Failure(f"cannot connect to port {args.port}: {e}") from e
     transport = paramiko.Transport(sock)
@@ -245,6 +247,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--source", help="local address to connect from (e.g. 127.0.0.2)")
     p.add_argument("--user", required=True)
     p.add_argument("--code", required=True, help="the answer to the code prompt")
     p.add_argument("--password", default=os.environ.get("OTPD_TEST_PASSWORD"),

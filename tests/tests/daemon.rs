@@ -142,6 +142,40 @@ async fn window_tolerates_one_step_of_skew_and_reports_more() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_clock_hint_spends_only_the_revealed_step() {
+    let d = InProcess::start();
+    let mut c = d.client().await;
+    let (app, _) = enroll(&mut c, "abby", T0).await;
+    d.clock.set(T0 + 60);
+    // A phone 5 minutes ahead: the hint, and that one step is spent.
+    let ahead = T0 + 60 + 300;
+    let r = verify(&mut c, "abby", &app.code_at(ahead)).await;
+    assert_eq!(
+        (decision(&r), reason(&r), r.clock_skew_seconds),
+        (Decision::Rejected, Reason::ClockSkew, 300)
+    );
+    // The user fixes the clock: the correct code works at once, and every
+    // step until the revealed one does too.
+    let r = verify(&mut c, "abby", &app.code_at(T0 + 60)).await;
+    assert_eq!((decision(&r), reason(&r)), (Decision::Accepted, Reason::Ok));
+    for t in (T0 + 90..ahead).step_by(30) {
+        d.clock.set(t);
+        let r = verify(&mut c, "abby", &app.code_at(t)).await;
+        assert_eq!(decision(&r), Decision::Accepted, "at {}", t - T0);
+    }
+    // The revealed code is refused when its time comes, before and after
+    // the codes around it are used.
+    d.clock.set(ahead);
+    let r = verify(&mut c, "abby", &app.code_at(ahead)).await;
+    assert_eq!(
+        (decision(&r), reason(&r)),
+        (Decision::Rejected, Reason::Replayed)
+    );
+    let r = verify(&mut c, "abby", &app.code_at(ahead + 30)).await;
+    assert_eq!(decision(&r), Decision::Accepted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn backup_codes_work_once_in_any_order_and_regeneration_invalidates() {
     let d = InProcess::start();
     let mut c = d.client().await;
@@ -192,11 +226,24 @@ fn d_now(d: &InProcess) -> u64 {
     d.clock.now()
 }
 
+/// A login from the host `verify_req` names, so that the failures that
+/// follow come from a known origin (the user's own lockout, not the
+/// strangers'). At T0 the step after the enrollment's is within the window.
+async fn log_in_once(
+    c: &mut pb::otpd_client::OtpdClient<tonic::transport::Channel>,
+    user: &str,
+    app: &App,
+) {
+    let r = verify(c, user, &app.code_at(T0 + 30)).await;
+    assert_eq!(decision(&r), Decision::Accepted);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_failures_lock_correct_code_refused_until_unlock() {
     let d = InProcess::start();
     let mut c = d.client().await;
     let (app, codes) = enroll(&mut c, "carol", T0).await;
+    log_in_once(&mut c, "carol", &app).await;
     for i in 1..=8u32 {
         // 13 s apart: the throttle (5 per 60 s) never triggers.
         d.clock.advance(13);
@@ -236,11 +283,97 @@ async fn eight_failures_lock_correct_code_refused_until_unlock() {
     assert_eq!(decision(&r), Decision::Accepted);
 }
 
+fn from(user: &str, code: &str, host: &str) -> pb::VerifyRequest {
+    pb::VerifyRequest {
+        remote_host: host.into(),
+        ..verify_req(user, code)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_lock_themselves_out_not_the_user() {
+    const HOME: &str = "198.51.100.1";
+    let d = InProcess::start();
+    let mut c = d.client().await;
+    let (app, _) = enroll(&mut c, "ivy", T0).await;
+    let asker = c.clone();
+    let ask = async |code: String, host: &str| {
+        asker
+            .clone()
+            .verify(from("ivy", &code, host))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    // Ivy logs in from home once: home becomes a known origin.
+    d.clock.advance(30);
+    assert_eq!(
+        decision(&ask(app.code_at(T0 + 30), HOME).await),
+        Decision::Accepted
+    );
+
+    // Two attacker hosts share one budget: 8 failures lock them both.
+    for i in 0..8u64 {
+        d.clock.advance(13);
+        let host = if i % 2 == 0 {
+            "203.0.113.1"
+        } else {
+            "203.0.113.2"
+        };
+        let r = ask(app.wrong_code_at(d_now(&d)), host).await;
+        assert_eq!(decision(&r), Decision::Rejected, "failure {i}");
+    }
+    let r = ask(app.wrong_code_at(d_now(&d)), "203.0.113.3").await;
+    assert_eq!(
+        (decision(&r), r.retry_after_seconds),
+        (Decision::Locked, 900)
+    );
+    let s = status(&mut c, "ivy").await;
+    assert_eq!(State::try_from(s.state), Ok(State::Active));
+    assert_eq!((s.consecutive_failures, s.locked_until), (0, 0));
+    assert_eq!(s.strangers_consecutive_failures, 8);
+    assert_eq!(s.strangers_locked_until, (d_now(&d) + 900) as i64);
+
+    // Ivy still logs in, from home and from the console.
+    d.clock.advance(30);
+    let r = ask(app.code_at(d_now(&d)), HOME).await;
+    assert_eq!(decision(&r), Decision::Accepted);
+    d.clock.advance(30);
+    let r = ask(app.code_at(d_now(&d)), "").await;
+    assert_eq!(decision(&r), Decision::Accepted);
+    // Her success does not lift the strangers' lockout...
+    let r = ask(app.code_at(d_now(&d) + 30), "203.0.113.1").await;
+    assert_eq!(decision(&r), Decision::Locked);
+    // ...an unlock does.
+    c.unlock(pb::UnlockRequest {
+        user: "ivy".as_bytes().to_vec().into(),
+    })
+    .await
+    .unwrap();
+    let s = status(&mut c, "ivy").await;
+    assert_eq!(
+        (s.strangers_consecutive_failures, s.strangers_locked_until),
+        (0, 0)
+    );
+    // A correct code from a new host makes it known.
+    let r = ask(app.code_at(d_now(&d) + 30), "203.0.113.9").await;
+    assert_eq!(decision(&r), Decision::Accepted);
+    d.clock.advance(30);
+    let r = ask(app.wrong_code_at(d_now(&d)), "203.0.113.9").await;
+    assert_eq!(decision(&r), Decision::Rejected);
+    let s = status(&mut c, "ivy").await;
+    assert_eq!(
+        (s.consecutive_failures, s.strangers_consecutive_failures),
+        (1, 0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lockout_expires_and_the_next_one_doubles() {
     let d = InProcess::start();
     let mut c = d.client().await;
     let (app, _) = enroll(&mut c, "dave", T0).await;
+    log_in_once(&mut c, "dave", &app).await;
     let fail = |n| {
         let mut c = c.clone();
         let clock = d.clock.clone();
@@ -270,6 +403,7 @@ async fn throttle_refuses_unchecked_and_says_when_to_retry() {
     let d = InProcess::start();
     let mut c = d.client().await;
     let (app, _) = enroll(&mut c, "erin", T0).await;
+    log_in_once(&mut c, "erin", &app).await;
     for _ in 0..5 {
         d.clock.advance(1);
         let r = verify(&mut c, "erin", &app.wrong_code_at(d_now(&d))).await;

@@ -98,7 +98,11 @@ fn a_wrong_code_is_refused() {
         .assert_logged(5, &["user bob: wrong code; refused"])
         .assert_not_logged(&[&wrong]);
     let st = d.status("bob");
-    assert_eq!(st.consecutive_failures, 1);
+    // From a host that never logged in as bob: the strangers' count.
+    assert_eq!(
+        (st.consecutive_failures, st.strangers_consecutive_failures),
+        (0, 1)
+    );
     assert!(st.last_success.is_none());
 }
 
@@ -197,13 +201,19 @@ fn a_locked_user_is_refused_even_with_the_right_code() {
         let r = d.verify("erin", &wrong);
         assert_eq!(Decision::try_from(r.decision), Ok(Decision::Rejected));
     }
+    // The failures came from 192.0.2.7 (`verify_req`), a host that never
+    // logged in as erin: it is locked out, and so is the login from it.
     let st = d.status("erin");
-    assert_eq!(State::try_from(st.state), Ok(State::Locked));
-    assert!(st.locked_until > 0);
+    assert_eq!(State::try_from(st.state), Ok(State::Active));
+    assert!(st.strangers_locked_until > 0);
 
     let svc = PamService::new("otpd-locked", &otpd_line(&d.socket(), ""));
     let code = codes.fresh();
-    let out = svc.pamtester("erin").answer(&code).run();
+    let out = svc
+        .pamtester("erin")
+        .item("rhost", "192.0.2.7")
+        .answer(&code)
+        .run();
     out.assert_failure(AUTH_ERR)
         .assert_logged(5, &["user erin: locked out (retry after "])
         .assert_not_logged(&[&code]);

@@ -74,6 +74,53 @@ impl Drop for Rig {
 
 const PASSWORD_THEN_CODE: [&str; 2] = ["Password:", "Verification code:"];
 
+/// The user logged in from 127.0.0.1 before; an attacker at 127.0.0.2
+/// locks only itself out, and the user still logs in from 127.0.0.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attacker_from_another_host_locks_itself_out_not_the_user() {
+    // Eight checked failures lock; keep the throttle out of the way.
+    let (mut rig, mut codes, backup) = Rig::start_with(
+        Methods::PasswordAndCode,
+        "[rate_limit]\nmax_failures = 20\n",
+    )
+    .await;
+    let name = rig.name().to_owned();
+    let home = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let from = |source, code: &str| {
+        tokio::task::block_in_place(|| rig.sshd.login_from(source, &rig.user, code))
+    };
+    from(home, &backup[0]).expect(Outcome::LoggedIn);
+
+    for _ in 0..8 {
+        let login = from(attacker, &codes.wrong());
+        login.expect(Outcome::AuthFailed);
+        assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
+    }
+    // Locked: even the right code is refused from there, unchecked.
+    let code = codes.fresh();
+    let login = from(attacker, &code);
+    login.expect(Outcome::AuthFailed);
+    assert_eq!(
+        login.messages(),
+        ["Too many failed attempts; try again in 15 min"],
+        "{login}"
+    );
+    let s = status(&mut rig.client, &name).await;
+    assert_eq!(pb::State::try_from(s.state), Ok(pb::State::Active), "{s:?}");
+    assert_eq!(
+        (s.consecutive_failures, s.strangers_consecutive_failures),
+        (0, 8),
+        "{s:?}"
+    );
+    assert!(s.strangers_locked_until > 0, "{s:?}");
+
+    // The user, from the host she logged in from before, gets in.
+    let login = from(home, &code);
+    login.expect(Outcome::LoggedIn);
+    assert_eq!(login.output(), [name.as_str()], "{login}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn password_and_current_code_log_in_and_the_code_works_only_once() {
     let (rig, mut codes, _) = Rig::start(Methods::PasswordAndCode).await;
@@ -118,6 +165,7 @@ async fn a_wrong_code_is_refused_and_so_is_a_right_code_after_a_wrong_password()
     let name = rig.name().to_owned();
     let s = status(&mut rig.client, &name).await;
     assert_eq!(s.consecutive_failures, 0, "{s:?}");
+    assert_eq!(s.strangers_consecutive_failures, 0, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,9 +207,10 @@ async fn a_locked_user_is_refused_even_with_the_right_code() {
             Ok(pb::Decision::Rejected)
         );
     }
+    // (From a host that never logged in as the user, like 127.0.0.1 here.)
     let s = status(&mut rig.client, &name).await;
     assert!(
-        s.consecutive_failures == 8 && s.locked_until > 0,
+        s.strangers_consecutive_failures == 8 && s.strangers_locked_until > 0,
         "not locked: {s:?}"
     );
 
