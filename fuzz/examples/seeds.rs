@@ -82,13 +82,15 @@ fn main() {
 
     // Sealed records under the fixed key: `0` + sealed bytes, `1` + plaintext.
     let secret = TotpSecret::from_bytes(ALICE_SECRET.to_vec());
-    let (_codes, backup) =
-        otpd::backup_codes::BackupCodeSet::generate(otpd::backup_codes::KdfParams {
+    let (_codes, backup) = otpd::backup_codes::BackupCodeSet::generate(
+        otpd::backup_codes::KdfParams {
             m_kib: 8,
             t: 1,
             p: 1,
-        })
-        .unwrap();
+        },
+        &otpd::backup_codes::KdfMemory::new(1),
+    )
+    .unwrap();
     let record = UserRecord {
         active: Some(otpd::record::Enrollment {
             secret,

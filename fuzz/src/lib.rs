@@ -12,7 +12,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use otpd::authz::Authz;
-use otpd::backup_codes::{BackupCodeSet, KdfParams};
+use otpd::authz::Peer;
+use otpd::backup_codes::{BackupCodeSet, KdfMemory, KdfParams};
 use otpd::crypto::MasterKey;
 use otpd::engine::{Engine, EngineConfig};
 use otpd::record::{Enrollment, UserName, UserRecord};
@@ -24,7 +25,6 @@ use otpd::{Error, ManualClock};
 use otpd_proto::v1 as pb;
 use pb::otpd_server::Otpd;
 use prost::Message;
-use otpd::authz::Peer;
 
 /// The fixed master key (32 bytes of 0x42), so that checked-in seeds of
 /// the `sealed_record` target are real sealed records.
@@ -112,7 +112,7 @@ impl ServiceFixture {
             clock.clone(),
             cfg,
         );
-        let (_codes, backup) = BackupCodeSet::generate(kdf).unwrap();
+        let (_codes, backup) = BackupCodeSet::generate(kdf, &KdfMemory::new(1)).unwrap();
         let alice = UserRecord {
             active: Some(Enrollment {
                 secret: TotpSecret::from_bytes(ALICE_SECRET.to_vec()),
