@@ -181,6 +181,8 @@ class Demo:
         self.workdir = tempfile.mkdtemp(prefix="otpd-demo-")
         os.chmod(self.workdir, 0o755)  # sshd's PAM module must reach the socket
         self.otpd, self.socket = start_otpd(self.workdir)
+        # otpd puts its root-only PAM socket beside the public one.
+        self.pam_socket = os.path.join(self.workdir, "pam.sock")
         detail(f"otpd pid {self.otpd.pid}, socket {self.socket}")
 
         step("[2/7] Creating a throwaway user")
@@ -234,7 +236,7 @@ class Demo:
             self.pam_file = pam_file
             f.write(f"# otpd demo (tests/ssh/demo.py); removed when it ends\n"
                     f"auth     required  pam_unix.so\n"
-                    f"auth     required  {PAM_MODULE} socket={self.socket}\n"
+                    f"auth     required  {PAM_MODULE} socket={self.pam_socket}\n"
                     f"account  required  pam_unix.so\n"
                     f"session  required  pam_unix.so\n")
         detail(f"PAM service {pam_file}: pam_unix (password), then pam_otpd (code)")

@@ -39,7 +39,8 @@ impl Rig {
         let mut client = connect(&daemon.socket).await;
         let user = User::create();
         let (codes, backup) = Codes::enroll(&mut client, &user.name).await;
-        let sshd = Sshd::start(methods, &daemon.socket, &user);
+        // The PAM line uses the root-only PAM socket, as a real install does.
+        let sshd = Sshd::start(methods, &daemon.pam_socket, &user);
         let rig = Self {
             sshd,
             user,
