@@ -315,6 +315,11 @@ impl Row<'_> {
         if s.pending && matches!(s.state(), State::Active | State::Locked) {
             state.push_str("+pending");
         }
+        if s.strangers_locked_until > 0 {
+            // Hosts this user never logged in from are locked out; the user
+            // is not (FAILS and LOCKED-UNTIL are the user's known hosts').
+            state.push_str("+strangers-locked");
+        }
         if s.rolled_back_at > 0 {
             // The store lost writes of this user: loud, in the state column.
             state.push_str("+ROLLED-BACK");
@@ -375,6 +380,17 @@ struct StatusJson<'a> {
     /// Present only when the store was found rolled back for this user.
     #[serde(skip_serializing_if = "Option::is_none")]
     rolled_back_at: Option<String>,
+    /// Failures from hosts that never logged in as this user (counted
+    /// apart: they cannot lock the user out); present only when some are
+    /// counted or they are locked out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strangers: Option<StrangersJson>,
+}
+
+#[derive(Serialize)]
+struct StrangersJson {
+    consecutive_failures: u32,
+    locked_until: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -407,6 +423,11 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 enrolled_at: rfc3339(s.enrolled_at),
                 clock_skew_seconds: s.clock_skew_seconds,
                 rolled_back_at: rfc3339(s.rolled_back_at),
+                strangers: (s.strangers_consecutive_failures > 0 || s.strangers_locked_until > 0)
+                    .then(|| StrangersJson {
+                        consecutive_failures: s.strangers_consecutive_failures,
+                        locked_until: rfc3339(s.strangers_locked_until),
+                    }),
             },
             Row::Unreadable(user) => StatusJson {
                 user,
@@ -422,6 +443,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 enrolled_at: None,
                 clock_skew_seconds: 0,
                 rolled_back_at: None,
+                strangers: None,
             },
         }
     }
@@ -658,6 +680,28 @@ mod tests {
         // Absent for everybody else.
         let (out, _) = render(true, |p| p.status(&[alice()], &[]));
         assert!(!out.contains("rolled_back"), "{out}");
+    }
+
+    #[test]
+    fn strangers_locked_out_are_shown_apart_from_the_user() {
+        let attacked = UserStatus {
+            strangers_consecutive_failures: 8,
+            strangers_locked_until: T0 + 900,
+            ..alice()
+        };
+        let (text, _) = render(false, |p| p.status(std::slice::from_ref(&attacked), &[]));
+        assert!(
+            text.contains("alice  active+pending+strangers-locked  "),
+            "{text}"
+        );
+        let (out, _) = render(true, |p| p.status(&[attacked], &[]));
+        let json = json_of(&out);
+        assert_eq!(json[0]["strangers"]["consecutive_failures"], 8);
+        assert_eq!(json[0]["strangers"]["locked_until"], "2023-11-14T22:28:20Z");
+        // The user's own state is not locked.
+        assert_eq!(json[0]["state"], "active");
+        let (out, _) = render(true, |p| p.status(&[alice()], &[]));
+        assert!(!out.contains("strangers"), "{out}");
     }
 
     #[test]
