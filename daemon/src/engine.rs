@@ -616,6 +616,16 @@ impl Engine {
         if let Some(refused) = self.gate(&rec, bucket, now) {
             return Ok(Verification::Done(refused));
         }
+        // A code that may be a backup code takes the user's one backup-code
+        // slot BEFORE anything is checked: with 8-digit TOTP, a guess refused
+        // as busy after its TOTP check would be a check nobody counted.
+        let mut in_flight = None;
+        if rec.backup_codes.as_ref().is_some_and(|s| s.may_hold(code)) {
+            match InFlight::enter(&self.backup_in_flight, user) {
+                Some(slot) => in_flight = Some(slot),
+                None => return Ok(Verification::Done(busy_verdict())),
+            }
+        }
 
         let totp = totp::check(
             &active.secret,
@@ -643,10 +653,10 @@ impl Engine {
                 None
             }
             _ => {
-                if let Some(set) = rec.backup_codes.as_ref().filter(|s| s.may_hold(code)) {
-                    let Some(in_flight) = InFlight::enter(&self.backup_in_flight, user) else {
-                        return Ok(Verification::Done(busy_verdict()));
-                    };
+                if let (Some(set), Some(in_flight)) = (
+                    rec.backup_codes.as_ref().filter(|s| s.may_hold(code)),
+                    in_flight,
+                ) {
                     return Ok(Verification::NeedsKdf(BackupAttempt {
                         user: user.clone(),
                         code: code.clone(),

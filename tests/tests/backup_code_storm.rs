@@ -107,12 +107,20 @@ async fn a_thousand_concurrent_backup_code_guesses_stay_within_256_mib() {
         peak / MIB
     );
     // Nothing was accepted, and the throttle bounded the checked guesses.
+    // (A user may have had none checked: an attempt that found no hashing
+    // slot within its deadline is refused unchecked, by design.)
     let mut c = connect(&d.socket).await;
+    let mut checked = 0;
     for user in &users {
         let s = status(&mut c, user).await;
         assert_eq!(s.consecutive_failures, 0);
-        assert!((1..=5).contains(&s.strangers_consecutive_failures), "{s:?}");
+        assert!(s.strangers_consecutive_failures <= 5, "{s:?}");
+        checked += s.strangers_consecutive_failures;
     }
+    assert!(
+        checked >= USERS as u32 / 2,
+        "only {checked} guesses were checked"
+    );
 
     // And the memory comes back down (polled, within a minute).
     drop(clients);
