@@ -222,12 +222,19 @@ struct Inner {
     /// Bytes of the newest entry of each user (for compaction).
     live: HashMap<String, u64>,
     marks: HashMap<String, Mark>,
+    /// A compaction renamed its file in place but the state directory did
+    /// not sync: the rename may not survive a power loss yet. Retried by
+    /// every write; a durable write fails until it succeeds.
+    dir_unsynced: bool,
 }
 
 /// The journal of replay watermarks.
 pub struct Watermarks {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Tests: make syncing the state directory fail.
+    #[cfg(test)]
+    fail_dir_sync: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Watermarks {
@@ -348,8 +355,26 @@ impl Watermarks {
                 len,
                 live,
                 marks,
+                dir_unsynced: false,
             }),
+            #[cfg(test)]
+            fail_dir_sync: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Syncs the state directory (makes a rename durable).
+    fn sync_dir(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail_dir_sync
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(std::io::Error::other("injected directory sync failure"));
+        }
+        match self.path.parent() {
+            Some(dir) => File::open(dir).and_then(|d| d.sync_all()),
+            None => Ok(()),
+        }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -399,6 +424,18 @@ impl Watermarks {
             path: self.path.clone(),
             reason: e.to_string(),
         };
+        if inner.dir_unsynced {
+            match self.sync_dir() {
+                Ok(()) => inner.dir_unsynced = false,
+                // Without the rename on disk, a power loss may bring back
+                // the journal as it was before the compaction, without
+                // this entry.
+                Err(e) if durable => return Err(bad(e)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "state directory still does not sync");
+                }
+            }
+        }
         if inner.file.is_none() {
             let file = open_file(&self.path).map_err(bad)?;
             // Cut off what a failed write may have left.
@@ -449,12 +486,16 @@ impl Watermarks {
             let _ = fs::remove_file(&tmp);
             return Err(bad(e));
         }
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(bad)?;
-        }
+        // The path names the new file now: write to it from here on, even
+        // if the directory does not sync (the old file is unlinked; what
+        // went there would be lost at the next start).
         inner.file = Some(file);
         inner.len = len;
         inner.live = live;
+        if let Err(e) = self.sync_dir() {
+            inner.dir_unsynced = true;
+            return Err(bad(e));
+        }
         Ok(())
     }
 }
@@ -640,6 +681,71 @@ mod tests {
         drop(w);
         let w = Watermarks::open(&p, &key)?;
         assert_eq!(w.get("alice").and_then(|m| m.step), Some(3000));
+        Ok(())
+    }
+
+    /// Puts marks of "alice" until the journal is compacted.
+    fn fill_until_compacted(
+        w: &Watermarks,
+        key: &MasterKey,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(&w.path)?.ino();
+        let mut rec = enrolled(1, 0, 0);
+        for i in 1..=3000u64 {
+            rec.generation = i;
+            rec.last_used_step = Some(i);
+            w.put(key, committed("alice", &rec), false)?;
+            if fs::metadata(&w.path)?.ino() != ino {
+                return Ok(());
+            }
+        }
+        Err("never compacted".into())
+    }
+
+    /// Whether the journal's open handle is the file at its path.
+    fn writes_to_the_live_file(w: &Watermarks) -> Result<bool, Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
+        let on_disk = fs::metadata(&w.path)?.ino();
+        let inner = w.inner();
+        Ok(match inner.file.as_ref() {
+            Some(f) => f.metadata()?.ino() == on_disk,
+            None => true,
+        })
+    }
+
+    #[test]
+    fn marks_after_a_failed_directory_sync_of_a_compaction_are_not_lost()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let p = path(dir.path());
+        let key = MasterKey::generate();
+        let w = Watermarks::open(&p, &key)?;
+        w.fail_dir_sync
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        fill_until_compacted(&w, &key)?;
+        assert!(
+            writes_to_the_live_file(&w)?,
+            "handle left on the unlinked journal"
+        );
+        // The compacted file was renamed in place; only the directory sync
+        // failed. Later marks must go to that file, not the unlinked one.
+        let rec = enrolled(1, 7, 1);
+        w.put(&key, committed("bob", &rec), false)?;
+        // A durable mark needs the rename on disk: refused while the
+        // directory does not sync, accepted once it does.
+        assert!(matches!(
+            w.put(&key, committed("carol", &rec), true),
+            Err(Error::Watermark { .. })
+        ));
+        w.fail_dir_sync
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        w.put(&key, committed("carol", &rec), true)?;
+        drop(w);
+        let w = Watermarks::open(&p, &key)?;
+        assert_eq!(w.get("bob").and_then(|m| m.step), Some(7));
+        assert_eq!(w.get("carol").and_then(|m| m.step), Some(7));
+        assert!(w.get("alice").is_some());
         Ok(())
     }
 }
