@@ -18,8 +18,14 @@
 //! record is written, and appends a "committed" mark (without fsync) after.
 //! A loaded record older than a committed mark was rolled back: it is
 //! reported (error log, audit event, `otpctl status`) and repaired in memory
-//! (step = max, consumed backup codes removed again); a record whose secret
-//! or backup-code set is not the last one written fails closed instead.
+//! (step = max, consumed backup codes removed again). Whether or not the
+//! rollback is certain (the unsynced "committed" mark may be lost with the
+//! store's write), a record older than a durable mark of a removal, or
+//! whose secret is not the last one written, fails closed (`RolledBack`
+//! until `otpctl reset`), and a backup-code set that is not the last one
+//! written is dropped. The cost: a write that failed after its mark (full
+//! disk, crash) and replaced the secret or reset the user leaves that user
+//! refused until the admin repeats it.
 //! Entries are sealed under the master key like the records, so the
 //! journal holds no user name or code fingerprint in clear.
 //!
@@ -188,13 +194,22 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
         codes_removed: 0,
         step_raised: false,
     };
+    // What follows holds whether or not the rollback is certain: the
+    // "committed" mark is not fsynced, so a power loss can drop it together
+    // with the store's copy of the write. The last durable mark is what
+    // the store must hold (or was about to hold); an older secret, a reset
+    // record or a superseded backup-code set is never used again.
+    if mark.removed {
+        // The record was reset (e.g. a stolen phone): fail closed.
+        return out;
+    }
     let since = r.active.as_ref().map(|e| e.since);
     if since.is_some() && since == mark.enrolled_since {
         if mark.step > r.last_used_step {
             r.last_used_step = mark.step;
             out.step_raised = true;
         }
-    } else if certain && since.is_some() {
+    } else if since.is_some() {
         // An older (replaced or reset) secret came back: fail closed.
         return out;
     }
@@ -202,7 +217,7 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
         (Some(set), Some(id)) if set.set_id() == id => {
             out.codes_removed = set.retain_fingerprints(&mark.backup_left);
         }
-        (Some(set), _) if certain => {
+        (Some(set), _) => {
             // A superseded set came back.
             out.codes_removed = set.remaining();
             r.backup_codes = None;
@@ -632,6 +647,54 @@ mod tests {
         let r = reconcile(&removal, None);
         assert!(!r.rolled_back && matches!(r.record, Some(None)));
         assert!(reconcile(&removal, Some(new)).record.is_none());
+    }
+
+    /// The durable mark of a write of `new` after the committed `old`,
+    /// whose own "committed" mark (not fsynced) was lost.
+    fn uncommitted(new: &UserRecord, old: &UserRecord) -> Mark {
+        Mark::of_record("a", new, &committed("a", old))
+    }
+
+    #[test]
+    fn a_reset_whose_commit_mark_was_lost_is_not_undone_by_a_rollback() {
+        // Reset (stolen phone): the removal mark is durable, its commit mark
+        // is lost, and the store comes back with the last record.
+        let old = enrolled(1, 10, 5);
+        let removal = Mark::of_removal("a", &committed("a", &old));
+        assert!(removal.committed < removal.generation);
+        let r = reconcile(&removal, Some(old));
+        assert!(r.record.is_none(), "the reset secret came back");
+    }
+
+    #[test]
+    fn a_replaced_secret_whose_commit_mark_was_lost_is_not_used_again() {
+        let old = enrolled(1, 10, 5);
+        let new = enrolled(200, 0, 6);
+        let r = reconcile(&uncommitted(&new, &old), Some(old));
+        assert!(r.record.is_none(), "the replaced secret came back");
+    }
+
+    #[test]
+    fn a_superseded_backup_code_set_whose_commit_mark_was_lost_is_dropped() -> Result<(), Error> {
+        let kdf = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let mem = crate::backup_codes::KdfMemory::new(1);
+        let (_, leaked) = BackupCodeSet::generate(kdf, &mem)?;
+        let (_, fresh) = BackupCodeSet::generate(kdf, &mem)?;
+        let mut old = enrolled(1, 10, 5);
+        old.backup_codes = Some(leaked);
+        let mut new = old.clone();
+        new.generation = 6;
+        new.backup_codes = Some(fresh);
+        let r = reconcile(&uncommitted(&new, &old), Some(old));
+        assert_eq!(r.codes_removed, 10);
+        let rec = r.record.flatten().ok_or(Error::Internal("gone".into()))?;
+        assert!(rec.backup_codes.is_none(), "the superseded codes came back");
+        assert_eq!(rec.last_used_step, Some(10));
+        Ok(())
     }
 
     #[test]
