@@ -265,6 +265,30 @@ mod tests {
         assert_eq!(logged, REFUSALS_LOGGED as usize);
     }
 
+    #[test]
+    fn no_user_name_is_logged_with_display() -> std::io::Result<()> {
+        // `%user` writes the name raw in the text format (a name may hold
+        // `"`, spaces and `=`); log `user.as_str()` instead (quoted).
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        // Built here, so that this test does not find itself.
+        let (a, b) = (["user", "=%"].concat(), ["=%", "user"].concat());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(src)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path)?;
+                for (n, line) in text.lines().enumerate() {
+                    let l = line.replace(' ', "");
+                    if l.contains(&a) || l.contains(&b) {
+                        found.push(format!("{}:{}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "user names logged with %: {found:?}");
+        Ok(())
+    }
+
     fn caller(uid: u32) -> Caller {
         Caller {
             uid,
