@@ -9,9 +9,11 @@
 //! caller cannot end a value early, add a field or a line, or hide text
 //! with bidi controls.
 //!
-//! **Bounded volume.** Refusals that are not decisions (permission denied,
-//! malformed input, and Verify answers given without checking a code to a
-//! non-root caller: throttled, locked, not enrolled) are rate-limited per
+//! **Bounded volume.** Refusals that are not decisions (every request
+//! refused with an error — permission denied, malformed input, store or
+//! journal down, corrupted or rolled-back record, internal error — and
+//! Verify answers given without checking a code: throttled, locked, not
+//! enrolled) of a non-root caller are rate-limited per
 //! caller uid by a [`Repeats`]: the first [`REFUSALS_LOGGED`] of a minute
 //! are logged, the rest summarised once a minute ("N requests refused from
 //! uid U in the last minute"). Decisions (checked codes, admin actions) and
@@ -203,27 +205,26 @@ pub fn admin(caller: &Caller, action: &'static str, user: &str) {
     );
 }
 
-/// Is this error a refusal before any decision (the request never got to
-/// the engine's judgement)?
-fn not_a_decision(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::PermissionDenied(_)
-            | Error::InvalidUser(_)
-            | Error::InvalidCode(_)
-            | Error::InvalidArgument(_)
-    )
+/// Whether the refusal of `caller`'s request with `_error` may be logged
+/// one by one. An error is never a decision: whatever it is (bad input,
+/// permission, store down, disk full, a rolled-back or corrupted record),
+/// a non-root caller's refusals are rate-limited, so that a local user
+/// repeating Verify/GetStatus on their own account during an outage
+/// cannot grow the log without bound. Root's are always logged.
+fn admit_error(caller: Option<&Caller>, _error: &Error) -> bool {
+    match caller {
+        Some(c) => admit_refusal(c.uid),
+        None => {
+            summarise(Instant::now());
+            true
+        }
+    }
 }
 
 /// A request refused with an error (bad input, permission, store trouble).
 pub fn refused(caller: Option<&Caller>, action: &'static str, user: Option<&str>, error: &Error) {
-    match caller {
-        Some(c) if not_a_decision(error) => {
-            if !admit_refusal(c.uid) {
-                return;
-            }
-        }
-        _ => summarise(Instant::now()),
+    if !admit_error(caller, error) {
+        return;
     }
     let reason = error.to_string();
     tracing::warn!(
@@ -262,5 +263,74 @@ mod tests {
             .filter(|_| admit_refusal(uid))
             .count();
         assert_eq!(logged, REFUSALS_LOGGED as usize);
+    }
+
+    #[test]
+    fn no_user_name_is_logged_with_display() -> std::io::Result<()> {
+        // `%user` writes the name raw in the text format (a name may hold
+        // `"`, spaces and `=`); log `user.as_str()` instead (quoted).
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        // Built here, so that this test does not find itself.
+        let (a, b) = (["user", "=%"].concat(), ["=%", "user"].concat());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(src)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path)?;
+                for (n, line) in text.lines().enumerate() {
+                    let l = line.replace(' ', "");
+                    if l.contains(&a) || l.contains(&b) {
+                        found.push(format!("{}:{}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "user names logged with %: {found:?}");
+        Ok(())
+    }
+
+    fn caller(uid: u32) -> Caller {
+        Caller {
+            uid,
+            pid: None,
+            name: None,
+            admin: false,
+        }
+    }
+
+    /// Errors a user's own Verify/GetStatus can meet during an outage.
+    fn outage_errors() -> Vec<Error> {
+        vec![
+            Error::StoreUnavailable { path: "/s".into() },
+            Error::Store("disk full".into()),
+            Error::Watermark {
+                path: "/w".into(),
+                reason: "disk full".into(),
+            },
+            Error::Corrupted { user: "u".into() },
+            Error::RolledBack { user: "u".into() },
+            Error::Internal("x".into()),
+        ]
+    }
+
+    #[test]
+    fn store_and_internal_errors_of_a_non_root_caller_are_rate_limited() {
+        for (i, error) in outage_errors().iter().enumerate() {
+            // Uids no other test uses.
+            let c = caller(4_100_000 + i as u32);
+            let logged = (0..REFUSALS_LOGGED * 5)
+                .filter(|_| admit_error(Some(&c), error))
+                .count();
+            assert_eq!(logged, REFUSALS_LOGGED as usize, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn store_errors_of_root_are_always_logged() {
+        for error in outage_errors() {
+            for _ in 0..(REFUSALS_LOGGED * 3) {
+                assert!(admit_error(Some(&caller(0)), &error));
+            }
+        }
     }
 }

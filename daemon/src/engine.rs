@@ -423,7 +423,7 @@ impl Engine {
         let fixed = watermark::reconcile(&mark, rec);
         if fixed.step_raised || fixed.codes_removed > 0 {
             tracing::warn!(
-                user = %user,
+                user = user.as_str(),
                 codes_removed = fixed.codes_removed,
                 step_raised = fixed.step_raised,
                 "record older than its replay watermark; used codes spent again"
@@ -450,7 +450,7 @@ impl Engine {
         tracing::error!(
             target: crate::audit::TARGET,
             event = "store_rollback",
-            user = %user,
+            user = user.as_str(),
             record_generation = generation,
             committed_generation = mark.committed,
             fails_closed,
@@ -463,7 +463,7 @@ impl Engine {
             ..mark
         };
         if let Err(e) = w.put(&self.key, flagged, true) {
-            tracing::warn!(user = %user, error = %e, "cannot persist the rollback flag");
+            tracing::warn!(user = user.as_str(), error = %e, "cannot persist the rollback flag");
         }
     }
 

@@ -246,7 +246,7 @@ impl UserRecord {
             user: user.to_string(),
         };
         let plain = crypto::open(key, user.as_str(), sealed).map_err(|e: OpenError| {
-            tracing::debug!(user = %user, error = %e, "record does not open");
+            tracing::debug!(user = user.as_str(), error = %e, "record does not open");
             corrupted()
         })?;
         serde_json::from_slice(&plain).map_err(|_| corrupted())

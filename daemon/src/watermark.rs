@@ -18,8 +18,14 @@
 //! record is written, and appends a "committed" mark (without fsync) after.
 //! A loaded record older than a committed mark was rolled back: it is
 //! reported (error log, audit event, `otpctl status`) and repaired in memory
-//! (step = max, consumed backup codes removed again); a record whose secret
-//! or backup-code set is not the last one written fails closed instead.
+//! (step = max, consumed backup codes removed again). Whether or not the
+//! rollback is certain (the unsynced "committed" mark may be lost with the
+//! store's write), a record older than a durable mark of a removal, or
+//! whose secret is not the last one written, fails closed (`RolledBack`
+//! until `otpctl reset`), and a backup-code set that is not the last one
+//! written is dropped. The cost: a write that failed after its mark (full
+//! disk, crash) and replaced the secret or reset the user leaves that user
+//! refused until the admin repeats it.
 //! Entries are sealed under the master key like the records, so the
 //! journal holds no user name or code fingerprint in clear.
 //!
@@ -188,13 +194,22 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
         codes_removed: 0,
         step_raised: false,
     };
+    // What follows holds whether or not the rollback is certain: the
+    // "committed" mark is not fsynced, so a power loss can drop it together
+    // with the store's copy of the write. The last durable mark is what
+    // the store must hold (or was about to hold); an older secret, a reset
+    // record or a superseded backup-code set is never used again.
+    if mark.removed {
+        // The record was reset (e.g. a stolen phone): fail closed.
+        return out;
+    }
     let since = r.active.as_ref().map(|e| e.since);
     if since.is_some() && since == mark.enrolled_since {
         if mark.step > r.last_used_step {
             r.last_used_step = mark.step;
             out.step_raised = true;
         }
-    } else if certain && since.is_some() {
+    } else if since.is_some() {
         // An older (replaced or reset) secret came back: fail closed.
         return out;
     }
@@ -202,7 +217,7 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
         (Some(set), Some(id)) if set.set_id() == id => {
             out.codes_removed = set.retain_fingerprints(&mark.backup_left);
         }
-        (Some(set), _) if certain => {
+        (Some(set), _) => {
             // A superseded set came back.
             out.codes_removed = set.remaining();
             r.backup_codes = None;
@@ -222,12 +237,19 @@ struct Inner {
     /// Bytes of the newest entry of each user (for compaction).
     live: HashMap<String, u64>,
     marks: HashMap<String, Mark>,
+    /// A compaction renamed its file in place but the state directory did
+    /// not sync: the rename may not survive a power loss yet. Retried by
+    /// every write; a durable write fails until it succeeds.
+    dir_unsynced: bool,
 }
 
 /// The journal of replay watermarks.
 pub struct Watermarks {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Tests: make syncing the state directory fail.
+    #[cfg(test)]
+    fail_dir_sync: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Watermarks {
@@ -348,8 +370,26 @@ impl Watermarks {
                 len,
                 live,
                 marks,
+                dir_unsynced: false,
             }),
+            #[cfg(test)]
+            fail_dir_sync: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Syncs the state directory (makes a rename durable).
+    fn sync_dir(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail_dir_sync
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(std::io::Error::other("injected directory sync failure"));
+        }
+        match self.path.parent() {
+            Some(dir) => File::open(dir).and_then(|d| d.sync_all()),
+            None => Ok(()),
+        }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -399,6 +439,18 @@ impl Watermarks {
             path: self.path.clone(),
             reason: e.to_string(),
         };
+        if inner.dir_unsynced {
+            match self.sync_dir() {
+                Ok(()) => inner.dir_unsynced = false,
+                // Without the rename on disk, a power loss may bring back
+                // the journal as it was before the compaction, without
+                // this entry.
+                Err(e) if durable => return Err(bad(e)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "state directory still does not sync");
+                }
+            }
+        }
         if inner.file.is_none() {
             let file = open_file(&self.path).map_err(bad)?;
             // Cut off what a failed write may have left.
@@ -449,12 +501,16 @@ impl Watermarks {
             let _ = fs::remove_file(&tmp);
             return Err(bad(e));
         }
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(bad)?;
-        }
+        // The path names the new file now: write to it from here on, even
+        // if the directory does not sync (the old file is unlinked; what
+        // went there would be lost at the next start).
         inner.file = Some(file);
         inner.len = len;
         inner.live = live;
+        if let Err(e) = self.sync_dir() {
+            inner.dir_unsynced = true;
+            return Err(bad(e));
+        }
         Ok(())
     }
 }
@@ -593,6 +649,54 @@ mod tests {
         assert!(reconcile(&removal, Some(new)).record.is_none());
     }
 
+    /// The durable mark of a write of `new` after the committed `old`,
+    /// whose own "committed" mark (not fsynced) was lost.
+    fn uncommitted(new: &UserRecord, old: &UserRecord) -> Mark {
+        Mark::of_record("a", new, &committed("a", old))
+    }
+
+    #[test]
+    fn a_reset_whose_commit_mark_was_lost_is_not_undone_by_a_rollback() {
+        // Reset (stolen phone): the removal mark is durable, its commit mark
+        // is lost, and the store comes back with the last record.
+        let old = enrolled(1, 10, 5);
+        let removal = Mark::of_removal("a", &committed("a", &old));
+        assert!(removal.committed < removal.generation);
+        let r = reconcile(&removal, Some(old));
+        assert!(r.record.is_none(), "the reset secret came back");
+    }
+
+    #[test]
+    fn a_replaced_secret_whose_commit_mark_was_lost_is_not_used_again() {
+        let old = enrolled(1, 10, 5);
+        let new = enrolled(200, 0, 6);
+        let r = reconcile(&uncommitted(&new, &old), Some(old));
+        assert!(r.record.is_none(), "the replaced secret came back");
+    }
+
+    #[test]
+    fn a_superseded_backup_code_set_whose_commit_mark_was_lost_is_dropped() -> Result<(), Error> {
+        let kdf = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let mem = crate::backup_codes::KdfMemory::new(1);
+        let (_, leaked) = BackupCodeSet::generate(kdf, &mem)?;
+        let (_, fresh) = BackupCodeSet::generate(kdf, &mem)?;
+        let mut old = enrolled(1, 10, 5);
+        old.backup_codes = Some(leaked);
+        let mut new = old.clone();
+        new.generation = 6;
+        new.backup_codes = Some(fresh);
+        let r = reconcile(&uncommitted(&new, &old), Some(old));
+        assert_eq!(r.codes_removed, 10);
+        let rec = r.record.flatten().ok_or(Error::Internal("gone".into()))?;
+        assert!(rec.backup_codes.is_none(), "the superseded codes came back");
+        assert_eq!(rec.last_used_step, Some(10));
+        Ok(())
+    }
+
     #[test]
     fn journal_survives_reopen_cuts_a_torn_tail_and_refuses_damage()
     -> Result<(), Box<dyn std::error::Error>> {
@@ -640,6 +744,71 @@ mod tests {
         drop(w);
         let w = Watermarks::open(&p, &key)?;
         assert_eq!(w.get("alice").and_then(|m| m.step), Some(3000));
+        Ok(())
+    }
+
+    /// Puts marks of "alice" until the journal is compacted.
+    fn fill_until_compacted(
+        w: &Watermarks,
+        key: &MasterKey,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(&w.path)?.ino();
+        let mut rec = enrolled(1, 0, 0);
+        for i in 1..=3000u64 {
+            rec.generation = i;
+            rec.last_used_step = Some(i);
+            w.put(key, committed("alice", &rec), false)?;
+            if fs::metadata(&w.path)?.ino() != ino {
+                return Ok(());
+            }
+        }
+        Err("never compacted".into())
+    }
+
+    /// Whether the journal's open handle is the file at its path.
+    fn writes_to_the_live_file(w: &Watermarks) -> Result<bool, Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
+        let on_disk = fs::metadata(&w.path)?.ino();
+        let inner = w.inner();
+        Ok(match inner.file.as_ref() {
+            Some(f) => f.metadata()?.ino() == on_disk,
+            None => true,
+        })
+    }
+
+    #[test]
+    fn marks_after_a_failed_directory_sync_of_a_compaction_are_not_lost()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let p = path(dir.path());
+        let key = MasterKey::generate();
+        let w = Watermarks::open(&p, &key)?;
+        w.fail_dir_sync
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        fill_until_compacted(&w, &key)?;
+        assert!(
+            writes_to_the_live_file(&w)?,
+            "handle left on the unlinked journal"
+        );
+        // The compacted file was renamed in place; only the directory sync
+        // failed. Later marks must go to that file, not the unlinked one.
+        let rec = enrolled(1, 7, 1);
+        w.put(&key, committed("bob", &rec), false)?;
+        // A durable mark needs the rename on disk: refused while the
+        // directory does not sync, accepted once it does.
+        assert!(matches!(
+            w.put(&key, committed("carol", &rec), true),
+            Err(Error::Watermark { .. })
+        ));
+        w.fail_dir_sync
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        w.put(&key, committed("carol", &rec), true)?;
+        drop(w);
+        let w = Watermarks::open(&p, &key)?;
+        assert_eq!(w.get("bob").and_then(|m| m.step), Some(7));
+        assert_eq!(w.get("carol").and_then(|m| m.step), Some(7));
+        assert!(w.get("alice").is_some());
         Ok(())
     }
 }
