@@ -175,6 +175,7 @@ fn forged(user: &str, code: &str) -> pb::VerifyRequest {
         service: FORGED_SERVICE.into(),
         remote_host: FORGED_HOST.into(),
         tty: FORGED_TTY.into(),
+        local_requester: None,
     }
 }
 
