@@ -174,6 +174,9 @@ pub fn verify(caller: &Caller, user: &str, ctx: &LoginContext, v: &Verdict) {
                 service = clip(&ctx.service),
                 remote_host = clip(&ctx.remote_host),
                 tty = clip(&ctx.tty),
+                // The local requester's real uid, as the PAM module (root)
+                // reported it; absent when not told or not believed.
+                requester_uid = ctx.requester.map(|r| r.uid),
                 outcome,
                 reason = v.reason.name(),
                 method = method_name(v.method),

@@ -69,6 +69,37 @@ pub struct LoginContext {
     pub remote_host: String,
     /// PAM_TTY.
     pub tty: String,
+    /// Who runs the PAM stack on this machine, as a root caller (the PAM
+    /// module) vouches; `None` when not told or not trusted.
+    pub requester: Option<LocalRequester>,
+}
+
+/// The process that runs the PAM stack, as the PAM module reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalRequester {
+    /// Its real uid (the invoking user of su and sudo; 0 for sshd, login).
+    pub uid: u32,
+    /// Whether `uid` is the uid of the account being verified.
+    pub is_target_user: bool,
+}
+
+impl LoginContext {
+    /// The counters that judge this attempt on `rec`. A login on this
+    /// machine (empty remote host) driven by another non-root local user
+    /// (`su victim`, `sudo -u victim` with a target password) is a
+    /// stranger's: it must not lock the user out of the console and their
+    /// known hosts. Without a requester, the remote host decides.
+    fn bucket(&self, rec: &UserRecord) -> Bucket {
+        let foreign_local = self.remote_host.is_empty()
+            && self
+                .requester
+                .is_some_and(|r| r.uid != 0 && !r.is_target_user);
+        if foreign_local {
+            Bucket::Strangers
+        } else {
+            rec.bucket_of(&self.remote_host)
+        }
+    }
 }
 
 /// The decision on a Verify.
@@ -612,7 +643,7 @@ impl Engine {
         let Some(active) = rec.active.clone() else {
             return Ok(Verification::Done(not_enrolled_verdict()));
         };
-        let bucket = rec.bucket_of(&ctx.remote_host);
+        let bucket = ctx.bucket(&rec);
         if let Some(refused) = self.gate(&rec, bucket, now) {
             return Ok(Verification::Done(refused));
         }
@@ -696,7 +727,7 @@ impl Engine {
             return Ok(not_enrolled_verdict());
         };
         let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
-        let bucket = rec.bucket_of(&ctx.remote_host);
+        let bucket = ctx.bucket(&rec);
         if let Some(refused) = self.gate(&rec, bucket, now) {
             return Ok(refused);
         }

@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 use crate::audit;
 use crate::authz::{Authz, Caller, Peer};
 use crate::engine::{
-    self, BackupAttempt, Decision, Engine, EnrollOptions, LoginContext, Reason, Verdict,
-    Verification,
+    self, BackupAttempt, Decision, Engine, EnrollOptions, LocalRequester, LoginContext, Reason,
+    Verdict, Verification,
 };
 use crate::error::Error;
 use crate::record::{Method, UserName};
@@ -340,6 +340,20 @@ fn context_field(s: String) -> String {
     s[..end].to_owned()
 }
 
+/// Who runs the PAM stack, as the caller reports it: believed from root
+/// (the PAM module, on the root-only PAM socket) only. Any other caller may
+/// verify only its own account and is ignored here, so it cannot move its
+/// attempts between the buckets.
+fn local_requester(caller: &Caller, wire: Option<pb::LocalRequester>) -> Option<LocalRequester> {
+    if caller.uid != 0 {
+        return None;
+    }
+    wire.map(|r| LocalRequester {
+        uid: r.uid,
+        is_target_user: r.is_target_user,
+    })
+}
+
 #[tonic::async_trait]
 impl Otpd for OtpdService {
     async fn verify(
@@ -361,6 +375,7 @@ impl Otpd for OtpdService {
             service: context_field(r.service),
             remote_host: context_field(r.remote_host),
             tty: context_field(r.tty),
+            requester: local_requester(&caller, r.local_requester),
         };
         let (u, c) = (user.clone(), ctx.clone());
         let checked = match self.run(move |e| e.verify(&u, &code, &c)).await {
@@ -528,6 +543,32 @@ impl Otpd for OtpdService {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn only_roots_local_requester_is_believed() {
+        let caller = |uid| Caller {
+            uid,
+            pid: None,
+            name: None,
+            admin: true,
+        };
+        let bob = || {
+            Some(pb::LocalRequester {
+                uid: 1001,
+                is_target_user: false,
+            })
+        };
+        assert_eq!(
+            local_requester(&caller(0), bob()),
+            Some(LocalRequester {
+                uid: 1001,
+                is_target_user: false
+            })
+        );
+        assert_eq!(local_requester(&caller(0), None), None);
+        // An admin-group member or the user themself: not believed.
+        assert_eq!(local_requester(&caller(1000), bob()), None);
+    }
 
     #[test]
     fn grpc_timeouts_parse_and_junk_does_not() {

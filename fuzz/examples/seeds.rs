@@ -136,6 +136,7 @@ fn main() {
             service: "sshd".into(),
             remote_host: "192.0.2.7".into(),
             tty: "ssh".into(),
+            local_requester: None,
         }
         .encode_to_vec()
     };
@@ -164,6 +165,7 @@ fn main() {
                 service: "é".repeat(200),
                 remote_host: "x".repeat(300),
                 tty: "\u{2028}".into(),
+                local_requester: None,
             }
             .encode_to_vec()
         }),

@@ -197,6 +197,10 @@ impl Daemon for Client {
             service: attempt.service,
             remote_host: attempt.remote_host,
             tty: attempt.tty,
+            local_requester: Some(pb::LocalRequester {
+                uid: attempt.requester.uid,
+                is_target_user: attempt.requester.is_target_user,
+            }),
         };
         let reply = self.exchange(|mut c| async move { c.verify(request).await })?;
         Ok(Verdict::from(reply.into_inner()))
@@ -308,6 +312,7 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorClass;
+    use crate::flow::LocalRequester;
     use crate::secret::Secret;
 
     type Reply<T> = Result<Response<T>, tonic::Status>;
@@ -473,6 +478,10 @@ mod tests {
             service: "sshd".into(),
             remote_host: "192.0.2.7".into(),
             tty: "ssh".into(),
+            requester: LocalRequester {
+                uid: 1001,
+                is_target_user: false,
+            },
         }
     }
 
@@ -532,6 +541,13 @@ mod tests {
                 seen.tty.as_str()
             ),
             ("sshd", "192.0.2.7", "ssh")
+        );
+        assert_eq!(
+            seen.local_requester,
+            Some(pb::LocalRequester {
+                uid: 1001,
+                is_target_user: false
+            })
         );
 
         let v = c.verify(attempt("12345678")).unwrap();

@@ -180,6 +180,18 @@ pub struct Attempt {
     pub remote_host: String,
     /// `PAM_TTY`.
     pub tty: String,
+    /// Who runs the PAM stack.
+    pub requester: LocalRequester,
+}
+
+/// The process that runs the PAM stack: otpd counts the failures of
+/// another local user driving su or sudo among the strangers'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalRequester {
+    /// Its real uid.
+    pub uid: u32,
+    /// Whether `uid` is the uid of `PAM_USER`'s account.
+    pub is_target_user: bool,
 }
 
 /// What the PAM glue hands to the flow.
@@ -196,6 +208,11 @@ pub struct Request {
     /// `PAM_AUTHTOK` from an earlier module; read only for
     /// `use_first_pass` / `try_first_pass`.
     pub authtok: Option<Secret>,
+    /// The real uid of this process (`getuid()`): the invoking user for
+    /// su and sudo, 0 for sshd and login.
+    pub real_uid: u32,
+    /// The uid of `PAM_USER`'s account, if the system knows the name.
+    pub target_uid: Option<u32>,
 }
 
 /// What the flow hands back to the PAM glue.
@@ -626,6 +643,10 @@ fn attempt(req: &Request, code: Secret) -> Attempt {
         service: req.service.clone(),
         remote_host: req.remote_host.clone(),
         tty: req.tty.clone(),
+        requester: LocalRequester {
+            uid: req.real_uid,
+            is_target_user: req.target_uid == Some(req.real_uid),
+        },
     }
 }
 
@@ -697,6 +718,8 @@ mod tests {
         status_calls: usize,
         /// (user, code, service, rhost, tty)
         attempts: Vec<(String, String, String, String, String)>,
+        /// The requester of each attempt.
+        requesters: Vec<LocalRequester>,
     }
 
     impl Daemon for FakeDaemon {
@@ -705,6 +728,7 @@ mod tests {
             self.statuses.pop_front().expect("unexpected GetStatus")
         }
         fn verify(&mut self, a: Attempt) -> Result<Verdict, Error> {
+            self.requesters.push(a.requester);
             self.attempts.push((
                 String::from_utf8(a.user).unwrap(),
                 String::from_utf8(a.code.as_bytes().to_vec()).unwrap(),
@@ -777,6 +801,9 @@ mod tests {
             remote_host: "192.0.2.7".into(),
             tty: "ssh".into(),
             authtok: None,
+            // sshd runs as root; alice is uid 1000.
+            real_uid: 0,
+            target_uid: Some(1000),
         }
     }
 
@@ -1501,6 +1528,44 @@ mod tests {
             vec![Ok(accepted())],
         );
         assert!(r.conv.prompts.is_empty());
+    }
+
+    #[test]
+    fn the_requester_is_the_real_uid_and_says_whether_it_is_the_user() {
+        // (real uid, target's uid) -> what otpd is told.
+        let cases = [
+            // sshd, login: root.
+            (0, Some(1000), false),
+            // `su alice` typed by bob (uid 1001): a stranger to alice.
+            (1001, Some(1000), false),
+            // alice herself (sudo, or su to her own name).
+            (1000, Some(1000), true),
+            // A name the system does not know never matches.
+            (1001, None, false),
+        ];
+        for (real_uid, target_uid, is_target_user) in cases {
+            let req = Request {
+                remote_host: String::new(),
+                real_uid,
+                target_uid,
+                ..request()
+            };
+            let r = run(
+                &[],
+                req,
+                vec![Ok(Some("123456"))],
+                vec![],
+                vec![Ok(wrong())],
+            );
+            assert_eq!(
+                r.daemon.requesters,
+                vec![LocalRequester {
+                    uid: real_uid,
+                    is_target_user
+                }],
+                "real uid {real_uid}, target {target_uid:?}"
+            );
+        }
     }
 
     #[test]

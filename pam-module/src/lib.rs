@@ -109,7 +109,7 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
             return PamError::AUTH_ERR;
         }
     };
-    let user = canonical_user(user);
+    let (user, target_uid) = canonical_user(user);
     let text = |item: Option<Vec<u8>>| {
         item.map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_default()
@@ -123,6 +123,10 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
             PassMode::UseFirstPass | PassMode::TryFirstPass => handle.authtok(),
             PassMode::CodeOnly | PassMode::ForwardPass => None,
         },
+        // Who is asking: the invoking user for su and sudo (setuid root),
+        // root for sshd and login.
+        real_uid: nix::unistd::getuid().as_raw(),
+        target_uid,
     };
 
     let mut conv = PamConversation {
@@ -150,13 +154,16 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
 /// with the same uid) for the account `alice`; otpd must be asked about
 /// the account, or `nullok` would let an alias past the code. A name the
 /// system does not know is sent as it is (otpd knows it as no one).
-fn canonical_user(raw: Vec<u8>) -> Vec<u8> {
+/// Also returns the account's uid, if the system knows the name.
+fn canonical_user(raw: Vec<u8>) -> (Vec<u8>, Option<u32>) {
     use nix::unistd::User;
     std::str::from_utf8(&raw)
         .ok()
         .and_then(|name| User::from_name(name).ok().flatten())
         .and_then(|account| User::from_uid(account.uid).ok().flatten())
-        .map_or(raw, |account| account.name.into_bytes())
+        .map_or((raw, None), |account| {
+            (account.name.into_bytes(), Some(account.uid.as_raw()))
+        })
 }
 
 /// The application's conversation function, via libpam.
@@ -217,11 +224,17 @@ mod tests {
 
     #[test]
     fn canonical_user_is_the_passwd_name_or_the_name_as_given() {
-        assert_eq!(canonical_user(b"root".to_vec()), b"root");
+        assert_eq!(
+            canonical_user(b"root".to_vec()),
+            (b"root".to_vec(), Some(0))
+        );
         assert_eq!(
             canonical_user(b"no-such-user-otpd".to_vec()),
-            b"no-such-user-otpd"
+            (b"no-such-user-otpd".to_vec(), None)
         );
-        assert_eq!(canonical_user(b"\xff\xfe".to_vec()), b"\xff\xfe");
+        assert_eq!(
+            canonical_user(b"\xff\xfe".to_vec()),
+            (b"\xff\xfe".to_vec(), None)
+        );
     }
 }

@@ -461,6 +461,7 @@ pub fn verify_req(user: &str, code: &str) -> pb::VerifyRequest {
         service: "test".into(),
         remote_host: "192.0.2.7".into(),
         tty: "ssh".into(),
+        local_requester: None,
     }
 }
 

@@ -175,6 +175,7 @@ fn forged(user: &str, code: &str) -> pb::VerifyRequest {
         service: FORGED_SERVICE.into(),
         remote_host: FORGED_HOST.into(),
         tty: FORGED_TTY.into(),
+        local_requester: None,
     }
 }
 
@@ -588,4 +589,45 @@ fn admin_rights_come_from_the_groups_the_calling_process_has() {
     let d = in_process_with_admin_group(&listed.name);
     assert_eq!(list_as_nobody_with_groups(d.socket(), &[]), 4);
     assert_eq!(list_as_nobody_with_groups(d.socket(), &[listed.gid]), 0);
+}
+
+/// The local requester pam_otpd reports is audited as a number when root
+/// sends it, and left out when another caller does (it is not believed).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_requester_uid_is_audited_from_root_only() {
+    let dir = shared_tempdir();
+    std::fs::write(dir.path().join("otpd.toml"), "log_format = \"json\"\n").unwrap();
+    let d = Process::start(dir.path());
+    let mut root = connect(&d.socket).await;
+    let (app, _) = enroll(&mut root, "nobody", unix_now()).await;
+    let request = || pb::VerifyRequest {
+        remote_host: String::new(),
+        local_requester: Some(pb::LocalRequester {
+            uid: 4242,
+            is_target_user: false,
+        }),
+        ..verify_req("nobody", &app.wrong_code_at(unix_now()))
+    };
+    root.verify(request()).await.unwrap();
+    let relay = NobodyRelay::start(&d.socket);
+    let mut nobody = connect(&relay.path).await;
+    nobody.verify(request()).await.unwrap();
+    drop(nobody);
+    drop(root);
+    assert!(d.stop().success());
+    let log = log_of(dir.path());
+    let requesters: Vec<(serde_json::Value, serde_json::Value)> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["target"] == "otpd::audit" && e["event"] == "verify")
+        .map(|e| (e["peer_uid"].clone(), e["requester_uid"].clone()))
+        .collect();
+    assert_eq!(
+        requesters,
+        [
+            (0.into(), 4242.into()),
+            (NOBODY.into(), serde_json::Value::Null)
+        ],
+        "{log}"
+    );
 }

@@ -368,6 +368,97 @@ async fn strangers_lock_themselves_out_not_the_user() {
     );
 }
 
+/// A Verify from this machine (empty remote host), with the local
+/// requester the PAM module reports: (real uid, is it the user's uid).
+fn local(user: &str, code: &str, requester: Option<(u32, bool)>) -> pb::VerifyRequest {
+    pb::VerifyRequest {
+        local_requester: requester.map(|(uid, is_target_user)| pb::LocalRequester {
+            uid,
+            is_target_user,
+        }),
+        ..from(user, code, "")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_local_user_driving_su_locks_only_the_strangers() {
+    const BOB: Option<(u32, bool)> = Some((1001, false));
+    let d = InProcess::start();
+    let mut c = d.client().await;
+    let (app, _) = enroll(&mut c, "jude", T0).await;
+    let asker = c.clone();
+    let ask = async |code: String, requester: Option<(u32, bool)>| {
+        asker
+            .clone()
+            .verify(local("jude", &code, requester))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+
+    // Bob runs `su jude` (setuid root, so the PAM socket, empty remote
+    // host) and types 8 wrong codes: they count among the strangers'.
+    for i in 0..8 {
+        d.clock.advance(13);
+        let r = ask(app.wrong_code_at(d_now(&d)), BOB).await;
+        assert_eq!(decision(&r), Decision::Rejected, "failure {i}");
+    }
+    let r = ask(app.wrong_code_at(d_now(&d)), BOB).await;
+    assert_eq!(
+        (decision(&r), r.retry_after_seconds),
+        (Decision::Locked, 900)
+    );
+    let s = status(&mut c, "jude").await;
+    assert_eq!(State::try_from(s.state), Ok(State::Active));
+    assert_eq!((s.consecutive_failures, s.locked_until), (0, 0));
+    assert_eq!(s.strangers_consecutive_failures, 8);
+    assert_eq!(s.strangers_locked_until, (d_now(&d) + 900) as i64);
+
+    // Jude still logs in on the console (login runs as root), through
+    // sudo (her own uid), and through an old module that does not say.
+    for requester in [Some((0, false)), Some((1000, true)), None] {
+        d.clock.advance(30);
+        let r = ask(app.code_at(d_now(&d)), requester).await;
+        assert_eq!(decision(&r), Decision::Accepted, "{requester:?}");
+    }
+    // Bob stays locked out, even with the right code.
+    let r = ask(app.code_at(d_now(&d) + 30), BOB).await;
+    assert_eq!(decision(&r), Decision::Locked);
+    let s = status(&mut c, "jude").await;
+    assert_eq!(
+        (s.consecutive_failures, s.strangers_consecutive_failures),
+        (0, 8)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_local_requester_the_console_counts_as_before() {
+    let d = InProcess::start();
+    let mut c = d.client().await;
+    let (app, _) = enroll(&mut c, "kim", T0).await;
+    // Old clients (field absent) and root: the user's own counters.
+    for (i, requester) in [None, Some((0, false))]
+        .into_iter()
+        .cycle()
+        .take(8)
+        .enumerate()
+    {
+        d.clock.advance(13);
+        let r = c
+            .verify(local("kim", &app.wrong_code_at(d_now(&d)), requester))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(decision(&r), Decision::Rejected, "failure {i}");
+    }
+    let s = status(&mut c, "kim").await;
+    assert_eq!(State::try_from(s.state), Ok(State::Locked));
+    assert_eq!(
+        (s.consecutive_failures, s.strangers_consecutive_failures),
+        (8, 0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lockout_expires_and_the_next_one_doubles() {
     let d = InProcess::start();

@@ -20,6 +20,7 @@ pub async fn run(
         service: args.service,
         remote_host: String::new(),
         tty: String::new(),
+        local_requester: None,
     };
     let response = client.verify(request).await?.into_inner();
     p.verify(&args.user, &response)?;
