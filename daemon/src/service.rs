@@ -80,9 +80,14 @@ impl OtpdService {
     /// time the attempt is refused unchecked and not counted. The permit
     /// and the attempt move into the blocking task, so they are released
     /// when the work ends even if the client went away.
+    ///
+    /// The verdict is audited where it is made, on the blocking worker: a
+    /// caller that hangs up while the code is checked cannot make a
+    /// decision go unaudited.
     async fn check_backup_code(
         &self,
         attempt: BackupAttempt,
+        caller: &Caller,
         ctx: &LoginContext,
         deadline: tokio::time::Instant,
     ) -> Result<Verdict, Error> {
@@ -90,13 +95,22 @@ impl OtpdService {
         let permit = match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             // Closed (never) or timed out.
-            Ok(Err(_)) | Err(_) => return Ok(attempt.not_checked()),
+            Ok(Err(_)) | Err(_) => {
+                let user = attempt.user().clone();
+                let verdict = attempt.not_checked();
+                audit::verify(caller, user.as_str(), ctx, &verdict);
+                return Ok(verdict);
+            }
         };
-        let ctx = ctx.clone();
+        let (ctx, caller) = (ctx.clone(), caller.clone());
         let verdict = self
             .run(move |e| {
+                let user = attempt.user().clone();
                 let verdict = e.verify_backup_code(attempt, &ctx);
                 drop(permit);
+                if let Ok(v) = &verdict {
+                    audit::verify(&caller, user.as_str(), &ctx, v);
+                }
                 verdict
             })
             .await;
@@ -377,11 +391,24 @@ impl Otpd for OtpdService {
             tty: context_field(r.tty),
             requester: local_requester(&caller, r.local_requester),
         };
-        let (u, c) = (user.clone(), ctx.clone());
-        let checked = match self.run(move |e| e.verify(&u, &code, &c)).await {
+        // Each verdict is audited where it is made (on the blocking worker
+        // for checked codes), so a caller that hangs up mid-check cannot
+        // leave a decision unaudited.
+        let (u, c, who) = (user.clone(), ctx.clone(), caller.clone());
+        let phase_one = self
+            .run(move |e| {
+                let v = e.verify(&u, &code, &c);
+                if let Ok(Verification::Done(verdict)) = &v {
+                    audit::verify(&who, u.as_str(), &c, verdict);
+                }
+                v
+            })
+            .await;
+        let checked = match phase_one {
             Ok(Verification::Done(v)) => Ok(v),
             Ok(Verification::NeedsKdf(attempt)) => {
-                self.check_backup_code(attempt, &ctx, kdf_deadline).await
+                self.check_backup_code(attempt, &caller, &ctx, kdf_deadline)
+                    .await
             }
             Err(e) => Err(e),
         };
@@ -389,7 +416,6 @@ impl Otpd for OtpdService {
             Ok(v) => v,
             Err(e) => return fail(&caller, "verify", &user, e),
         };
-        audit::verify(&caller, user.as_str(), &ctx, &verdict);
         if !caller.admin && verdict.decision == Decision::NotEnrolled {
             // To a non-admin, an unknown user looks like a wrong code.
             verdict.decision = Decision::Rejected;
