@@ -142,6 +142,17 @@ async fn a_thousand_concurrent_backup_code_guesses_stay_within_256_mib() {
 
 /// Waits (polling, with a deadline) until the daemon has `n` backup-code
 /// attempts waiting for or doing their hash.
+/// Takes every permit of the daemon's KDF gate (backup-code checks queue).
+async fn hold_every_kdf_permit(d: &InProcess) -> tokio::sync::OwnedSemaphorePermit {
+    let all = d.engine.kdf_parallelism() as u32;
+    d.engine
+        .kdf_permits()
+        .clone()
+        .acquire_many_owned(all)
+        .await
+        .unwrap()
+}
+
 async fn until_in_flight(d: &InProcess, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while d.engine.backup_codes_in_flight() < n {
@@ -164,14 +175,7 @@ async fn totp_logins_complete_while_every_kdf_permit_is_held() {
         users.push((user, app, backup));
     }
     d.clock.advance(30);
-    let all = d.engine.kdf_parallelism() as u32;
-    let held = d
-        .engine
-        .kdf_permits()
-        .clone()
-        .acquire_many_owned(all)
-        .await
-        .unwrap();
+    let held = hold_every_kdf_permit(&d).await;
 
     // Backup codes of users 1..8 queue up for a permit.
     let mut waiting = Vec::new();
@@ -210,14 +214,7 @@ async fn no_permit_within_the_callers_deadline_refuses_unchecked() {
     let d = InProcess::start();
     let mut c = d.client().await;
     let (_, backup) = enroll(&mut c, "late", T0).await;
-    let all = d.engine.kdf_parallelism() as u32;
-    let held = d
-        .engine
-        .kdf_permits()
-        .clone()
-        .acquire_many_owned(all)
-        .await
-        .unwrap();
+    let held = hold_every_kdf_permit(&d).await;
     let mut req = tonic::Request::new(verify_req("late", &backup[0]));
     req.set_timeout(Duration::from_millis(800));
     let r = c.verify(req).await.unwrap().into_inner();

@@ -438,11 +438,7 @@ async fn a_missing_key_beside_sealed_records_stops_the_start_instead_of_a_new_ke
     let dir = shared_tempdir();
     let d = Process::start(dir.path());
     let mut c = connect(&d.socket).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    enroll(&mut c, "alice", now).await;
+    enroll(&mut c, "alice", unix_now()).await;
     drop(c);
     drop(d);
 
