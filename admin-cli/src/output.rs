@@ -251,6 +251,7 @@ fn verify_line(r: &VerifyResponse) -> String {
     match r.decision() {
         Decision::Accepted => match r.method() {
             Method::BackupCode => format!("accepted (backup code, {} left)", r.backup_codes_left),
+            Method::AppPassword => "accepted (app password)".to_owned(),
             Method::Totp | Method::Unspecified => "accepted (totp)".to_owned(),
         },
         Decision::Locked => retry("locked"),
@@ -538,6 +539,7 @@ fn method_name(m: Method) -> Option<&'static str> {
     match m {
         Method::Totp => Some("totp"),
         Method::BackupCode => Some("backup_code"),
+        Method::AppPassword => Some("app_password"),
         Method::Unspecified => None,
     }
 }
@@ -628,11 +630,15 @@ mod tests {
                 service: "sshd".into(),
                 remote_host: "192.0.2.7".into(),
                 method: Method::Totp.into(),
+                device: String::new(),
             }),
             enrolled_at: T0,
             pending: true,
             clock_skew_seconds: -30,
             rolled_back_at: 0,
+            devices: Vec::new(),
+            pending_device: String::new(),
+            app_passwords: 0,
         }
     }
 
@@ -653,6 +659,9 @@ mod tests {
             pending: false,
             clock_skew_seconds: 0,
             rolled_back_at: 0,
+            devices: Vec::new(),
+            pending_device: String::new(),
+            app_passwords: 0,
         }
     }
 
@@ -776,6 +785,7 @@ dave   unreadable      -             -       -      -                     -     
             service: "login".into(),
             remote_host: String::new(),
             method: Method::BackupCode.into(),
+            device: String::new(),
         });
         let (out, _) = render(false, |p| p.status(&[s], &[]));
         let line = out.lines().nth(1).unwrap();

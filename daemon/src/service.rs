@@ -230,6 +230,8 @@ fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
         retry_after_seconds: v.retry_after,
         clock_skew_seconds: v.clock_skew_seconds,
         backup_codes_low: v.backup_codes_low,
+        device: String::new(),
+        app_password_id: String::new(),
     }
 }
 
@@ -259,11 +261,15 @@ fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
             service: l.service,
             remote_host: l.remote_host,
             method: method_to_wire(Some(l.method)) as i32,
+            device: String::new(),
         }),
         enrolled_at: clamp_i64(s.enrolled_at),
         pending: s.pending,
         clock_skew_seconds: s.clock_skew_seconds,
         rolled_back_at: clamp_i64(s.rolled_back_at),
+        devices: Vec::new(),
+        pending_device: String::new(),
+        app_passwords: 0,
     }
 }
 
@@ -370,6 +376,48 @@ fn local_requester(caller: &Caller, wire: Option<pb::LocalRequester>) -> Option<
 
 #[tonic::async_trait]
 impl Otpd for OtpdService {
+    async fn rename_device(
+        &self,
+        _request: Request<pb::RenameDeviceRequest>,
+    ) -> Result<Response<pb::RenameDeviceResponse>, Status> {
+        Err(Status::unimplemented("devices: in progress"))
+    }
+
+    async fn remove_device(
+        &self,
+        _request: Request<pb::RemoveDeviceRequest>,
+    ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
+        Err(Status::unimplemented("devices: in progress"))
+    }
+
+    async fn add_app_password(
+        &self,
+        _request: Request<pb::AddAppPasswordRequest>,
+    ) -> Result<Response<pb::AddAppPasswordResponse>, Status> {
+        Err(Status::unimplemented("app passwords: in progress"))
+    }
+
+    async fn list_app_passwords(
+        &self,
+        _request: Request<pb::ListAppPasswordsRequest>,
+    ) -> Result<Response<pb::ListAppPasswordsResponse>, Status> {
+        Err(Status::unimplemented("app passwords: in progress"))
+    }
+
+    async fn revoke_app_password(
+        &self,
+        _request: Request<pb::RevokeAppPasswordRequest>,
+    ) -> Result<Response<pb::RevokeAppPasswordResponse>, Status> {
+        Err(Status::unimplemented("app passwords: in progress"))
+    }
+
+    async fn rekey(
+        &self,
+        _request: Request<pb::RekeyRequest>,
+    ) -> Result<Response<pb::RekeyResponse>, Status> {
+        Err(Status::unimplemented("rekey: in progress"))
+    }
+
     async fn verify(
         &self,
         request: Request<pb::VerifyRequest>,
@@ -451,6 +499,7 @@ impl Otpd for OtpdService {
             digits: u32::from(started.params.digits),
             period: u32::try_from(started.params.period).unwrap_or(u32::MAX),
             issuer: started.issuer.clone(),
+            device: String::new(),
         }))
     }
 
@@ -473,6 +522,8 @@ impl Otpd for OtpdService {
         let codes = codes?;
         Ok(Response::new(pb::EnrollConfirmResponse {
             backup_codes: codes_to_wire(codes),
+            device: String::new(),
+            added_device: false,
         }))
     }
 
@@ -508,6 +559,7 @@ impl Otpd for OtpdService {
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(status_to_wire).collect(),
             unreadable,
+            next_after: String::new(),
         }))
     }
 

@@ -201,6 +201,7 @@ impl Daemon for Client {
                 uid: attempt.requester.uid,
                 is_target_user: attempt.requester.is_target_user,
             }),
+            allow_app_password: false,
         };
         let reply = self.exchange(|mut c| async move { c.verify(request).await })?;
         Ok(Verdict::from(reply.into_inner()))
@@ -285,6 +286,7 @@ impl From<pb::VerifyResponse> for Verdict {
         let method = match pb::Method::try_from(r.method) {
             Ok(pb::Method::Totp) => Method::Totp,
             Ok(pb::Method::BackupCode) => Method::BackupCode,
+            Ok(pb::Method::AppPassword) => Method::AppPassword,
             Ok(pb::Method::Unspecified) | Err(_) => Method::Unknown,
         };
         Self {
@@ -395,6 +397,39 @@ mod tests {
             Err(tonic::Status::unimplemented("fake"))
         }
         async fn reset(&self, _: Request<pb::ResetRequest>) -> Reply<pb::ResetResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn rename_device(
+            &self,
+            _: Request<pb::RenameDeviceRequest>,
+        ) -> Reply<pb::RenameDeviceResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn remove_device(
+            &self,
+            _: Request<pb::RemoveDeviceRequest>,
+        ) -> Reply<pb::RemoveDeviceResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn add_app_password(
+            &self,
+            _: Request<pb::AddAppPasswordRequest>,
+        ) -> Reply<pb::AddAppPasswordResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn list_app_passwords(
+            &self,
+            _: Request<pb::ListAppPasswordsRequest>,
+        ) -> Reply<pb::ListAppPasswordsResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn revoke_app_password(
+            &self,
+            _: Request<pb::RevokeAppPasswordRequest>,
+        ) -> Reply<pb::RevokeAppPasswordResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn rekey(&self, _: Request<pb::RekeyRequest>) -> Reply<pb::RekeyResponse> {
             Err(tonic::Status::unimplemented("fake"))
         }
     }

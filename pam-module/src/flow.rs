@@ -144,6 +144,8 @@ pub enum Method {
     Totp,
     /// A backup code.
     BackupCode,
+    /// An app password.
+    AppPassword,
     /// Not set.
     Unknown,
 }

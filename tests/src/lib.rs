@@ -462,6 +462,7 @@ pub fn verify_req(user: &str, code: &str) -> pb::VerifyRequest {
         remote_host: "192.0.2.7".into(),
         tty: "ssh".into(),
         local_requester: None,
+        allow_app_password: false,
     }
 }
 

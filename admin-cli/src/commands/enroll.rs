@@ -93,6 +93,8 @@ async fn start(client: &mut Client, args: &EnrollArgs) -> Result<(Enrollment, Qr
     let request = EnrollStartRequest {
         user: args.user.as_bytes().to_vec().into(),
         issuer: args.issuer.clone().unwrap_or_default(),
+        device: String::new(),
+        add_device: false,
         algorithm: match args.algorithm {
             None => pb::Algorithm::Unspecified,
             Some(Algorithm::Sha1) => pb::Algorithm::Sha1,

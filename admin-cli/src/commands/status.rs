@@ -22,7 +22,10 @@ pub async fn run(
             p.status(&[status], &[])?;
         }
         None => {
-            let list = client.list_users(ListUsersRequest {}).await?.into_inner();
+            let list = client
+                .list_users(ListUsersRequest::default())
+                .await?
+                .into_inner();
             p.status(&list.users, &list.unreadable)?;
         }
     }

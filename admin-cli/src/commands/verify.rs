@@ -21,6 +21,7 @@ pub async fn run(
         remote_host: String::new(),
         tty: String::new(),
         local_requester: None,
+        allow_app_password: false,
     };
     let response = client.verify(request).await?.into_inner();
     p.verify(&args.user, &response)?;
