@@ -176,6 +176,7 @@ fn forged(user: &str, code: &str) -> pb::VerifyRequest {
         remote_host: FORGED_HOST.into(),
         tty: FORGED_TTY.into(),
         local_requester: None,
+        allow_app_password: false,
     }
 }
 

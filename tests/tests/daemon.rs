@@ -856,7 +856,7 @@ async fn corrupted_or_moved_record_fails_closed_for_that_user_only() {
         Decision::Accepted
     );
     let list = c
-        .list_users(pb::ListUsersRequest {})
+        .list_users(pb::ListUsersRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -875,7 +875,7 @@ async fn corrupted_or_moved_record_fails_closed_for_that_user_only() {
     .await
     .unwrap();
     let list = c
-        .list_users(pb::ListUsersRequest {})
+        .list_users(pb::ListUsersRequest::default())
         .await
         .unwrap()
         .into_inner();
