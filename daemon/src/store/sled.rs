@@ -312,4 +312,46 @@ mod tests {
         assert_eq!(s.users()?, vec!["alice".to_string()]);
         Ok(())
     }
+
+    /// An error of `decide` is the caller's, not the store's: the handle
+    /// stays, no outage starts.
+    #[test]
+    fn a_decide_error_is_not_an_outage() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path())?;
+        let alice = UserName::test("alice");
+        s.put(&alice, b"v")?;
+        let r = s.update(&alice, &mut |_| Err(Error::InvalidCode("no")));
+        assert!(matches!(r, Err(Error::InvalidCode("no"))), "{r:?}");
+        assert!(!s.in_outage());
+        assert_eq!(s.state().epoch, 0);
+        assert!(s.state().handle.is_some(), "the handle was retired");
+        Ok(())
+    }
+
+    /// Names that are not UTF-8 (only a store edited by other means has
+    /// them) list lossily, and listing every user ends even when a full
+    /// page of them sorts before its own cursor.
+    #[test]
+    fn non_utf8_names_list_and_the_listing_ends() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path())?;
+        s.with(
+            |_| true,
+            |h| {
+                h.users.insert(b"a", &b"r"[..]).map_err(store_error)?;
+                for i in 0..super::super::USERS_PAGE {
+                    let mut key = b"z\xff".to_vec();
+                    key.extend_from_slice(format!("{i:04}").as_bytes());
+                    h.users.insert(key, &b"r"[..]).map_err(store_error)?;
+                }
+                flush(h)
+            },
+        )?;
+        assert_eq!(s.list(None, 2)?, ["a", "z\u{FFFD}0000"]);
+        let all = s.users()?;
+        assert_eq!(all.first().map(String::as_str), Some("a"));
+        assert!(all.iter().any(|n| n == "z\u{FFFD}0999"));
+        Ok(())
+    }
 }
