@@ -65,6 +65,18 @@ pub enum Error {
         /// Store directory.
         path: PathBuf,
     },
+    /// Other writers changed the user's record during every attempt of an
+    /// update (see `store::UPDATE_ATTEMPTS`); nothing was written.
+    #[error(
+        "the record of user {user:?} kept changing during {attempts} attempts to \
+         update it; nothing was written, retry"
+    )]
+    StoreContended {
+        /// The user.
+        user: String,
+        /// How often the update decided before it gave up.
+        attempts: u32,
+    },
     /// The replay-watermark journal cannot be read or written.
     #[error("watermark journal {path}: {reason}")]
     Watermark {

@@ -71,6 +71,32 @@ impl Store for MemStore {
         self.0.lock().unwrap().remove(user.as_str());
         Ok(())
     }
+    fn update(
+        &self,
+        user: &UserName,
+        decide: &mut dyn FnMut(Option<&[u8]>) -> Result<otpd::store::Write, Error>,
+    ) -> Result<(), Error> {
+        let mut records = self.0.lock().unwrap();
+        match decide(records.get(user.as_str()).map(Vec::as_slice))? {
+            otpd::store::Write::Keep => {}
+            otpd::store::Write::Put(sealed) => {
+                records.insert(user.as_str().to_owned(), sealed);
+            }
+            otpd::store::Write::Remove => {
+                records.remove(user.as_str());
+            }
+        }
+        Ok(())
+    }
+    fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
+        let records = self.0.lock().unwrap();
+        let after = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(records
+            .range::<str, _>((after, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
     fn users(&self) -> Result<Vec<String>, Error> {
         Ok(self.0.lock().unwrap().keys().cloned().collect())
     }

@@ -1,5 +1,10 @@
-//! Persistence: a small trait, and its implementation on an embedded sled
-//! database. The store only ever sees sealed bytes.
+//! The store on an embedded sled database.
+//!
+//! [`Store::update`] is a compare-and-swap loop: read the record, let
+//! `decide` choose, swap the new value in only if the record still holds
+//! the bytes `decide` saw; otherwise `decide` runs again on the bytes that
+//! won (at most [`UPDATE_ATTEMPTS`] times). A write is flushed (fsynced)
+//! before `update` returns.
 //!
 //! sled latches the first I/O error of its log (a full disk, say) and
 //! returns it from every later call of that handle, even after the cause is
@@ -9,34 +14,22 @@
 //! the daemon recovers by itself when space returns. The outage is logged
 //! once when it starts and once when a write succeeds again.
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::{Store, UPDATE_ATTEMPTS, Write};
 use crate::error::Error;
 use crate::record::UserName;
 
 /// Shortest time between two attempts to reopen a failed database.
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Durable storage of sealed user records, keyed by user name.
-pub trait Store: Send + Sync {
-    /// The sealed record of `user`, if any.
-    fn get(&self, user: &UserName) -> Result<Option<Vec<u8>>, Error>;
-    /// Stores `sealed` for `user`; on return it is on disk.
-    fn put(&self, user: &UserName, sealed: &[u8]) -> Result<(), Error>;
-    /// Removes `user`; on return the removal is on disk.
-    fn remove(&self, user: &UserName) -> Result<(), Error>;
-    /// Every stored user name (lossily decoded), sorted.
-    fn users(&self) -> Result<Vec<String>, Error>;
-    /// Whether no record is stored (without listing them).
-    fn is_empty(&self) -> Result<bool, Error>;
-}
-
 /// An open database and its tree of users.
 struct Handle {
-    db: sled::Db,
-    users: sled::Tree,
+    db: ::sled::Db,
+    users: ::sled::Tree,
 }
 
 /// Health of the store, behind one lock.
@@ -67,16 +60,16 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-fn store_error(e: sled::Error) -> Error {
+fn store_error(e: ::sled::Error) -> Error {
     Error::Store(e.to_string())
 }
 
 fn open_handle(path: &Path) -> Result<Handle, Error> {
-    let db = sled::Config::new()
+    let db = ::sled::Config::new()
         .path(path)
         .open()
         .map_err(|e| match &e {
-            sled::Error::Io(io)
+            ::sled::Error::Io(io)
                 if io.kind() == std::io::ErrorKind::WouldBlock
                     || io.to_string().contains("lock") =>
             {
@@ -114,7 +107,9 @@ impl SledStore {
     }
 
     /// Runs `op` on the open database (reopening it first if an earlier
-    /// call failed and the rate limit allows). A failure retires the handle.
+    /// call failed and the rate limit allows). A failure (an `Err` of `op`)
+    /// retires the handle; a success for which `wrote` holds ends an
+    /// outage.
     ///
     /// The state lock is held only to pick the handle, not during `op`, so
     /// writes of different users still proceed (and commit) together. A
@@ -122,7 +117,7 @@ impl SledStore {
     /// reopen meanwhile fails (closed) and is retried after the interval.
     fn with<T>(
         &self,
-        write: bool,
+        wrote: impl FnOnce(&T) -> bool,
         op: impl FnOnce(&Handle) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let (handle, epoch) = {
@@ -163,7 +158,7 @@ impl SledStore {
         drop(handle);
         let mut state = self.state();
         match &result {
-            Ok(_) if write => {
+            Ok(value) if wrote(value) => {
                 if let Some(since) = state.outage.take() {
                     tracing::warn!(
                         path = %self.path.display(),
@@ -203,51 +198,98 @@ fn flush(h: &Handle) -> Result<(), Error> {
     h.db.flush().map(|_| ()).map_err(store_error)
 }
 
+/// Result of one update on a handle: `Err` is a failure of the store (it
+/// retires the handle), `Ok(Err)` an error of `decide` or a conflict that
+/// did not settle (the store is fine), `Ok(Ok(wrote))` success.
+type UpdateResult = Result<Result<bool, Error>, Error>;
+
+/// The compare-and-swap loop of [`Store::update`] on one handle.
+fn update_on(
+    h: &Handle,
+    user: &UserName,
+    decide: &mut dyn FnMut(Option<&[u8]>) -> Result<Write, Error>,
+) -> UpdateResult {
+    let key = user.as_str().as_bytes();
+    let mut current = h.users.get(key).map_err(store_error)?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let new = match decide(current.as_deref()) {
+            Ok(Write::Keep) => return Ok(Ok(false)),
+            Ok(Write::Put(bytes)) => Some(bytes),
+            Ok(Write::Remove) if current.is_none() => return Ok(Ok(false)),
+            Ok(Write::Remove) => None,
+            Err(e) => return Ok(Err(e)),
+        };
+        match h
+            .users
+            .compare_and_swap(key, current.as_ref(), new)
+            .map_err(store_error)?
+        {
+            Ok(()) => {
+                flush(h)?;
+                return Ok(Ok(true));
+            }
+            // Another writer changed the record since it was read:
+            // decide again on what it wrote.
+            Err(conflict) => current = conflict.current,
+        }
+    }
+    Ok(Err(Error::StoreContended {
+        user: user.to_string(),
+        attempts: UPDATE_ATTEMPTS,
+    }))
+}
+
 impl Store for SledStore {
     fn get(&self, user: &UserName) -> Result<Option<Vec<u8>>, Error> {
-        self.with(false, |h| {
-            Ok(h.users
-                .get(user.as_str().as_bytes())
-                .map_err(store_error)?
-                .map(|v| v.to_vec()))
-        })
+        self.with(
+            |_| false,
+            |h| {
+                Ok(h.users
+                    .get(user.as_str().as_bytes())
+                    .map_err(store_error)?
+                    .map(|v| v.to_vec()))
+            },
+        )
     }
 
-    fn put(&self, user: &UserName, sealed: &[u8]) -> Result<(), Error> {
-        self.with(true, |h| {
-            h.users
-                .insert(user.as_str().as_bytes(), sealed)
-                .map_err(store_error)?;
-            flush(h)
-        })
+    fn update(
+        &self,
+        user: &UserName,
+        decide: &mut dyn FnMut(Option<&[u8]>) -> Result<Write, Error>,
+    ) -> Result<(), Error> {
+        self.with(
+            |r: &Result<bool, Error>| matches!(r, Ok(true)),
+            |h| update_on(h, user, decide),
+        )?
+        .map(|_| ())
     }
 
-    fn remove(&self, user: &UserName) -> Result<(), Error> {
-        self.with(true, |h| {
-            h.users
-                .remove(user.as_str().as_bytes())
-                .map_err(store_error)?;
-            flush(h)
-        })
+    fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
+        let start = match after {
+            Some(a) => Bound::Excluded(a.as_bytes()),
+            None => Bound::Unbounded,
+        };
+        self.with(
+            |_| false,
+            |h| {
+                h.users
+                    .range::<&[u8], _>((start, Bound::Unbounded))
+                    .keys()
+                    .take(limit)
+                    .map(|k| {
+                        k.map(|k| String::from_utf8_lossy(&k).into_owned())
+                            .map_err(store_error)
+                    })
+                    .collect()
+            },
+        )
     }
 
     fn is_empty(&self) -> Result<bool, Error> {
-        self.with(false, |h| {
-            Ok(h.users.first().map_err(store_error)?.is_none())
-        })
-    }
-
-    fn users(&self) -> Result<Vec<String>, Error> {
-        self.with(false, |h| {
-            h.users
-                .iter()
-                .keys()
-                .map(|k| {
-                    k.map(|k| String::from_utf8_lossy(&k).into_owned())
-                        .map_err(store_error)
-                })
-                .collect()
-        })
+        self.with(
+            |_| false,
+            |h| Ok(h.users.first().map_err(store_error)?.is_none()),
+        )
     }
 }
 
@@ -268,6 +310,48 @@ mod tests {
         assert_eq!(s.get(&UserName::test("alice"))?, Some(b"a".to_vec()));
         assert_eq!(s.get(&UserName::test("bob"))?, None);
         assert_eq!(s.users()?, vec!["alice".to_string()]);
+        Ok(())
+    }
+
+    /// An error of `decide` is the caller's, not the store's: the handle
+    /// stays, no outage starts.
+    #[test]
+    fn a_decide_error_is_not_an_outage() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path())?;
+        let alice = UserName::test("alice");
+        s.put(&alice, b"v")?;
+        let r = s.update(&alice, &mut |_| Err(Error::InvalidCode("no")));
+        assert!(matches!(r, Err(Error::InvalidCode("no"))), "{r:?}");
+        assert!(!s.in_outage());
+        assert_eq!(s.state().epoch, 0);
+        assert!(s.state().handle.is_some(), "the handle was retired");
+        Ok(())
+    }
+
+    /// Names that are not UTF-8 (only a store edited by other means has
+    /// them) list lossily, and listing every user ends even when a full
+    /// page of them sorts before its own cursor.
+    #[test]
+    fn non_utf8_names_list_and_the_listing_ends() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path())?;
+        s.with(
+            |_| true,
+            |h| {
+                h.users.insert(b"a", &b"r"[..]).map_err(store_error)?;
+                for i in 0..super::super::USERS_PAGE {
+                    let mut key = b"z\xff".to_vec();
+                    key.extend_from_slice(format!("{i:04}").as_bytes());
+                    h.users.insert(key, &b"r"[..]).map_err(store_error)?;
+                }
+                flush(h)
+            },
+        )?;
+        assert_eq!(s.list(None, 2)?, ["a", "z\u{FFFD}0000"]);
+        let all = s.users()?;
+        assert_eq!(all.first().map(String::as_str), Some("a"));
+        assert!(all.iter().any(|n| n == "z\u{FFFD}0999"));
         Ok(())
     }
 }
