@@ -7,13 +7,17 @@
 //! backend breaks the contract. A backend's test file instantiates one
 //! `#[test]` per property with [`store_conformance_tests!`]:
 //!
-//! ```ignore
-//! fn memory() -> Result<otpd::store::conformance::MemoryBackend, otpd::Error> {
-//!     Ok(otpd::store::conformance::MemoryBackend::new())
+//! ```
+//! use otpd::store::conformance::MemoryBackend;
+//!
+//! fn memory() -> Result<MemoryBackend, otpd::Error> {
+//!     Ok(MemoryBackend::new())
 //! }
+//!
 //! mod memory_store {
 //!     otpd::store_conformance_tests!(super::memory);
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! or runs them all at once with [`run_all`].
@@ -105,13 +109,22 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ("decide_error_writes_nothing", decide_error_writes_nothing),
     ("remove_by_update", remove_by_update),
     ("a_spent_code_stays_spent", a_spent_code_stays_spent),
-    ("one_of_two_concurrent_updates_applies", one_of_two_concurrent_updates_applies),
+    (
+        "one_of_two_concurrent_updates_applies",
+        one_of_two_concurrent_updates_applies,
+    ),
     ("no_lost_updates", no_lost_updates),
     ("list_pages", list_pages),
     ("list_empty", list_empty),
     ("racing_decides_one_wins", racing_decides_one_wins),
-    ("a_write_during_decide_reruns_decide", a_write_during_decide_reruns_decide),
-    ("endless_conflict_ends_in_an_error", endless_conflict_ends_in_an_error),
+    (
+        "a_write_during_decide_reruns_decide",
+        a_write_during_decide_reruns_decide,
+    ),
+    (
+        "endless_conflict_ends_in_an_error",
+        endless_conflict_ends_in_an_error,
+    ),
 ];
 
 /// Runs every property, each on a fresh backend from `new`.
@@ -170,7 +183,8 @@ fn name(s: &str) -> Result<UserName, Error> {
 
 /// Waits for a scoped thread; its panic (a failed assertion) goes on.
 fn join<T>(h: thread::ScopedJoinHandle<'_, T>) -> T {
-    h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    h.join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A counter stored as a record (8 bytes little-endian; none is 0).
@@ -197,7 +211,11 @@ pub fn round_trip(b: &dyn Backend) -> Result<(), Error> {
     s.put(&alice, b"two")?;
     assert_eq!(s.get(&alice)?, Some(b"two".to_vec()));
     s.put(&alice, b"")?;
-    assert_eq!(s.get(&alice)?, Some(Vec::new()), "an empty record is not none");
+    assert_eq!(
+        s.get(&alice)?,
+        Some(Vec::new()),
+        "an empty record is not none"
+    );
     s.remove(&alice)?;
     assert_eq!(s.get(&alice)?, None);
     assert!(s.is_empty()?);
@@ -263,7 +281,9 @@ pub fn decide_error_writes_nothing(b: &dyn Backend) -> Result<(), Error> {
     let (alice, bob) = (name("alice")?, name("bob")?);
     s.put(&alice, b"v")?;
     for user in [&alice, &bob] {
-        let r = s.update(user, &mut |_| Err(Error::InvalidArgument("decided no".into())));
+        let r = s.update(user, &mut |_| {
+            Err(Error::InvalidArgument("decided no".into()))
+        });
         assert!(
             matches!(&r, Err(Error::InvalidArgument(m)) if m == "decided no"),
             "{r:?}"
@@ -338,25 +358,26 @@ fn race(s: &dyn Store, gate: &(dyn Fn(usize) + Sync)) -> Result<[Contender; 2], 
     s.put(&alice, b"old")?;
     let start = Barrier::new(2);
     let [a, b] = thread::scope(|scope| {
-        [b"mine-a", b"mine-b"].map(|mine| {
-            let (start, alice) = (&start, &alice);
-            scope.spawn(move || -> Result<Contender, Error> {
-                let (mut applied, mut seen) = (false, Vec::new());
-                start.wait();
-                s.update(alice, &mut |old| {
-                    seen.push(old.map(<[u8]>::to_vec));
-                    gate(seen.len());
-                    applied = old == Some(&b"old"[..]);
-                    Ok(if applied {
-                        Write::Put(mine.to_vec())
-                    } else {
-                        Write::Keep
-                    })
-                })?;
-                Ok((applied, seen))
+        [b"mine-a", b"mine-b"]
+            .map(|mine| {
+                let (start, alice) = (&start, &alice);
+                scope.spawn(move || -> Result<Contender, Error> {
+                    let (mut applied, mut seen) = (false, Vec::new());
+                    start.wait();
+                    s.update(alice, &mut |old| {
+                        seen.push(old.map(<[u8]>::to_vec));
+                        gate(seen.len());
+                        applied = old == Some(&b"old"[..]);
+                        Ok(if applied {
+                            Write::Put(mine.to_vec())
+                        } else {
+                            Write::Keep
+                        })
+                    })?;
+                    Ok((applied, seen))
+                })
             })
-        })
-        .map(join)
+            .map(join)
     });
     let (a, b) = (a?, b?);
     let final_value = s.get(&alice)?;
@@ -365,7 +386,11 @@ fn race(s: &dyn Store, gate: &(dyn Fn(usize) + Sync)) -> Result<[Contender; 2], 
         (false, true) => (&b, &a, &b"mine-b"[..]),
         _ => panic!("exactly one update must apply: {a:?} {b:?}"),
     };
-    assert_eq!(final_value.as_deref(), Some(mine), "the winner's value stays");
+    assert_eq!(
+        final_value.as_deref(),
+        Some(mine),
+        "the winner's value stays"
+    );
     assert_eq!(winner.1.last(), Some(&Some(b"old".to_vec())));
     assert_eq!(
         loser.1.last(),

@@ -68,6 +68,7 @@ pub trait Store: Send + Sync {
     ///
     /// `decide` must not update the same store itself: a backend may hold
     /// a lock while it runs.
+    #[allow(clippy::type_complexity)] // spelled out: the contract callers write against
     fn update(
         &self,
         user: &UserName,

@@ -204,6 +204,7 @@ fn flush(h: &Handle) -> Result<(), Error> {
 type UpdateResult = Result<Result<bool, Error>, Error>;
 
 /// The compare-and-swap loop of [`Store::update`] on one handle.
+#[allow(clippy::type_complexity)] // the type of `Store::update`'s argument
 fn update_on(
     h: &Handle,
     user: &UserName,
