@@ -169,7 +169,10 @@ pub fn validate_service(service: &str) -> Result<(), Error> {
             "the service must be 1..=64 bytes (the PAM service name, e.g. dovecot)".into(),
         ));
     }
-    if service.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
+    if service
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '/')
+    {
         return Err(Error::InvalidArgument(
             "the service must not contain spaces, '/' or control characters".into(),
         ));
@@ -303,23 +306,45 @@ mod tests {
 
     #[test]
     fn issued_password_matches_only_itself_on_its_service() -> Result<(), Error> {
-        let (shown, stored) =
-            AppPassword::generate(&[], "dovecot", "laptop", 100, Some(200), CHEAP, &mut OsRng, &Fresh)?;
+        let (shown, stored) = AppPassword::generate(
+            &[],
+            "dovecot",
+            "laptop",
+            100,
+            Some(200),
+            CHEAP,
+            &mut OsRng,
+            &Fresh,
+        )?;
         assert_eq!(shown.len(), LEN + 5);
         assert!(!format!("{stored:?}").contains(&shown[5..]));
         let input = AppPasswordInput::parse(shown.as_bytes()).ok_or(Error::Internal("shape"))?;
         assert_eq!(input.id(), stored.id);
-        let probe = stored.admits("dovecot", 150).map_err(|_| Error::Internal("admit"))?;
-        assert_eq!(stored.matches(&probe, &probe.hash(&input, &Fresh)?), Some(true));
+        let probe = stored
+            .admits("dovecot", 150)
+            .map_err(|_| Error::Internal("admit"))?;
+        assert_eq!(
+            stored.matches(&probe, &probe.hash(&input, &Fresh)?),
+            Some(true)
+        );
         let mut other = shown.as_bytes().to_vec();
         let last = other.len() - 1;
         other[last] = if other[last] == b'0' { b'1' } else { b'0' };
         let wrong = AppPasswordInput::parse(&other).ok_or(Error::Internal("shape"))?;
-        assert_eq!(stored.matches(&probe, &probe.hash(&wrong, &Fresh)?), Some(false));
-        assert_eq!(stored.admits("sshd", 150).err(), Some(Refusal::OtherService));
+        assert_eq!(
+            stored.matches(&probe, &probe.hash(&wrong, &Fresh)?),
+            Some(false)
+        );
+        assert_eq!(
+            stored.admits("sshd", 150).err(),
+            Some(Refusal::OtherService)
+        );
         assert_eq!(stored.admits("dovecot", 200).err(), Some(Refusal::Expired));
         let stored_json = serde_json::to_string(&stored).map_err(|_| Error::Internal("json"))?;
-        assert!(!stored_json.contains(&shown[5..]), "no password in the stored form");
+        assert!(
+            !stored_json.contains(&shown[5..]),
+            "no password in the stored form"
+        );
         Ok(())
     }
 
@@ -328,7 +353,8 @@ mod tests {
         let mut taken: Vec<String> = Vec::new();
         for _ in 0..MAX_PER_USER {
             let refs: Vec<&str> = taken.iter().map(String::as_str).collect();
-            let (_, p) = AppPassword::generate(&refs, "su", "", 0, None, CHEAP, &mut OsRng, &Fresh)?;
+            let (_, p) =
+                AppPassword::generate(&refs, "su", "", 0, None, CHEAP, &mut OsRng, &Fresh)?;
             assert!(!taken.contains(&p.id));
             taken.push(p.id);
         }

@@ -179,7 +179,14 @@ mod tests {
 
     #[test]
     fn names() {
-        for good in ["phone", "spare-tablet", "yubikey_5", "a", "0.b", &"x".repeat(32)] {
+        for good in [
+            "phone",
+            "spare-tablet",
+            "yubikey_5",
+            "a",
+            "0.b",
+            &"x".repeat(32),
+        ] {
             assert!(DeviceName::parse(good).is_ok(), "{good}");
         }
         for bad in ["", "-x", ".x", "a b", "a/b", "ä", "a\0", &"x".repeat(33)] {
@@ -203,7 +210,11 @@ mod tests {
         d.use_step(106);
         assert_eq!(d.spent_ahead, [110]);
         d.use_step(90);
-        assert_eq!(d.last_used_step, Some(106), "the watermark never moves down");
+        assert_eq!(
+            d.last_used_step,
+            Some(106),
+            "the watermark never moves down"
+        );
         d.use_step(110);
         assert!(d.spent_ahead.is_empty());
     }

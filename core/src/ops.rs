@@ -490,17 +490,33 @@ pub fn finish(
     };
     match &job.target {
         HashTarget::BackupCode(probe) => {
-            match rec.backup_codes.as_mut().and_then(|s| s.consume_hash(probe, hash)) {
+            match rec
+                .backup_codes
+                .as_mut()
+                .and_then(|s| s.consume_hash(probe, hash))
+            {
                 // The set was replaced while the attempt was hashed.
                 None => unchanged(Verdict::Busy),
                 Some(true) => succeed(rec, bucket, Via::BackupCode, ctx, now, cfg),
-                Some(false) => fail(rec, bucket, job.totp.unwrap_or(Rejection::WrongCode), now, cfg),
+                Some(false) => fail(
+                    rec,
+                    bucket,
+                    job.totp.unwrap_or(Rejection::WrongCode),
+                    now,
+                    cfg,
+                ),
             }
         }
         HashTarget::AppPassword(probe) => {
             let Some(p) = rec.app_passwords.iter_mut().find(|p| p.id == probe.id) else {
                 // Revoked while it was hashed.
-                return fail(rec, bucket, Rejection::AppPassword(Refusal::Unknown), now, cfg);
+                return fail(
+                    rec,
+                    bucket,
+                    Rejection::AppPassword(Refusal::Unknown),
+                    now,
+                    cfg,
+                );
             };
             match p.matches(probe, hash) {
                 None => unchanged(Verdict::Busy),
@@ -509,7 +525,13 @@ pub fn finish(
                     let id = p.id.clone();
                     succeed(rec, bucket, Via::AppPassword { id }, ctx, now, cfg)
                 }
-                Some(false) => fail(rec, bucket, Rejection::AppPassword(Refusal::Wrong), now, cfg),
+                Some(false) => fail(
+                    rec,
+                    bucket,
+                    Rejection::AppPassword(Refusal::Wrong),
+                    now,
+                    cfg,
+                ),
             }
         }
     }
@@ -556,7 +578,13 @@ fn succeed(
 }
 
 /// Records a checked, wrong attempt in the bucket's counters.
-fn fail(rec: &mut UserRecord, bucket: Bucket, rejection: Rejection, now: u64, cfg: &Config) -> Step {
+fn fail(
+    rec: &mut UserRecord,
+    bucket: Bucket,
+    rejection: Rejection,
+    now: u64,
+    cfg: &Config,
+) -> Step {
     cfg.policy.record_failure(rec.counters_mut(bucket), now);
     let retry_after = cfg.policy.gate(rec.counters(bucket), now).retry_after(now);
     Step::Done {
@@ -845,8 +873,9 @@ pub fn add_app_password(
     }
     let taken: Vec<&str> = rec.app_passwords.iter().map(|p| p.id.as_str()).collect();
     let expires_at = expires_in.map(|s| now.saturating_add(s));
-    let (shown, stored) =
-        AppPassword::generate(&taken, service, label, now, expires_at, cfg.kdf, rng, scratch)?;
+    let (shown, stored) = AppPassword::generate(
+        &taken, service, label, now, expires_at, cfg.kdf, rng, scratch,
+    )?;
     rec.app_passwords.push(stored.clone());
     Ok((shown, stored))
 }

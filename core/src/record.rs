@@ -181,7 +181,11 @@ impl UserRecord {
 
     /// Whether `name` is used by an active or the pending device.
     pub fn name_taken(&self, name: &DeviceName) -> bool {
-        self.device(name).is_some() || self.pending.as_ref().is_some_and(|p| &p.device.name == name)
+        self.device(name).is_some()
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|p| &p.device.name == name)
     }
 
     /// The counters that judge an attempt from `remote_host` (empty: the
@@ -224,7 +228,12 @@ impl UserRecord {
 
     /// Serializes (as the current version) and seals for `user`. The
     /// plaintext is zeroized.
-    pub fn seal(&self, key: &MasterKey, user: &UserName, rng: &mut dyn Random) -> Result<Vec<u8>, Error> {
+    pub fn seal(
+        &self,
+        key: &MasterKey,
+        user: &UserName,
+        rng: &mut dyn Random,
+    ) -> Result<Vec<u8>, Error> {
         let mut current = self.clone();
         current.version = RECORD_VERSION;
         let plain = Zeroizing::new(
@@ -315,7 +324,11 @@ mod v1 {
     /// match it. A pending one gets the top bit set, to differ from an
     /// active secret confirmed at the same second.
     pub(super) fn migrated_id(since: u64, pending: bool) -> u64 {
-        if pending { since | (1 << 63) } else { since & !(1 << 63) }
+        if pending {
+            since | (1 << 63)
+        } else {
+            since & !(1 << 63)
+        }
     }
 
     impl Record {
@@ -442,12 +455,21 @@ mod tests {
         let d = &rec.devices[0];
         assert_eq!(d.name.as_str(), "default");
         assert_eq!(d.secret.expose(), &[1, 2, 3]);
-        assert_eq!((d.last_used_step, d.spent_ahead.as_slice()), (Some(7), &[9][..]));
-        assert_eq!((d.clock_skew_seconds, d.enrolled_at, d.id), (-30, 1000, 1000));
+        assert_eq!(
+            (d.last_used_step, d.spent_ahead.as_slice()),
+            (Some(7), &[9][..])
+        );
+        assert_eq!(
+            (d.clock_skew_seconds, d.enrolled_at, d.id),
+            (-30, 1000, 1000)
+        );
         assert_eq!(rec.counters(Bucket::Trusted).consecutive_failures, 2);
         assert_eq!(rec.stranger_counters, Counters::default());
         assert_eq!(rec.generation, 4);
-        assert_eq!(rec.last_success.and_then(|l| l.credential).as_deref(), Some("default"));
+        assert_eq!(
+            rec.last_success.and_then(|l| l.credential).as_deref(),
+            Some("default")
+        );
         Ok(())
     }
 

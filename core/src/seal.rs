@@ -10,8 +10,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
-use crate::error::Error;
 use crate::Random;
+use crate::error::Error;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;

@@ -23,7 +23,7 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::authz::Caller;
-use crate::engine::{Decision, LoginContext, Verdict};
+use crate::engine::{Decision, LoginContext, Rejection, Verdict, Via};
 use crate::error::Error;
 use crate::record::Method;
 use crate::repeats::{Note, Repeats, Summary};
@@ -61,6 +61,7 @@ pub fn method_name(m: Option<Method>) -> &'static str {
     match m {
         Some(Method::Totp) => "totp",
         Some(Method::BackupCode) => "backup_code",
+        Some(Method::AppPassword) => "app_password",
         None => "none",
     }
 }
@@ -156,7 +157,7 @@ pub fn verify(caller: &Caller, user: &str, ctx: &LoginContext, v: &Verdict) {
     // non-root caller (a user hammering their own locked account) they are
     // rate-limited like other refusals.
     let unchecked = matches!(
-        v.decision,
+        v.decision(),
         Decision::Locked | Decision::Throttled | Decision::NotEnrolled
     );
     if unchecked && !admit_refusal(caller.uid) {
@@ -164,7 +165,28 @@ pub fn verify(caller: &Caller, user: &str, ctx: &LoginContext, v: &Verdict) {
     } else if !unchecked {
         summarise(Instant::now());
     }
-    let outcome = decision_name(v.decision);
+    let outcome = decision_name(v.decision());
+    let (method, credential, backup_codes_left, clock_skew_seconds) = match v {
+        Verdict::Accepted {
+            via,
+            backup_codes_left,
+            ..
+        } => (
+            Some(via.method()),
+            match via {
+                Via::Totp { device } => Some(device.as_str()),
+                Via::AppPassword { id } => Some(id.as_str()),
+                Via::BackupCode => None,
+            },
+            *backup_codes_left,
+            0,
+        ),
+        Verdict::Rejected {
+            rejection: Rejection::ClockSkew { skew_seconds },
+            ..
+        } => (None, None, 0, *skew_seconds),
+        _ => (None, None, 0, 0),
+    };
     macro_rules! ev {
         ($lvl:ident) => {
             tracing::$lvl!(
@@ -178,17 +200,19 @@ pub fn verify(caller: &Caller, user: &str, ctx: &LoginContext, v: &Verdict) {
                 // reported it; absent when not told or not believed.
                 requester_uid = ctx.requester.map(|r| r.uid),
                 outcome,
-                reason = v.reason.name(),
-                method = method_name(v.method),
-                backup_codes_left = v.backup_codes_left,
-                retry_after = v.retry_after,
-                clock_skew_seconds = v.clock_skew_seconds,
+                reason = v.reason().name(),
+                method = method_name(method),
+                // The device (TOTP) or app password id; never a secret.
+                credential,
+                backup_codes_left,
+                retry_after = v.retry_after(),
+                clock_skew_seconds,
                 peer_uid = caller.uid,
                 peer_pid = caller.pid.unwrap_or(0),
             )
         };
     }
-    if v.decision == Decision::Accepted {
+    if v.is_accepted() {
         ev!(info);
     } else {
         ev!(warn);
@@ -310,7 +334,7 @@ mod tests {
                 path: "/w".into(),
                 reason: "disk full".into(),
             },
-            Error::Corrupted { user: "u".into() },
+            Error::Core(otpd_core::Error::Corrupted { user: "u".into() }),
             Error::RolledBack { user: "u".into() },
             Error::Internal("x".into()),
         ]

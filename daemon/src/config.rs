@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::backup_codes::KdfParams;
 use crate::engine::EngineConfig;
 use crate::error::Error;
+use crate::kdf::KdfParams;
 use crate::policy::Policy;
 use crate::totp::{Algorithm, TotpParams};
 

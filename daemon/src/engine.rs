@@ -1,185 +1,70 @@
-//! The decisions: enrollment, verification, backup codes, unlock, reset.
+//! The engine: runs each decision of the core (`otpd_core::ops`) as one
+//! atomic update of the store, with the replay watermarks, the master keys
+//! and the KDF's working memory around it.
 //!
-//! Every operation on a user runs under that user's lock and reads, decides
-//! and durably writes the record before it returns, so two concurrent
-//! requests never both use one code, and a crash right after a reply never
-//! forgets a used code or a failure.
+//! Every operation on a user reads, decides and durably writes the record
+//! in the store's `update` before it returns, so two concurrent requests
+//! never both use one code (the store's compare-and-swap, not a lock here,
+//! guarantees it; the striped lock only saves needless retries), and a
+//! crash right after a reply never forgets a used code or a failure.
 //!
-//! The one exception is the backup-code hash (Argon2id, 19 MiB): it runs
-//! without the lock, in working memory from a fixed pool, at most one per
-//! user and at most [`Engine::kdf_parallelism`] at once; the decision on
-//! its result is taken under the lock on the freshly loaded record, so the
-//! guarantees above hold for it too.
+//! The one exception is the slow hash (Argon2id, 19 MiB) of backup codes
+//! and app passwords: it runs outside the update, in working memory from a
+//! fixed pool, at most one per user and at most [`Engine::kdf_parallelism`]
+//! at once; the decision on its result is a second update on the freshly
+//! loaded record, so the guarantees above hold for it too.
 
 use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use otpd_core::app_password::AppPasswordInput;
+use otpd_core::device::DeviceName;
+use otpd_core::ops::{self, Attempt, Confirmed, HashJob, HashTarget, Step};
+use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use crate::backup_codes::{BackupCodeSet, KdfMemory, KdfParams, PlainCode, Probe};
+use crate::backup_codes::PlainCode;
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
 use crate::error::Error;
-use crate::policy::{Gate, Policy};
-use crate::record::{Bucket, Enrollment, LastSuccess, Method, UserName, UserRecord};
-use crate::secret::{Code, TotpSecret};
-use crate::store::Store;
-use crate::totp::{self, Algorithm, TotpMatch, TotpParams};
+use crate::kdf_pool::KdfMemory;
+use crate::record::{LastSuccess, UserName, UserRecord};
+use crate::secret::Code;
+use crate::store::{Store, Write};
+use crate::totp::TotpParams;
 use crate::watermark::{self, Mark, Watermarks};
 
-/// Settings the engine decides with (from the configuration).
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Throttle and lockout.
-    pub policy: Policy,
-    /// Acceptance window, ± steps.
-    pub window: u32,
-    /// Parameters of new enrollments unless the request says otherwise.
-    pub defaults: TotpParams,
-    /// Issuer of new enrollments unless the request says otherwise.
-    pub issuer: String,
-    /// Cost of hashing backup codes.
-    pub kdf: KdfParams,
-    /// Warn when this many backup codes or fewer are left.
-    pub backup_codes_low: u32,
+pub use otpd_core::ops::{
+    Config as EngineConfig, Decision, EnrollOptions, EnrollStarted, LocalRequester, LoginContext,
+    Reason, Rejection, Verdict, Via,
+};
+
+/// What was typed, owned (it crosses to the hashing worker).
+pub enum Credential {
+    /// A TOTP or backup code.
+    Code(Code),
+    /// An app password.
+    AppPassword(AppPasswordInput),
 }
 
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            policy: Policy::default(),
-            window: 1,
-            defaults: TotpParams::default(),
-            issuer: "otpd".into(),
-            kdf: KdfParams::default(),
-            backup_codes_low: 3,
-        }
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Code(_) => "Credential::Code(<redacted>)",
+            Self::AppPassword(_) => "Credential::AppPassword(<redacted>)",
+        })
     }
 }
 
-/// What a Verify caller tells the daemon besides user and code.
-#[derive(Debug, Clone, Default)]
-pub struct LoginContext {
-    /// PAM service.
-    pub service: String,
-    /// PAM_RHOST.
-    pub remote_host: String,
-    /// PAM_TTY.
-    pub tty: String,
-    /// Who runs the PAM stack on this machine, as a root caller (the PAM
-    /// module) vouches; `None` when not told or not trusted.
-    pub requester: Option<LocalRequester>,
-}
-
-/// The process that runs the PAM stack, as the PAM module reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalRequester {
-    /// Its real uid (the invoking user of su and sudo; 0 for sshd, login).
-    pub uid: u32,
-    /// Whether `uid` is the uid of the account being verified.
-    pub is_target_user: bool,
-}
-
-impl LoginContext {
-    /// The counters that judge this attempt on `rec`. A login on this
-    /// machine (empty remote host) driven by another non-root local user
-    /// (`su victim`, `sudo -u victim` with a target password) is a
-    /// stranger's: it must not lock the user out of the console and their
-    /// known hosts. Without a requester, the remote host decides.
-    fn bucket(&self, rec: &UserRecord) -> Bucket {
-        let foreign_local = self.remote_host.is_empty()
-            && self
-                .requester
-                .is_some_and(|r| r.uid != 0 && !r.is_target_user);
-        if foreign_local {
-            Bucket::Strangers
-        } else {
-            rec.bucket_of(&self.remote_host)
-        }
-    }
-}
-
-/// The decision on a Verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// The code was valid; it is now used.
-    Accepted,
-    /// Wrong or replayed code.
-    Rejected,
-    /// Locked out; not checked.
-    Locked,
-    /// Throttled; not checked.
-    Throttled,
-    /// No active enrollment.
-    NotEnrolled,
-}
-
-/// Why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Accepted.
-    Ok,
-    /// Matches nothing.
-    WrongCode,
-    /// The time step was already used.
-    Replayed,
-    /// Matches a step outside the window.
-    ClockSkew,
-    /// Locked out.
-    Locked,
-    /// Throttled.
-    Throttled,
-    /// No active enrollment.
-    NotEnrolled,
-}
-
-impl Reason {
-    /// Name used in audit events and the CLI.
-    pub fn name(self) -> &'static str {
+impl Credential {
+    fn attempt(&self) -> Attempt<'_> {
         match self {
-            Self::Ok => "ok",
-            Self::WrongCode => "wrong_code",
-            Self::Replayed => "replayed",
-            Self::ClockSkew => "clock_skew",
-            Self::Locked => "locked",
-            Self::Throttled => "throttled",
-            Self::NotEnrolled => "not_enrolled",
-        }
-    }
-}
-
-/// The full answer to a Verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    /// Accepted or why not.
-    pub decision: Decision,
-    /// Detail.
-    pub reason: Reason,
-    /// Set when accepted.
-    pub method: Option<Method>,
-    /// Backup codes left (when accepted).
-    pub backup_codes_left: u32,
-    /// Seconds until the next attempt is checked (locked/throttled).
-    pub retry_after: u64,
-    /// Device clock offset in seconds (clock-skew rejections).
-    pub clock_skew_seconds: i64,
-    /// Few backup codes left.
-    pub backup_codes_low: bool,
-}
-
-impl Verdict {
-    fn refused(decision: Decision, reason: Reason) -> Self {
-        Self {
-            decision,
-            reason,
-            method: None,
-            backup_codes_left: 0,
-            retry_after: 0,
-            clock_skew_seconds: 0,
-            backup_codes_low: false,
+            Self::Code(c) => Attempt::Code(c),
+            Self::AppPassword(p) => Attempt::AppPassword(p),
         }
     }
 }
@@ -189,44 +74,47 @@ impl Verdict {
 pub enum Verification {
     /// Decided (and recorded).
     Done(Verdict),
-    /// The code may be a backup code: it needs hashing.
-    NeedsKdf(BackupAttempt),
+    /// The credential needs its slow hash: see [`Engine::verify_kdf`].
+    NeedsKdf(KdfAttempt),
 }
 
-/// A backup-code attempt that passed the gate and awaits its hash. While it
-/// exists no other backup-code attempt of this user is checked; dropping it
-/// gives the attempt up without checking or counting it.
-pub struct BackupAttempt {
+/// An attempt that passed the gate and awaits its hash. While it exists no
+/// other slow check of this user runs; dropping it gives the attempt up
+/// without checking or counting it.
+pub struct KdfAttempt {
     user: UserName,
-    code: Code,
-    probe: Probe,
-    totp: TotpMatch,
+    credential: Credential,
+    job: HashJob,
     _in_flight: InFlight,
 }
 
-impl std::fmt::Debug for BackupAttempt {
+/// The name the first release gave it.
+pub type BackupAttempt = KdfAttempt;
+
+impl std::fmt::Debug for KdfAttempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackupAttempt")
+        f.debug_struct("KdfAttempt")
             .field("user", &self.user)
-            .field("kdf", &self.probe.kdf())
+            .field("kdf", &self.job.kdf())
             .finish_non_exhaustive()
     }
 }
 
-impl BackupAttempt {
+impl KdfAttempt {
     /// The user.
     pub fn user(&self) -> &UserName {
         &self.user
     }
 
     /// The answer when the attempt is given up before its check (no KDF
-    /// capacity in time): throttled, not counted, retry in a second.
+    /// capacity in time): refused unchecked, not counted, retry in a
+    /// second.
     pub fn not_checked(self) -> Verdict {
-        busy_verdict()
+        Verdict::Busy
     }
 }
 
-/// Marks a user's backup-code attempt as in flight until dropped.
+/// Marks a user's slow check as in flight until dropped.
 struct InFlight {
     users: Arc<Mutex<HashSet<UserName>>>,
     user: UserName,
@@ -254,19 +142,6 @@ impl Drop for InFlight {
     }
 }
 
-fn not_enrolled_verdict() -> Verdict {
-    Verdict::refused(Decision::NotEnrolled, Reason::NotEnrolled)
-}
-
-/// Refused unchecked because the attempt could not be checked now (another
-/// backup-code check of the user in flight, no KDF capacity in time).
-fn busy_verdict() -> Verdict {
-    Verdict {
-        retry_after: 1,
-        ..Verdict::refused(Decision::Throttled, Reason::Throttled)
-    }
-}
-
 /// Most backup-code hashes at once, whatever the number of cores: each
 /// needs `kdf.m_kib` (19 MiB by default) while hashes keep coming.
 pub const MAX_KDF_PARALLELISM: usize = 4;
@@ -277,40 +152,6 @@ pub fn default_kdf_parallelism() -> usize {
     std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, MAX_KDF_PARALLELISM)
-}
-
-/// Optional parameters of a new enrollment.
-#[derive(Debug, Clone, Default)]
-pub struct EnrollOptions {
-    /// Issuer (default: configured).
-    pub issuer: Option<String>,
-    /// Algorithm (default: configured).
-    pub algorithm: Option<Algorithm>,
-    /// 6 or 8 (default: configured).
-    pub digits: Option<u8>,
-    /// 15..=300 seconds (default: configured).
-    pub period: Option<u64>,
-}
-
-/// A started enrollment, to show the user once.
-pub struct EnrollStarted {
-    /// The key, base32.
-    pub secret_base32: Zeroizing<String>,
-    /// otpauth:// URI (holds the secret).
-    pub otpauth_uri: Zeroizing<String>,
-    /// Parameters.
-    pub params: TotpParams,
-    /// Issuer.
-    pub issuer: String,
-}
-
-impl std::fmt::Debug for EnrollStarted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrollStarted")
-            .field("params", &self.params)
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
-    }
 }
 
 /// State of a user's second factor.
@@ -327,6 +168,53 @@ pub enum State {
     Locked,
 }
 
+/// One active device, as `status` shows it (no secret).
+#[derive(Debug, Clone)]
+pub struct DeviceStatus {
+    /// Name.
+    pub name: String,
+    /// Parameters.
+    pub params: TotpParams,
+    /// Issuer.
+    pub issuer: String,
+    /// Unix time of confirmation.
+    pub enrolled_at: u64,
+    /// Unix time of its last accepted code.
+    pub last_used: Option<u64>,
+    /// Skew of its last accepted code, seconds.
+    pub clock_skew_seconds: i64,
+}
+
+/// One app password, as `app-password list` shows it (no password).
+#[derive(Debug, Clone)]
+pub struct AppPasswordStatus {
+    /// Public id.
+    pub id: String,
+    /// PAM service.
+    pub service: String,
+    /// Label.
+    pub label: String,
+    /// Issued at.
+    pub created_at: u64,
+    /// Last accepted.
+    pub last_used: Option<u64>,
+    /// Expiry.
+    pub expires_at: Option<u64>,
+}
+
+impl From<&otpd_core::app_password::AppPassword> for AppPasswordStatus {
+    fn from(p: &otpd_core::app_password::AppPassword) -> Self {
+        Self {
+            id: p.id.clone(),
+            service: p.service.clone(),
+            label: p.label.clone(),
+            created_at: p.created_at,
+            last_used: p.last_used,
+            expires_at: p.expires_at,
+        }
+    }
+}
+
 /// The status of one user.
 #[derive(Debug, Clone)]
 pub struct UserStatus {
@@ -334,7 +222,7 @@ pub struct UserStatus {
     pub user: String,
     /// State.
     pub state: State,
-    /// Parameters of the active (else pending) secret.
+    /// Parameters of the first active (else the pending) device.
     pub params: Option<TotpParams>,
     /// Unused backup codes.
     pub backup_codes_left: u32,
@@ -346,17 +234,23 @@ pub struct UserStatus {
     pub stranger_failures: u32,
     /// Unix time the lockout of unknown remote hosts ends, 0 if none.
     pub strangers_locked_until: u64,
-    /// Last accepted code.
+    /// Last accepted credential.
     pub last_success: Option<LastSuccess>,
-    /// When the active secret was confirmed, 0 if none.
+    /// When the first active device was confirmed, 0 if none.
     pub enrolled_at: u64,
     /// A (re-)enrollment awaits confirmation.
     pub pending: bool,
-    /// Device clock offset seen with the last accepted TOTP code.
+    /// Its device's name.
+    pub pending_device: Option<String>,
+    /// Clock offset seen with the first device's last accepted code.
     pub clock_skew_seconds: i64,
     /// Unix time the store was found to have lost committed writes of this
     /// user (rolled back), 0 if never (or since the last reset).
     pub rolled_back_at: u64,
+    /// The active devices.
+    pub devices: Vec<DeviceStatus>,
+    /// How many app passwords.
+    pub app_passwords: u32,
 }
 
 /// What the start-up check of the store found.
@@ -372,19 +266,44 @@ pub struct StoreCheck {
     pub unreadable: Vec<String>,
 }
 
+/// One page of the user listing.
+#[derive(Debug, Clone, Default)]
+pub struct UserPage {
+    /// Statuses of the readable users.
+    pub users: Vec<UserStatus>,
+    /// Names whose records do not open.
+    pub unreadable: Vec<String>,
+    /// The last name of the page, when more may follow.
+    pub next_after: Option<String>,
+}
+
+/// The master keys: records are sealed under `current`; during a key
+/// rotation, records not yet re-sealed still open with `previous`.
+struct Keys {
+    current: Arc<MasterKey>,
+    previous: Option<Arc<MasterKey>>,
+}
+
+/// What an operation does with the record.
+enum Change {
+    Keep,
+    Save(UserRecord),
+}
+
 const STRIPES: usize = 64;
 
 /// The decision engine.
 pub struct Engine {
     store: Box<dyn Store>,
-    key: MasterKey,
+    keys: RwLock<Keys>,
+    key_file: Option<PathBuf>,
     clock: Arc<dyn Clock>,
     cfg: EngineConfig,
     stripes: Vec<Mutex<()>>,
     watermarks: Option<Watermarks>,
     kdf_mem: KdfMemory,
     kdf_permits: Arc<Semaphore>,
-    backup_in_flight: Arc<Mutex<HashSet<UserName>>>,
+    kdf_in_flight: Arc<Mutex<HashSet<UserName>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -405,14 +324,18 @@ impl Engine {
     ) -> Self {
         Self {
             store,
-            key,
+            keys: RwLock::new(Keys {
+                current: Arc::new(key),
+                previous: None,
+            }),
+            key_file: None,
             clock,
             cfg,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             watermarks: None,
             kdf_mem: KdfMemory::new(default_kdf_parallelism()),
             kdf_permits: Arc::new(Semaphore::new(default_kdf_parallelism())),
-            backup_in_flight: Arc::default(),
+            kdf_in_flight: Arc::default(),
         }
     }
 
@@ -421,6 +344,22 @@ impl Engine {
     /// again.
     pub fn with_watermarks(mut self, watermarks: Watermarks) -> Self {
         self.watermarks = Some(watermarks);
+        self
+    }
+
+    /// The key file `key` came from, and the key of an interrupted
+    /// rotation (`<key file>.new`, now current) if there is one: enables
+    /// [`Engine::rekey`].
+    pub fn with_key_file(mut self, path: PathBuf, rotating_to: Option<MasterKey>) -> Self {
+        if let Some(next) = rotating_to {
+            let keys = self
+                .keys
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let old = std::mem::replace(&mut keys.current, Arc::new(next));
+            keys.previous = Some(old);
+        }
+        self.key_file = Some(path);
         self
     }
 
@@ -439,10 +378,36 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn load(&self, user: &UserName) -> Result<Option<UserRecord>, Error> {
-        let rec = match self.store.get(user)? {
+    fn keys(&self) -> (Arc<MasterKey>, Option<Arc<MasterKey>>) {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (Arc::clone(&keys.current), keys.previous.clone())
+    }
+
+    /// Opens a sealed record with the current key, else (during a
+    /// rotation) the previous one; says whether it needs re-sealing.
+    fn open(&self, user: &UserName, sealed: &[u8]) -> Result<(UserRecord, bool), Error> {
+        let (current, previous) = self.keys();
+        match UserRecord::open(&current, user, sealed) {
+            Ok(rec) => Ok((rec, false)),
+            Err(e @ otpd_core::Error::Corrupted { .. }) => match previous {
+                Some(old) => Ok((UserRecord::open(&old, user, sealed)?, true)),
+                None => {
+                    tracing::debug!(user = user.as_str(), "record does not open");
+                    Err(e.into())
+                }
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The record as stored, checked against its replay watermark.
+    fn load(&self, user: &UserName, sealed: Option<&[u8]>) -> Result<Option<UserRecord>, Error> {
+        let rec = match sealed {
             None => None,
-            Some(sealed) => Some(UserRecord::open(&self.key, user, &sealed)?),
+            Some(sealed) => Some(self.open(user, sealed)?.0),
         };
         let Some(w) = &self.watermarks else {
             return Ok(rec);
@@ -493,68 +458,492 @@ impl Engine {
             rolled_back_at: Some(now.max(1)),
             ..mark
         };
-        if let Err(e) = w.put(&self.key, flagged, true) {
+        if let Err(e) = w.put(&self.keys().0, flagged, true) {
             tracing::warn!(user = user.as_str(), error = %e, "cannot persist the rollback flag");
         }
     }
 
-    fn save(&self, user: &UserName, record: &UserRecord) -> Result<(), Error> {
-        let mut rec = record.clone();
+    /// Seals `rec` as the next generation, writing its watermark first
+    /// (durably: a crash or a full disk after it leaves the code spent,
+    /// never valid again). Returns the bytes to store and the mark to note
+    /// as committed once they are.
+    fn prepare(
+        &self,
+        user: &UserName,
+        rec: &mut UserRecord,
+    ) -> Result<(Vec<u8>, Option<Mark>), Error> {
+        let key = self.keys().0;
         let Some(w) = &self.watermarks else {
             rec.generation = rec.generation.saturating_add(1);
-            let sealed = rec.seal(&self.key, user)?;
-            return self.store.put(user, &sealed);
+            return Ok((rec.seal(&key, user, &mut OsRng)?, None));
         };
-        // The watermark first, durably: a crash or a full disk after it
-        // leaves the code spent, never valid again.
         let prev = w.get(user.as_str()).unwrap_or_default();
         rec.generation = rec.generation.max(prev.generation).saturating_add(1);
-        let sealed = rec.seal(&self.key, user)?;
-        let mark = Mark::of_record(user.as_str(), &rec, &prev);
-        w.put(&self.key, mark.clone(), true)?;
-        self.store.put(user, &sealed)?;
-        self.mark_committed(w, mark);
-        Ok(())
+        let sealed = rec.seal(&key, user, &mut OsRng)?;
+        let mark = Mark::of_record(user.as_str(), rec, &prev);
+        w.put(&key, mark.clone(), true)?;
+        Ok((sealed, Some(mark)))
+    }
+
+    /// The watermark of a removal (the journal remembers it, so a
+    /// rolled-back store cannot bring the record back).
+    fn prepare_removal(&self, user: &UserName) -> Result<Option<Mark>, Error> {
+        let Some(w) = &self.watermarks else {
+            return Ok(None);
+        };
+        let prev = w.get(user.as_str()).unwrap_or_default();
+        let mark = Mark::of_removal(user.as_str(), &prev);
+        w.put(&self.keys().0, mark.clone(), true)?;
+        Ok(Some(mark))
     }
 
     /// Notes that the mark's generation is in the store. Not fsynced: if it
     /// is lost, a later rollback of exactly that write is still repaired,
     /// only reported as an incomplete write.
-    fn mark_committed(&self, w: &Watermarks, mark: Mark) {
+    fn mark_committed(&self, mark: Mark) {
+        let Some(w) = &self.watermarks else { return };
         let committed = Mark {
             committed: mark.generation,
             ..mark
         };
-        if let Err(e) = w.put(&self.key, committed, false) {
+        if let Err(e) = w.put(&self.keys().0, committed, false) {
             tracing::debug!(error = %e, "commit mark not written");
         }
     }
 
-    /// Removes the record; the watermark remembers the removal, so a
-    /// rolled-back store cannot bring the record back.
-    fn remove_record(&self, user: &UserName) -> Result<(), Error> {
-        let Some(w) = &self.watermarks else {
-            return self.store.remove(user);
+    /// Runs `decide` on the user's record as one atomic update of the
+    /// store. `decide` may run more than once (when another writer changed
+    /// the record in between) and must decide from its argument only.
+    fn transact<T>(
+        &self,
+        user: &UserName,
+        mut decide: impl FnMut(Option<UserRecord>) -> Result<(T, Change), Error>,
+    ) -> Result<T, Error> {
+        let _guard = self.lock(user);
+        let mut value = None;
+        let mut mark = None;
+        self.store.update(user, &mut |sealed| {
+            let rec = self.load(user, sealed)?;
+            let (v, change) = decide(rec)?;
+            let write = match change {
+                Change::Keep => Write::Keep,
+                Change::Save(mut rec) => {
+                    let (bytes, m) = self.prepare(user, &mut rec)?;
+                    mark = m;
+                    Write::Put(bytes)
+                }
+            };
+            value = Some(v);
+            Ok(write)
+        })?;
+        if let Some(mark) = mark {
+            self.mark_committed(mark);
+        }
+        value.ok_or_else(|| Error::Internal("the store's update decided nothing".into()))
+    }
+
+    /// Changes an existing record with `f` (a user without one is
+    /// `NotEnrolled`).
+    fn modify<T>(
+        &self,
+        user: &UserName,
+        mut f: impl FnMut(&mut UserRecord) -> Result<T, otpd_core::Error>,
+    ) -> Result<T, Error> {
+        self.transact(user, |rec| {
+            let mut rec = rec.ok_or_else(|| not_enrolled(user))?;
+            let v = f(&mut rec)?;
+            Ok((v, Change::Save(rec)))
+        })
+    }
+
+    /// Checks a credential, first phase: the gate, then TOTP codes (all
+    /// devices), or the app password's lookup. Refusals are verdicts;
+    /// errors are for malformed state.
+    ///
+    /// If the credential needs its slow hash (a backup code, an app
+    /// password), the answer is [`Verification::NeedsKdf`] and nothing is
+    /// recorded yet: the caller takes a permit of [`Engine::kdf_permits`]
+    /// and passes the attempt to [`Engine::verify_kdf`], or drops it
+    /// (refused unchecked). One slow check per user is in flight at a
+    /// time; others are refused unchecked (busy), so one user cannot queue
+    /// up work.
+    pub fn verify_credential(
+        &self,
+        user: &UserName,
+        credential: Credential,
+        ctx: &LoginContext,
+    ) -> Result<Verification, Error> {
+        let now = self.clock.now();
+        let mut slot = None;
+        let step = self.transact(user, |rec| {
+            let Some(mut rec) = rec else {
+                return Ok((
+                    Step::Done {
+                        verdict: Verdict::NotEnrolled,
+                        changed: false,
+                    },
+                    Change::Keep,
+                ));
+            };
+            let step = ops::verify(
+                &mut rec,
+                credential.attempt(),
+                ctx,
+                now,
+                &self.cfg,
+                &mut || {
+                    if slot.is_none() {
+                        slot = InFlight::enter(&self.kdf_in_flight, user);
+                    }
+                    slot.is_some()
+                },
+            );
+            let change = match &step {
+                Step::Done { changed: true, .. } => Change::Save(rec),
+                _ => Change::Keep,
+            };
+            Ok((step, change))
+        })?;
+        match step {
+            Step::Done { verdict, .. } => Ok(Verification::Done(verdict)),
+            Step::Hash(job) => {
+                let slot =
+                    slot.ok_or_else(|| Error::Internal("hash requested without a slot".into()))?;
+                Ok(Verification::NeedsKdf(KdfAttempt {
+                    user: user.clone(),
+                    credential,
+                    job,
+                    _in_flight: slot,
+                }))
+            }
+        }
+    }
+
+    /// [`Engine::verify_credential`] for a code.
+    pub fn verify(
+        &self,
+        user: &UserName,
+        code: &Code,
+        ctx: &LoginContext,
+    ) -> Result<Verification, Error> {
+        self.verify_credential(user, Credential::Code(code.clone()), ctx)
+    }
+
+    /// Checks a credential, second phase: hashes the attempt (outside the
+    /// store's update, in memory from the pool), then in one update on the
+    /// freshly loaded record checks the gate again (an attempt refused now
+    /// is not checked and not counted) and decides. Blocks: run it off the
+    /// async workers, holding a permit of [`Engine::kdf_permits`].
+    pub fn verify_kdf(&self, attempt: KdfAttempt, ctx: &LoginContext) -> Result<Verdict, Error> {
+        let hashed = match (&attempt.job.target, &attempt.credential) {
+            (HashTarget::BackupCode(probe), Credential::Code(code)) => {
+                probe.hash(code.as_bytes(), &self.kdf_mem)
+            }
+            (HashTarget::AppPassword(probe), Credential::AppPassword(input)) => {
+                probe.hash(input, &self.kdf_mem)
+            }
+            _ => return Err(Error::Internal("hash job and credential differ".into())),
         };
-        let prev = w.get(user.as_str()).unwrap_or_default();
-        let mark = Mark::of_removal(user.as_str(), &prev);
-        w.put(&self.key, mark.clone(), true)?;
-        self.store.remove(user)?;
-        self.mark_committed(w, mark);
+        let now = self.clock.now();
+        let user = &attempt.user;
+        let verdict = self.transact(user, |rec| {
+            let Some(mut rec) = rec else {
+                return Ok((Verdict::NotEnrolled, Change::Keep));
+            };
+            match ops::finish(
+                &mut rec,
+                &attempt.job,
+                hashed.as_ref().ok(),
+                ctx,
+                now,
+                &self.cfg,
+            ) {
+                Step::Done {
+                    verdict,
+                    changed: true,
+                } => Ok((verdict, Change::Save(rec))),
+                Step::Done {
+                    verdict,
+                    changed: false,
+                } => Ok((verdict, Change::Keep)),
+                Step::Hash(_) => Err(Error::Internal(
+                    "second phase asked for another hash".into(),
+                )),
+            }
+        })?;
+        // A hash that failed was counted as a failure; now report it.
+        hashed.map_err(Error::from)?;
+        Ok(verdict)
+    }
+
+    /// The name the first release gave [`Engine::verify_kdf`].
+    pub fn verify_backup_code(
+        &self,
+        attempt: KdfAttempt,
+        ctx: &LoginContext,
+    ) -> Result<Verdict, Error> {
+        self.verify_kdf(attempt, ctx)
+    }
+
+    /// Starts an enrollment (a fresh one, or a further device) in the
+    /// pending state.
+    pub fn enroll_start(
+        &self,
+        user: &UserName,
+        opts: EnrollOptions,
+    ) -> Result<EnrollStarted, Error> {
+        let now = self.clock.now();
+        self.transact(user, |rec| {
+            let mut rec = rec.unwrap_or_else(UserRecord::new);
+            let started =
+                ops::enroll_start(&mut rec, user, opts.clone(), now, &self.cfg, &mut OsRng)?;
+            Ok((started, Change::Save(rec)))
+        })
+    }
+
+    /// Confirms the pending enrollment with a current code.
+    pub fn enroll_confirm(&self, user: &UserName, code: &Code) -> Result<Confirmed, Error> {
+        let now = self.clock.now();
+        self.transact(user, |rec| {
+            let mut rec = rec.ok_or_else(|| otpd_core::Error::NoPendingEnrollment {
+                user: user.to_string(),
+            })?;
+            let confirmed = ops::enroll_confirm(
+                &mut rec,
+                user,
+                code,
+                now,
+                &self.cfg,
+                &mut OsRng,
+                &self.kdf_mem,
+            )?;
+            Ok((confirmed, Change::Save(rec)))
+        })
+    }
+
+    /// Renames a device.
+    pub fn rename_device(
+        &self,
+        user: &UserName,
+        old: &DeviceName,
+        new: &DeviceName,
+    ) -> Result<(), Error> {
+        self.modify(user, |rec| ops::rename_device(rec, user, old, new.clone()))
+    }
+
+    /// Removes a device; returns how many active ones are left.
+    pub fn remove_device(
+        &self,
+        user: &UserName,
+        name: &DeviceName,
+        allow_last: bool,
+    ) -> Result<usize, Error> {
+        self.modify(user, |rec| ops::remove_device(rec, user, name, allow_last))
+    }
+
+    /// Issues an app password; returns it (shown once) and its listing.
+    pub fn add_app_password(
+        &self,
+        user: &UserName,
+        service: &str,
+        label: &str,
+        expires_in: Option<u64>,
+    ) -> Result<(Zeroizing<String>, AppPasswordStatus), Error> {
+        let now = self.clock.now();
+        self.transact(user, |rec| {
+            let mut rec = rec.unwrap_or_else(UserRecord::new);
+            let (shown, stored) = ops::add_app_password(
+                &mut rec,
+                user,
+                service,
+                label,
+                expires_in,
+                now,
+                &self.cfg,
+                &mut OsRng,
+                &self.kdf_mem,
+            )?;
+            Ok(((shown, AppPasswordStatus::from(&stored)), Change::Save(rec)))
+        })
+    }
+
+    /// The user's app passwords.
+    pub fn app_passwords(&self, user: &UserName) -> Result<Vec<AppPasswordStatus>, Error> {
+        let sealed = self.store.get(user)?;
+        let rec = self.load(user, sealed.as_deref())?.unwrap_or_default();
+        Ok(rec
+            .app_passwords
+            .iter()
+            .map(AppPasswordStatus::from)
+            .collect())
+    }
+
+    /// Revokes an app password.
+    pub fn revoke_app_password(&self, user: &UserName, id: &str) -> Result<(), Error> {
+        self.transact(user, |rec| {
+            let mut rec = rec.ok_or_else(|| otpd_core::Error::NoSuchAppPassword {
+                user: user.to_string(),
+                id: id.to_owned(),
+            })?;
+            ops::revoke_app_password(&mut rec, user, id)?;
+            Ok(((), Change::Save(rec)))
+        })
+    }
+
+    /// Issues new backup codes; all earlier ones become invalid.
+    pub fn regenerate_backup_codes(&self, user: &UserName) -> Result<Vec<PlainCode>, Error> {
+        self.modify(user, |rec| {
+            ops::regenerate_backup_codes(rec, user, &self.cfg, &mut OsRng, &self.kdf_mem)
+        })
+    }
+
+    /// Clears lockout, throttle and failure counters (of trusted and
+    /// unknown origins alike).
+    pub fn unlock(&self, user: &UserName) -> Result<(), Error> {
+        self.modify(user, |rec| {
+            ops::unlock(rec);
+            Ok(())
+        })
+    }
+
+    /// Removes everything about the user. Works on a corrupted record too.
+    pub fn reset(&self, user: &UserName) -> Result<(), Error> {
+        let lost = self
+            .watermarks
+            .as_ref()
+            .and_then(|w| w.get(user.as_str()))
+            .is_some_and(|m| !m.removed);
+        let _guard = self.lock(user);
+        let mut mark = None;
+        let mut found = true;
+        self.store.update(user, &mut |sealed| {
+            if sealed.is_none() && !lost {
+                found = false;
+                return Ok(Write::Keep);
+            }
+            mark = self.prepare_removal(user)?;
+            Ok(Write::Remove)
+        })?;
+        if !found {
+            return Err(not_enrolled(user).into());
+        }
+        if let Some(mark) = mark {
+            self.mark_committed(mark);
+        }
         Ok(())
     }
 
-    /// Users in the store, and users the watermarks say should be there.
-    fn known_users(&self) -> Result<Vec<String>, Error> {
-        let mut names = self.store.users()?;
+    /// The status of one user (state NotEnrolled if unknown).
+    pub fn status(&self, user: &UserName) -> Result<UserStatus, Error> {
+        let sealed = self.store.get(user)?;
+        let rec = self.load(user, sealed.as_deref())?.unwrap_or_default();
+        Ok(self.status_of(user.as_str(), &rec))
+    }
+
+    /// Status of every stored user, and the names whose records do not open.
+    pub fn list(&self) -> Result<(Vec<UserStatus>, Vec<String>), Error> {
+        let page = self.list_page(None, usize::MAX)?;
+        Ok((page.users, page.unreadable))
+    }
+
+    /// Up to `limit` users after `after`, in name order.
+    pub fn list_page(&self, after: Option<&str>, limit: usize) -> Result<UserPage, Error> {
+        let mut page = UserPage::default();
+        let names = self.known_users(after, limit)?;
+        let full = names.len() >= limit;
+        for name in names {
+            page.next_after = Some(name.clone());
+            let Ok(user) = UserName::parse(name.as_bytes()) else {
+                page.unreadable.push(name);
+                continue;
+            };
+            match self.status(&user) {
+                Ok(s) => page.users.push(s),
+                Err(Error::Core(
+                    otpd_core::Error::Corrupted { .. } | otpd_core::Error::NewerRecord { .. },
+                ))
+                | Err(Error::RolledBack { .. }) => page.unreadable.push(name),
+                Err(e) => return Err(e),
+            }
+        }
+        if !full {
+            page.next_after = None;
+        }
+        Ok(page)
+    }
+
+    fn status_of(&self, user: &str, rec: &UserRecord) -> UserStatus {
+        let now = self.clock.now();
+        let locked_until = if rec.counters.locked_until > now {
+            rec.counters.locked_until
+        } else {
+            0
+        };
+        let enrolled = rec.is_enrolled();
+        let state = match (enrolled, &rec.pending) {
+            (true, _) if locked_until > 0 => State::Locked,
+            (true, _) => State::Active,
+            (false, Some(_)) => State::Pending,
+            (false, None) => State::NotEnrolled,
+        };
+        let first = rec.devices.first();
+        UserStatus {
+            user: user.to_owned(),
+            state,
+            params: first
+                .or(rec.pending.as_ref().map(|p| &p.device))
+                .map(|d| d.params),
+            backup_codes_left: rec
+                .backup_codes
+                .as_ref()
+                .filter(|_| enrolled)
+                .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX)),
+            consecutive_failures: rec.counters.consecutive_failures,
+            locked_until,
+            stranger_failures: rec.stranger_counters.consecutive_failures,
+            strangers_locked_until: if rec.stranger_counters.locked_until > now {
+                rec.stranger_counters.locked_until
+            } else {
+                0
+            },
+            last_success: rec.last_success.clone(),
+            enrolled_at: first.map_or(0, |d| d.enrolled_at),
+            pending: rec.pending.is_some(),
+            pending_device: rec.pending.as_ref().map(|p| p.device.name.to_string()),
+            clock_skew_seconds: first.map_or(0, |d| d.clock_skew_seconds),
+            rolled_back_at: self
+                .watermarks
+                .as_ref()
+                .and_then(|w| w.get(user))
+                .and_then(|m| m.rolled_back_at)
+                .unwrap_or(0),
+            devices: rec
+                .devices
+                .iter()
+                .map(|d| DeviceStatus {
+                    name: d.name.to_string(),
+                    params: d.params,
+                    issuer: d.issuer.clone(),
+                    enrolled_at: d.enrolled_at,
+                    last_used: d.last_used_at,
+                    clock_skew_seconds: d.clock_skew_seconds,
+                })
+                .collect(),
+            app_passwords: u32::try_from(rec.app_passwords.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Users in the store, and users the watermarks say should be there,
+    /// after `after`, at most `limit`.
+    fn known_users(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
+        let mut names = self.store.list(after, limit)?;
         if let Some(w) = &self.watermarks {
-            names.extend(
-                w.users()
-                    .into_iter()
-                    .filter(|u| w.get(u).is_some_and(|m| !m.removed)),
-            );
+            names.extend(w.users().into_iter().filter(|u| {
+                after.is_none_or(|a| u.as_str() > a) && w.get(u).is_some_and(|m| !m.removed)
+            }));
             names.sort_unstable();
             names.dedup();
+            names.truncate(limit);
         }
         Ok(names)
     }
@@ -562,7 +951,7 @@ impl Engine {
     /// Checks up to `limit` users against their watermarks (at start),
     /// reporting rolled-back records.
     pub fn check_store(&self, limit: usize) -> Result<StoreCheck, Error> {
-        let names = self.known_users()?;
+        let names = self.known_users(None, usize::MAX)?;
         let mut check = StoreCheck {
             skipped: names.len().saturating_sub(limit),
             ..StoreCheck::default()
@@ -576,7 +965,9 @@ impl Engine {
             match self.status(&user) {
                 Ok(s) if s.rolled_back_at > 0 => check.rolled_back.push(name),
                 Ok(_) => {}
-                Err(Error::Corrupted { .. }) => check.unreadable.push(name),
+                Err(Error::Core(
+                    otpd_core::Error::Corrupted { .. } | otpd_core::Error::NewerRecord { .. },
+                )) => check.unreadable.push(name),
                 Err(Error::RolledBack { .. }) => {
                     check.rolled_back.push(name.clone());
                     check.unreadable.push(name);
@@ -587,485 +978,116 @@ impl Engine {
         Ok(check)
     }
 
-    /// The semaphore that bounds concurrent backup-code hashes: take a
-    /// permit (waiting asynchronously) before
-    /// [`Engine::verify_backup_code`]. It has [`Engine::kdf_parallelism`]
-    /// permits, as many as there are working memories.
+    /// Rotates the master key without downtime: writes a new key beside
+    /// the old one (`<key file>.new`, or reuses it when an earlier rotation
+    /// was interrupted), seals everything new under it, re-seals every
+    /// record (still opening old ones with the old key meanwhile) and the
+    /// watermark journal, and only then replaces the key file. A crash at
+    /// any point loses nothing: at start otpd loads both keys and a new
+    /// `rekey` finishes the job. Returns the number of records re-sealed.
+    pub fn rekey(&self) -> Result<u64, Error> {
+        let Some(path) = self.key_file.clone() else {
+            return Err(Error::Internal(
+                "this engine has no key file to rotate".into(),
+            ));
+        };
+        let next_path = crate::keyfile::next_path(&path);
+        let next = crate::keyfile::load_or_create(&next_path)?;
+        {
+            let mut keys = self
+                .keys
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if keys.current.id() != next.id() {
+                let old = std::mem::replace(&mut keys.current, Arc::new(next));
+                keys.previous = Some(old);
+            }
+        }
+        let mut resealed = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(after.as_deref(), crate::store::USERS_PAGE)?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            for name in page {
+                let Ok(user) = UserName::parse(name.as_bytes()) else {
+                    continue;
+                };
+                let _guard = self.lock(&user);
+                let mut changed = false;
+                self.store.update(&user, &mut |sealed| {
+                    changed = false;
+                    let Some(sealed) = sealed else {
+                        return Ok(Write::Keep);
+                    };
+                    match self.open(&user, sealed) {
+                        Ok((rec, true)) => {
+                            changed = true;
+                            Ok(Write::Put(rec.seal(&self.keys().0, &user, &mut OsRng)?))
+                        }
+                        Ok((_, false)) => Ok(Write::Keep),
+                        // A record no key opens stays as it is (it fails
+                        // closed either way; `otpctl reset` clears it).
+                        Err(_) => Ok(Write::Keep),
+                    }
+                })?;
+                resealed += u64::from(changed);
+            }
+            after = Some(last);
+        }
+        if let Some(w) = &self.watermarks {
+            w.reseal(&self.keys().0)?;
+        }
+        crate::keyfile::promote(&next_path, &path)?;
+        self.keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .previous = None;
+        tracing::info!(
+            records = resealed,
+            "master key rotated; the old key is gone"
+        );
+        Ok(resealed)
+    }
+
+    /// The semaphore that bounds concurrent slow hashes: take a permit
+    /// (waiting asynchronously) before [`Engine::verify_kdf`]. It has
+    /// [`Engine::kdf_parallelism`] permits, as many as there are working
+    /// memories.
     pub fn kdf_permits(&self) -> &Arc<Semaphore> {
         &self.kdf_permits
     }
 
-    /// Backup-code attempts waiting for or doing their hash (one per user
-    /// at most).
+    /// Slow checks waiting for or doing their hash (one per user at most).
     pub fn backup_codes_in_flight(&self) -> usize {
-        self.backup_in_flight
+        self.kdf_in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
     }
 
-    /// Gives the working memory of backup-code hashes back to the system
-    /// once nobody used it for `idle`; returns how many buffers remain.
+    /// Gives the working memory of slow hashes back to the system once
+    /// nobody used it for `idle`; returns how many buffers remain.
     pub fn release_idle_kdf_memory(&self, idle: std::time::Duration) -> usize {
         self.kdf_mem.release_idle(idle)
     }
 
-    /// Buffers of backup-code working memory that exist now.
+    /// Buffers of KDF working memory that exist now.
     pub fn kdf_memory_held(&self) -> usize {
         self.kdf_mem.held()
     }
 
-    /// How many backup-code hashes may run at once.
+    /// How many slow hashes may run at once.
     pub fn kdf_parallelism(&self) -> usize {
         self.kdf_mem.buffers()
     }
-
-    /// Checks a code, first phase, under the user's lock: the gate, then
-    /// the TOTP code. Refusals are verdicts; errors are for malformed state.
-    ///
-    /// If the code may be a backup code, the answer is
-    /// [`Verification::NeedsKdf`] and nothing is recorded yet: the caller
-    /// takes a permit of [`Engine::kdf_permits`] and passes the attempt to
-    /// [`Engine::verify_backup_code`], or drops it (refused unchecked).
-    /// One backup-code attempt per user is in flight at a time; others are
-    /// refused unchecked as throttled, so one user cannot queue up work.
-    pub fn verify(
-        &self,
-        user: &UserName,
-        code: &Code,
-        ctx: &LoginContext,
-    ) -> Result<Verification, Error> {
-        let _guard = self.lock(user);
-        let now = self.clock.now();
-        let Some(mut rec) = self.load(user)? else {
-            return Ok(Verification::Done(not_enrolled_verdict()));
-        };
-        let Some(active) = rec.active.clone() else {
-            return Ok(Verification::Done(not_enrolled_verdict()));
-        };
-        let bucket = ctx.bucket(&rec);
-        if let Some(refused) = self.gate(&rec, bucket, now) {
-            return Ok(Verification::Done(refused));
-        }
-        // A code that may be a backup code takes the user's one backup-code
-        // slot BEFORE anything is checked: with 8-digit TOTP, a guess refused
-        // as busy after its TOTP check would be a check nobody counted.
-        let mut in_flight = None;
-        if rec.backup_codes.as_ref().is_some_and(|s| s.may_hold(code)) {
-            match InFlight::enter(&self.backup_in_flight, user) {
-                Some(slot) => in_flight = Some(slot),
-                None => return Ok(Verification::Done(busy_verdict())),
-            }
-        }
-
-        let totp = totp::check(
-            &active.secret,
-            active.params,
-            code,
-            now,
-            self.cfg.window,
-            rec.used_steps(),
-        );
-        let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
-        let method = match totp {
-            TotpMatch::Accepted { step, skew_steps } => {
-                rec.use_step(step);
-                rec.clock_skew_seconds = skew_steps.saturating_mul(period);
-                Some(Method::Totp)
-            }
-            TotpMatch::ClockSkew { step, skew_steps } if skew_steps > 0 => {
-                // A code from a clock that runs ahead would become valid
-                // later, and the skew we report would say when: spend that
-                // one step now. The steps before it stay usable, so the
-                // user's correct codes keep working meanwhile.
-                let window = u64::from(self.cfg.window);
-                let current = totp::step_of(active.params, now);
-                rec.spend_step(step, current.saturating_sub(window));
-                None
-            }
-            _ => {
-                if let (Some(set), Some(in_flight)) = (
-                    rec.backup_codes.as_ref().filter(|s| s.may_hold(code)),
-                    in_flight,
-                ) {
-                    return Ok(Verification::NeedsKdf(BackupAttempt {
-                        user: user.clone(),
-                        code: code.clone(),
-                        probe: set.probe(),
-                        totp,
-                        _in_flight: in_flight,
-                    }));
-                }
-                None
-            }
-        };
-        let verdict = self.decide(&mut rec, bucket, method, totp, period, now, ctx);
-        // Durable before the reply: a used code stays used, a failure counts.
-        self.save(user, &rec)?;
-        Ok(Verification::Done(verdict))
-    }
-
-    /// Checks a code, second phase: hashes the attempt (without the user's
-    /// lock, in memory from the pool), then under the lock reloads the
-    /// record, checks the gate again (an attempt refused now is not
-    /// checked and not counted), consumes the code if it matches and
-    /// records the outcome durably. Blocks: run it off the async workers,
-    /// holding a permit of [`Engine::kdf_permits`].
-    pub fn verify_backup_code(
-        &self,
-        attempt: BackupAttempt,
-        ctx: &LoginContext,
-    ) -> Result<Verdict, Error> {
-        let hashed = attempt.probe.hash(&attempt.code, &self.kdf_mem);
-        let user = &attempt.user;
-        let _guard = self.lock(user);
-        let now = self.clock.now();
-        let Some(mut rec) = self.load(user)? else {
-            return Ok(not_enrolled_verdict());
-        };
-        let Some(active) = rec.active.as_ref() else {
-            return Ok(not_enrolled_verdict());
-        };
-        let period = i64::try_from(active.params.period).unwrap_or(i64::MAX);
-        let bucket = ctx.bucket(&rec);
-        if let Some(refused) = self.gate(&rec, bucket, now) {
-            return Ok(refused);
-        }
-        let hash = match hashed {
-            Ok(hash) => hash,
-            Err(e) => {
-                // Count the attempt even though it could not be checked,
-                // then report the fault.
-                self.cfg
-                    .policy
-                    .record_failure(rec.counters_mut(bucket), now);
-                self.save(user, &rec)?;
-                return Err(e);
-            }
-        };
-        let used = match rec.backup_codes.as_mut() {
-            Some(set) => set.consume_hash(&attempt.probe, &hash),
-            None => None,
-        };
-        // The set was replaced while the attempt was hashed: not checked.
-        let Some(used) = used else {
-            return Ok(busy_verdict());
-        };
-        let method = used.then_some(Method::BackupCode);
-        let verdict = self.decide(&mut rec, bucket, method, attempt.totp, period, now, ctx);
-        self.save(user, &rec)?;
-        Ok(verdict)
-    }
-
-    /// The refusal when attempts judged by `bucket` may not be checked now.
-    fn gate(&self, rec: &UserRecord, bucket: Bucket, now: u64) -> Option<Verdict> {
-        match self.cfg.policy.gate(rec.counters(bucket), now) {
-            Gate::Open => None,
-            g @ Gate::Locked { .. } => Some(Verdict {
-                retry_after: g.retry_after(now),
-                ..Verdict::refused(Decision::Locked, Reason::Locked)
-            }),
-            g @ Gate::Throttled { .. } => Some(Verdict {
-                retry_after: g.retry_after(now),
-                ..Verdict::refused(Decision::Throttled, Reason::Throttled)
-            }),
-        }
-    }
-
-    /// Records a checked attempt in the counters of `bucket` (a success
-    /// also makes its origin known) and says what to answer.
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
-        &self,
-        rec: &mut UserRecord,
-        bucket: Bucket,
-        method: Option<Method>,
-        totp: TotpMatch,
-        period: i64,
-        now: u64,
-        ctx: &LoginContext,
-    ) -> Verdict {
-        let policy = self.cfg.policy;
-        let left = rec
-            .backup_codes
-            .as_ref()
-            .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX));
-        match method {
-            Some(method) => {
-                policy.record_success(rec.counters_mut(bucket));
-                rec.remember_origin(&ctx.remote_host);
-                rec.last_success = Some(LastSuccess {
-                    time: now,
-                    service: ctx.service.clone(),
-                    remote_host: ctx.remote_host.clone(),
-                    method,
-                });
-                Verdict {
-                    decision: Decision::Accepted,
-                    reason: Reason::Ok,
-                    method: Some(method),
-                    backup_codes_left: left,
-                    retry_after: 0,
-                    clock_skew_seconds: 0,
-                    backup_codes_low: left <= self.cfg.backup_codes_low,
-                }
-            }
-            None => {
-                policy.record_failure(rec.counters_mut(bucket), now);
-                let (reason, skew) = match totp {
-                    TotpMatch::Replayed => (Reason::Replayed, 0),
-                    TotpMatch::ClockSkew { skew_steps, .. } => {
-                        (Reason::ClockSkew, skew_steps.saturating_mul(period))
-                    }
-                    _ => (Reason::WrongCode, 0),
-                };
-                Verdict {
-                    clock_skew_seconds: skew,
-                    retry_after: policy.gate(rec.counters(bucket), now).retry_after(now),
-                    ..Verdict::refused(Decision::Rejected, reason)
-                }
-            }
-        }
-    }
-
-    /// Starts (or restarts) an enrollment in the pending state.
-    pub fn enroll_start(
-        &self,
-        user: &UserName,
-        opts: EnrollOptions,
-    ) -> Result<EnrollStarted, Error> {
-        let params = TotpParams {
-            algorithm: opts.algorithm.unwrap_or(self.cfg.defaults.algorithm),
-            digits: opts.digits.unwrap_or(self.cfg.defaults.digits),
-            period: opts.period.unwrap_or(self.cfg.defaults.period),
-        };
-        validate_params(params)?;
-        let issuer = opts.issuer.unwrap_or_else(|| self.cfg.issuer.clone());
-        validate_issuer(&issuer)?;
-
-        let _guard = self.lock(user);
-        let now = self.clock.now();
-        let mut rec = self.load(user)?.unwrap_or_default();
-        let secret = TotpSecret::generate();
-        let otpauth_uri = otpauth_uri(&secret, params, &issuer, user)?;
-        let secret_base32 = secret.to_base32();
-        rec.pending = Some(Enrollment {
-            secret,
-            params,
-            issuer: issuer.clone(),
-            since: now,
-        });
-        self.save(user, &rec)?;
-        Ok(EnrollStarted {
-            secret_base32,
-            otpauth_uri,
-            params,
-            issuer,
-        })
-    }
-
-    /// Confirms the pending enrollment with a current code; returns the new
-    /// backup codes. The old secret (if any) stays in force until this
-    /// succeeds.
-    pub fn enroll_confirm(&self, user: &UserName, code: &Code) -> Result<Vec<PlainCode>, Error> {
-        let _guard = self.lock(user);
-        let now = self.clock.now();
-        let mut rec = self.load(user)?.unwrap_or_default();
-        let Some(mut pending) = rec.pending.clone() else {
-            return Err(Error::NoPendingEnrollment {
-                user: user.to_string(),
-            });
-        };
-        let TotpMatch::Accepted { step, skew_steps } = totp::check(
-            &pending.secret,
-            pending.params,
-            code,
-            now,
-            self.cfg.window,
-            totp::UsedSteps::NONE,
-        ) else {
-            return Err(Error::ConfirmMismatch);
-        };
-        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf, &self.kdf_mem)?;
-        pending.since = now;
-        let period = i64::try_from(pending.params.period).unwrap_or(i64::MAX);
-        rec.active = Some(pending);
-        rec.pending = None;
-        rec.backup_codes = Some(set);
-        rec.last_used_step = Some(step);
-        rec.spent_ahead.clear();
-        rec.clock_skew_seconds = skew_steps.saturating_mul(period);
-        rec.counters = Default::default();
-        rec.stranger_counters = Default::default();
-        self.save(user, &rec)?;
-        Ok(plain)
-    }
-
-    /// Issues new backup codes; all earlier ones become invalid.
-    pub fn regenerate_backup_codes(&self, user: &UserName) -> Result<Vec<PlainCode>, Error> {
-        let _guard = self.lock(user);
-        let mut rec = self.load(user)?.ok_or_else(|| not_enrolled(user))?;
-        if rec.active.is_none() {
-            return Err(not_enrolled(user));
-        }
-        let (plain, set) = BackupCodeSet::generate(self.cfg.kdf, &self.kdf_mem)?;
-        rec.backup_codes = Some(set);
-        self.save(user, &rec)?;
-        Ok(plain)
-    }
-
-    /// Clears lockout, throttle and failure counters (of trusted and
-    /// unknown origins alike).
-    pub fn unlock(&self, user: &UserName) -> Result<(), Error> {
-        let _guard = self.lock(user);
-        let mut rec = self.load(user)?.ok_or_else(|| not_enrolled(user))?;
-        rec.counters = Default::default();
-        rec.stranger_counters = Default::default();
-        self.save(user, &rec)
-    }
-
-    /// Removes everything about the user. Works on a corrupted record too.
-    pub fn reset(&self, user: &UserName) -> Result<(), Error> {
-        let _guard = self.lock(user);
-        let lost = self
-            .watermarks
-            .as_ref()
-            .and_then(|w| w.get(user.as_str()))
-            .is_some_and(|m| !m.removed);
-        if self.store.get(user)?.is_none() && !lost {
-            return Err(not_enrolled(user));
-        }
-        self.remove_record(user)
-    }
-
-    /// The status of one user (state NotEnrolled if unknown).
-    pub fn status(&self, user: &UserName) -> Result<UserStatus, Error> {
-        let _guard = self.lock(user);
-        let rec = self.load(user)?.unwrap_or_default();
-        Ok(self.status_of(user.as_str(), &rec))
-    }
-
-    /// Status of every stored user, and the names whose records do not open.
-    pub fn list(&self) -> Result<(Vec<UserStatus>, Vec<String>), Error> {
-        let mut statuses = Vec::new();
-        let mut unreadable = Vec::new();
-        for name in self.known_users()? {
-            let Ok(user) = UserName::parse(name.as_bytes()) else {
-                unreadable.push(name);
-                continue;
-            };
-            match self.status(&user) {
-                Ok(s) => statuses.push(s),
-                Err(Error::Corrupted { .. } | Error::RolledBack { .. }) => unreadable.push(name),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((statuses, unreadable))
-    }
-
-    fn status_of(&self, user: &str, rec: &UserRecord) -> UserStatus {
-        let now = self.clock.now();
-        let locked_until = if rec.counters.locked_until > now {
-            rec.counters.locked_until
-        } else {
-            0
-        };
-        let state = match (&rec.active, &rec.pending) {
-            (Some(_), _) if locked_until > 0 => State::Locked,
-            (Some(_), _) => State::Active,
-            (None, Some(_)) => State::Pending,
-            (None, None) => State::NotEnrolled,
-        };
-        let params = rec
-            .active
-            .as_ref()
-            .or(rec.pending.as_ref())
-            .map(|e| e.params);
-        UserStatus {
-            user: user.to_owned(),
-            state,
-            params,
-            backup_codes_left: rec
-                .backup_codes
-                .as_ref()
-                .filter(|_| rec.active.is_some())
-                .map_or(0, |s| u32::try_from(s.remaining()).unwrap_or(u32::MAX)),
-            consecutive_failures: rec.counters.consecutive_failures,
-            locked_until,
-            stranger_failures: rec.stranger_counters.consecutive_failures,
-            strangers_locked_until: if rec.stranger_counters.locked_until > now {
-                rec.stranger_counters.locked_until
-            } else {
-                0
-            },
-            last_success: rec.last_success.clone(),
-            enrolled_at: rec.active.as_ref().map_or(0, |e| e.since),
-            pending: rec.pending.is_some(),
-            clock_skew_seconds: rec.clock_skew_seconds,
-            rolled_back_at: self
-                .watermarks
-                .as_ref()
-                .and_then(|w| w.get(user))
-                .and_then(|m| m.rolled_back_at)
-                .unwrap_or(0),
-        }
-    }
 }
 
-fn not_enrolled(user: &UserName) -> Error {
-    Error::NotEnrolled {
+fn not_enrolled(user: &UserName) -> otpd_core::Error {
+    otpd_core::Error::NotEnrolled {
         user: user.to_string(),
     }
-}
-
-fn validate_params(p: TotpParams) -> Result<(), Error> {
-    if p.digits != 6 && p.digits != 8 {
-        return Err(Error::InvalidArgument(format!(
-            "digits must be 6 or 8, not {}",
-            p.digits
-        )));
-    }
-    if !(15..=300).contains(&p.period) {
-        return Err(Error::InvalidArgument(format!(
-            "period must be 15..=300 seconds, not {}",
-            p.period
-        )));
-    }
-    Ok(())
-}
-
-fn validate_issuer(issuer: &str) -> Result<(), Error> {
-    if issuer.is_empty() || issuer.len() > 64 {
-        return Err(Error::InvalidArgument("issuer must be 1..=64 bytes".into()));
-    }
-    if issuer.contains(':') || issuer.chars().any(char::is_control) {
-        return Err(Error::InvalidArgument(
-            "issuer must not contain ':' or control characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn otpauth_uri(
-    secret: &TotpSecret,
-    params: TotpParams,
-    issuer: &str,
-    user: &UserName,
-) -> Result<Zeroizing<String>, Error> {
-    let algorithm = match params.algorithm {
-        Algorithm::Sha1 => totp_rs::Algorithm::SHA1,
-        Algorithm::Sha256 => totp_rs::Algorithm::SHA256,
-        Algorithm::Sha512 => totp_rs::Algorithm::SHA512,
-    };
-    let totp = totp_rs::TOTP::new(
-        algorithm,
-        usize::from(params.digits),
-        0,
-        params.period,
-        secret.expose().to_vec(),
-        Some(issuer.to_owned()),
-        user.as_str().to_owned(),
-    )
-    .map_err(|e| Error::InvalidArgument(format!("cannot build the otpauth URI: {e}")))?;
-    Ok(Zeroizing::new(totp.get_url()))
 }

@@ -7,42 +7,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The user name is not acceptable.
-    #[error("invalid user name: {0}")]
-    InvalidUser(&'static str),
-    /// The code is malformed (not a wrong code: a code that cannot be one).
-    #[error("invalid code: {0}")]
-    InvalidCode(&'static str),
-    /// Another request parameter is out of range.
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    /// The user has no active enrollment.
-    #[error("user {user:?} is not enrolled")]
-    NotEnrolled {
-        /// The user.
-        user: String,
-    },
-    /// Confirm was called without a pending enrollment.
-    #[error("user {user:?} has no pending enrollment; start one with `otpctl enroll`")]
-    NoPendingEnrollment {
-        /// The user.
-        user: String,
-    },
-    /// The confirmation code does not match the pending secret.
-    #[error(
-        "the code does not match the pending enrollment; check that the app \
-         shows this account and that the device clock is right"
-    )]
-    ConfirmMismatch,
-    /// The user's record does not open: that user fails closed.
-    #[error(
-        "the stored record of user {user:?} is corrupted or sealed under another \
-         key; this user cannot log in until `otpctl reset` (other users are unaffected)"
-    )]
-    Corrupted {
-        /// The user.
-        user: String,
-    },
+    /// A decision of the core refused or failed (bad input, unknown
+    /// device, corrupted record...).
+    #[error(transparent)]
+    Core(#[from] otpd_core::Error),
     /// The caller may not do this.
     #[error("permission denied: {0}")]
     PermissionDenied(String),

@@ -84,7 +84,6 @@ impl KdfMemory {
     fn lock(&self) -> MutexGuard<'_, Pool> {
         self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
 }
 
 impl Scratch for KdfMemory {
@@ -114,10 +113,10 @@ impl Scratch for KdfMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use otpd_core::Error;
     use otpd_core::backup_codes::BackupCodeSet;
     use otpd_core::kdf::KdfParams;
     use otpd_core::secret::Code;
-    use otpd_core::Error;
     use rand::rngs::OsRng;
 
     fn cheap() -> KdfParams {

@@ -103,6 +103,40 @@ fn create(path: &Path) -> Result<MasterKey, Error> {
     Ok(MasterKey::from_bytes(bytes))
 }
 
+/// Where a key rotation keeps the new key until every record is
+/// re-sealed: `<key file>.new`.
+pub fn next_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    std::path::PathBuf::from(name)
+}
+
+/// The new key of an interrupted rotation, if its file exists.
+pub fn load_next(path: &Path) -> Result<Option<MasterKey>, Error> {
+    let next = next_path(path);
+    match fs::symlink_metadata(&next) {
+        Ok(_) => load(&next).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Key {
+            path: next,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Makes the rotated key the key file (one rename, then the directory is
+/// synced): from here on the old key is gone.
+pub fn promote(next: &Path, path: &Path) -> Result<(), Error> {
+    let bad = |e: std::io::Error| Error::Key {
+        path: path.to_owned(),
+        reason: format!("cannot replace it with {}: {e}", next.display()),
+    };
+    fs::rename(next, path).map_err(bad)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(bad)?;
+    }
+    Ok(())
+}
 
 fn file_kind(t: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -132,8 +166,8 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(meta.len(), 32);
         let b = load_or_create(&path)?;
-        let sealed = seal(&a, "u", b"x")?;
-        assert!(open(&b, "u", &sealed).is_ok());
+        let sealed = otpd_core::seal::seal(&a, "u", b"x", &mut rand::rngs::OsRng)?;
+        assert!(otpd_core::seal::open(&b, "u", &sealed).is_ok());
         Ok(())
     }
 
@@ -143,9 +177,7 @@ mod tests {
         let path = dir.path().join("master.key");
         load_or_create(&path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640))?;
-        let err = load_or_create(&path)
-            .err()
-            .map(|e| e.to_string());
+        let err = load_or_create(&path).err().map(|e| e.to_string());
         assert!(
             err.as_deref()
                 .is_some_and(|e| e.contains("0640") && e.contains("chmod 600")),
@@ -161,9 +193,7 @@ mod tests {
         load_or_create(&real)?;
         let link = dir.path().join("master.key");
         std::os::unix::fs::symlink(&real, &link)?;
-        let err = load_or_create(&link)
-            .err()
-            .map(|e| e.to_string());
+        let err = load_or_create(&link).err().map(|e| e.to_string());
         assert!(
             err.as_deref().is_some_and(|e| e.contains("symlink")),
             "{err:?}"

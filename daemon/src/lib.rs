@@ -1,19 +1,23 @@
 //! otpd: the daemon that holds TOTP secrets and decides on codes.
 //!
-//! The domain core ([`totp`], [`backup_codes`], [`policy`], [`crypto`],
-//! [`engine`]) knows nothing of gRPC; [`service`] translates the wire types,
-//! [`authz`] decides who may call what, [`server`] runs it on a Unix socket.
+//! The decisions live in the pure crate `otpd_core` (re-exported here
+//! under their old module names); this crate brings the I/O and the
+//! ordering: [`engine`] runs each decision inside the store's atomic
+//! update with the replay watermarks and the KDF pool, [`service`]
+//! translates the wire types, [`authz`] decides who may call what,
+//! [`server`] runs it on a Unix socket.
 
-pub mod backup_codes;
+/// Sealing under the master key (pure, in the core); the key file is
+/// [`keyfile`].
+pub use otpd_core::seal as crypto;
+pub use otpd_core::{app_password, backup_codes, device, kdf, ops, policy, record, secret, totp};
+
 pub mod clock;
-pub mod crypto;
 pub mod engine;
 pub mod error;
-pub mod policy;
-pub mod record;
-pub mod secret;
+pub mod kdf_pool;
+pub mod keyfile;
 pub mod store;
-pub mod totp;
 pub mod watermark;
 
 pub use error::Error;

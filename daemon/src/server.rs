@@ -19,6 +19,7 @@ use crate::connections::{BACKLOG, Incoming, Limiter, MAX_PER_UID, total_cap};
 use crate::crypto::MasterKey;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::Error;
+use crate::keyfile;
 use crate::service::OtpdService;
 use crate::store::{SledStore, Store};
 use crate::watermark::{self, Watermarks};
@@ -76,7 +77,12 @@ impl Daemon {
         let store = SledStore::open(&store_dir)?;
         restrict_tree(&store_dir)?;
         let key = open_key(&config.state_dir, &store)?;
-        let watermarks = Watermarks::open(&watermark::path(&config.state_dir), &key)?;
+        // A key rotation that did not finish: records open with either key
+        // and new writes are sealed under the new one (see `otpctl rekey`).
+        let key_file = key_path(&config.state_dir);
+        let rotating_to = keyfile::load_next(&key_file)?;
+        let keys: Vec<&MasterKey> = std::iter::once(&key).chain(rotating_to.as_ref()).collect();
+        let watermarks = Watermarks::open(&watermark::path(&config.state_dir), &keys)?;
         let pam_socket = config.pam_socket();
         let listener = bind(&config.socket, config.socket_mode)?;
         let pam_listener = match bind(&pam_socket, PAM_SOCKET_MODE) {
@@ -86,8 +92,9 @@ impl Daemon {
                 return Err(e);
             }
         };
-        let engine =
-            Engine::new(Box::new(store), key, clock, engine_config).with_watermarks(watermarks);
+        let engine = Engine::new(Box::new(store), key, clock, engine_config)
+            .with_watermarks(watermarks)
+            .with_key_file(key_file, rotating_to);
         watermark::report_start(&engine);
         Ok(Self {
             engine: Arc::new(engine),
@@ -221,7 +228,7 @@ fn open_key(state_dir: &Path, store: &SledStore) -> Result<MasterKey, Error> {
             });
         }
     }
-    MasterKey::load_or_create(&path)
+    keyfile::load_or_create(&path)
 }
 
 fn prepare_state_dir(dir: &Path) -> Result<(), Error> {

@@ -8,11 +8,13 @@ use otpd_proto::v1 as pb;
 use pb::otpd_server::Otpd;
 use tonic::{Request, Response, Status};
 
+use crate::app_password::AppPasswordInput;
 use crate::audit;
 use crate::authz::{Authz, Caller, Peer};
+use crate::device::DeviceName;
 use crate::engine::{
-    self, BackupAttempt, Decision, Engine, EnrollOptions, LocalRequester, LoginContext, Reason,
-    Verdict, Verification,
+    self, BackupAttempt, Credential, Decision, Engine, EnrollOptions, LocalRequester, LoginContext,
+    Reason, Rejection, Verdict, Verification, Via,
 };
 use crate::error::Error;
 use crate::record::{Method, UserName};
@@ -106,7 +108,7 @@ impl OtpdService {
         let verdict = self
             .run(move |e| {
                 let user = attempt.user().clone();
-                let verdict = e.verify_backup_code(attempt, &ctx);
+                let verdict = e.verify_kdf(attempt, &ctx);
                 drop(permit);
                 if let Ok(v) = &verdict {
                     audit::verify(&caller, user.as_str(), &ctx, v);
@@ -156,27 +158,49 @@ impl OtpdService {
 }
 
 impl From<Error> for Status {
+    /// The one mapping from errors to statuses. Exhaustive: a new variant
+    /// is a compile error here, never a silent INTERNAL.
     fn from(e: Error) -> Self {
         let msg = e.to_string();
         match e {
-            Error::InvalidUser(_) | Error::InvalidCode(_) | Error::InvalidArgument(_) => {
-                Status::invalid_argument(msg)
-            }
+            Error::Core(c) => match c {
+                otpd_core::Error::InvalidUser(_)
+                | otpd_core::Error::InvalidCode(_)
+                | otpd_core::Error::InvalidArgument(_) => Status::invalid_argument(msg),
+                otpd_core::Error::NotEnrolled { .. }
+                | otpd_core::Error::NoSuchDevice { .. }
+                | otpd_core::Error::NoSuchAppPassword { .. } => Status::not_found(msg),
+                otpd_core::Error::NoPendingEnrollment { .. }
+                | otpd_core::Error::LastDevice { .. }
+                | otpd_core::Error::TooMany { .. } => Status::failed_precondition(msg),
+                otpd_core::Error::DeviceExists { .. } => Status::already_exists(msg),
+                otpd_core::Error::ConfirmMismatch => Status::unauthenticated(msg),
+                otpd_core::Error::Corrupted { .. } | otpd_core::Error::NewerRecord { .. } => {
+                    Status::data_loss(msg)
+                }
+                otpd_core::Error::Internal(_) => Status::internal(msg),
+            },
             Error::PermissionDenied(_) => Status::permission_denied(msg),
-            Error::NotEnrolled { .. } => Status::not_found(msg),
-            Error::NoPendingEnrollment { .. } => Status::failed_precondition(msg),
-            Error::ConfirmMismatch => Status::unauthenticated(msg),
-            Error::Corrupted { .. } => Status::data_loss(msg),
+            Error::RolledBack { .. } => Status::data_loss(msg),
             // Not UNAVAILABLE: the daemon answered, so a PAM stack with
             // fail_mode=open must not let the login through.
-            Error::StoreLocked { .. } | Error::Store(_) => Status::internal(msg),
-            _ => Status::internal(msg),
+            Error::StoreLocked { .. }
+            | Error::Store(_)
+            | Error::StoreUnavailable { .. }
+            | Error::StoreContended { .. }
+            | Error::Watermark { .. }
+            | Error::Key { .. }
+            | Error::StateDir { .. }
+            | Error::Config { .. }
+            | Error::Socket { .. }
+            | Error::Internal(_) => Status::internal(msg),
         }
     }
 }
 
 fn parse_user(raw: &[u8], caller: &Caller, action: &'static str) -> Result<UserName, Status> {
     UserName::parse(raw).map_err(|e| {
+        let e = Error::from(e);
         audit::refused(Some(caller), action, None, &e);
         Status::from(e)
     })
@@ -199,6 +223,7 @@ fn method_to_wire(m: Option<Method>) -> pb::Method {
     match m {
         Some(Method::Totp) => pb::Method::Totp,
         Some(Method::BackupCode) => pb::Method::BackupCode,
+        Some(Method::AppPassword) => pb::Method::AppPassword,
         None => pb::Method::Unspecified,
     }
 }
@@ -208,31 +233,53 @@ fn clamp_i64(v: u64) -> i64 {
 }
 
 fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
-    pb::VerifyResponse {
-        decision: match v.decision {
+    let mut wire = pb::VerifyResponse {
+        decision: match v.decision() {
             Decision::Accepted => pb::Decision::Accepted,
             Decision::Rejected => pb::Decision::Rejected,
             Decision::Locked => pb::Decision::Locked,
             Decision::Throttled => pb::Decision::Throttled,
             Decision::NotEnrolled => pb::Decision::NotEnrolled,
         } as i32,
-        reason: match v.reason {
+        reason: match v.reason() {
             Reason::Ok => pb::Reason::Ok,
-            Reason::WrongCode => pb::Reason::WrongCode,
+            // The caller learns "wrong", not which check failed.
+            Reason::WrongCode | Reason::AppPassword(_) => pb::Reason::WrongCode,
             Reason::Replayed => pb::Reason::Replayed,
             Reason::ClockSkew => pb::Reason::ClockSkew,
             Reason::Locked => pb::Reason::Locked,
-            Reason::Throttled => pb::Reason::Throttled,
+            Reason::Throttled | Reason::Busy => pb::Reason::Throttled,
             Reason::NotEnrolled => pb::Reason::NotEnrolled,
         } as i32,
-        method: method_to_wire(v.method) as i32,
-        backup_codes_left: v.backup_codes_left,
-        retry_after_seconds: v.retry_after,
-        clock_skew_seconds: v.clock_skew_seconds,
-        backup_codes_low: v.backup_codes_low,
-        device: String::new(),
-        app_password_id: String::new(),
+        retry_after_seconds: v.retry_after(),
+        ..pb::VerifyResponse::default()
+    };
+    match v {
+        Verdict::Accepted {
+            via,
+            backup_codes_left,
+            backup_codes_low,
+        } => {
+            wire.method = method_to_wire(Some(via.method())) as i32;
+            wire.backup_codes_left = *backup_codes_left;
+            wire.backup_codes_low = *backup_codes_low;
+            match via {
+                Via::Totp { device } => wire.device = device.to_string(),
+                Via::AppPassword { id } => wire.app_password_id = id.clone(),
+                Via::BackupCode => {}
+            }
+        }
+        Verdict::Rejected {
+            rejection: Rejection::ClockSkew { skew_seconds },
+            ..
+        } => wire.clock_skew_seconds = *skew_seconds,
+        Verdict::Rejected { .. }
+        | Verdict::Locked { .. }
+        | Verdict::Throttled { .. }
+        | Verdict::Busy
+        | Verdict::NotEnrolled => {}
     }
+    wire
 }
 
 fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
@@ -261,16 +308,51 @@ fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
             service: l.service,
             remote_host: l.remote_host,
             method: method_to_wire(Some(l.method)) as i32,
-            device: String::new(),
+            device: match l.method {
+                Method::Totp => l.credential.unwrap_or_default(),
+                Method::BackupCode | Method::AppPassword => String::new(),
+            },
         }),
         enrolled_at: clamp_i64(s.enrolled_at),
         pending: s.pending,
         clock_skew_seconds: s.clock_skew_seconds,
         rolled_back_at: clamp_i64(s.rolled_back_at),
-        devices: Vec::new(),
-        pending_device: String::new(),
-        app_passwords: 0,
+        devices: s
+            .devices
+            .into_iter()
+            .map(|d| pb::Device {
+                name: d.name,
+                algorithm: algorithm_to_wire(d.params.algorithm) as i32,
+                digits: u32::from(d.params.digits),
+                period: u32::try_from(d.params.period).unwrap_or(u32::MAX),
+                issuer: d.issuer,
+                enrolled_at: clamp_i64(d.enrolled_at),
+                last_used: clamp_i64(d.last_used.unwrap_or(0)),
+                clock_skew_seconds: d.clock_skew_seconds,
+            })
+            .collect(),
+        pending_device: s.pending_device.unwrap_or_default(),
+        app_passwords: s.app_passwords,
     }
+}
+
+fn app_password_to_wire(p: engine::AppPasswordStatus) -> pb::AppPassword {
+    pb::AppPassword {
+        id: p.id,
+        service: p.service,
+        label: p.label,
+        created_at: clamp_i64(p.created_at),
+        last_used: clamp_i64(p.last_used.unwrap_or(0)),
+        expires_at: clamp_i64(p.expires_at.unwrap_or(0)),
+    }
+}
+
+fn device_name(raw: &str) -> Result<DeviceName, Error> {
+    Ok(DeviceName::parse(raw)?)
+}
+
+fn invalid(msg: String) -> Error {
+    Error::Core(otpd_core::Error::InvalidArgument(msg))
 }
 
 fn enroll_options(r: &pb::EnrollStartRequest) -> Result<EnrollOptions, Error> {
@@ -280,20 +362,20 @@ fn enroll_options(r: &pb::EnrollStartRequest) -> Result<EnrollOptions, Error> {
         Ok(pb::Algorithm::Sha256) => Some(Algorithm::Sha256),
         Ok(pb::Algorithm::Sha512) => Some(Algorithm::Sha512),
         Err(_) => {
-            return Err(Error::InvalidArgument(format!(
-                "unknown algorithm {}",
-                r.algorithm
-            )));
+            return Err(invalid(format!("unknown algorithm {}", r.algorithm)));
         }
     };
     let digits = match r.digits {
         0 => None,
-        d => Some(
-            u8::try_from(d)
-                .map_err(|_| Error::InvalidArgument(format!("digits must be 6 or 8, not {d}")))?,
-        ),
+        d => Some(u8::try_from(d).map_err(|_| invalid(format!("digits must be 6 or 8, not {d}")))?),
     };
     Ok(EnrollOptions {
+        device: if r.device.is_empty() {
+            None
+        } else {
+            Some(device_name(&r.device)?)
+        },
+        add: r.add_device,
         issuer: (!r.issuer.is_empty()).then(|| r.issuer.clone()),
         algorithm,
         digits,
@@ -378,44 +460,123 @@ fn local_requester(caller: &Caller, wire: Option<pb::LocalRequester>) -> Option<
 impl Otpd for OtpdService {
     async fn rename_device(
         &self,
-        _request: Request<pb::RenameDeviceRequest>,
+        request: Request<pb::RenameDeviceRequest>,
     ) -> Result<Response<pb::RenameDeviceResponse>, Status> {
-        Err(Status::unimplemented("devices: in progress"))
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        self.admin_call(
+            &caller,
+            &r.user,
+            "rename_device",
+            "renaming devices",
+            move |e, u| e.rename_device(u, &device_name(&r.name)?, &device_name(&r.new_name)?),
+        )
+        .await?;
+        Ok(Response::new(pb::RenameDeviceResponse {}))
     }
 
     async fn remove_device(
         &self,
-        _request: Request<pb::RemoveDeviceRequest>,
+        request: Request<pb::RemoveDeviceRequest>,
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
-        Err(Status::unimplemented("devices: in progress"))
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let left = self
+            .admin_call(
+                &caller,
+                &r.user,
+                "remove_device",
+                "removing devices",
+                move |e, u| e.remove_device(u, &device_name(&r.name)?, r.allow_last),
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveDeviceResponse {
+            devices_left: u32::try_from(left).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn add_app_password(
         &self,
-        _request: Request<pb::AddAppPasswordRequest>,
+        request: Request<pb::AddAppPasswordRequest>,
     ) -> Result<Response<pb::AddAppPasswordResponse>, Status> {
-        Err(Status::unimplemented("app passwords: in progress"))
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let (password, info) = self
+            .admin_call(
+                &caller,
+                &r.user,
+                "add_app_password",
+                "issuing app passwords",
+                move |e, u| {
+                    let expires = (r.expires_in_seconds > 0).then_some(r.expires_in_seconds);
+                    e.add_app_password(u, &r.service, &r.label, expires)
+                },
+            )
+            .await?;
+        self.release_kdf_memory_when_idle();
+        Ok(Response::new(pb::AddAppPasswordResponse {
+            password: password.as_str().to_owned(),
+            app_password: Some(app_password_to_wire(info)),
+        }))
     }
 
     async fn list_app_passwords(
         &self,
-        _request: Request<pb::ListAppPasswordsRequest>,
+        request: Request<pb::ListAppPasswordsRequest>,
     ) -> Result<Response<pb::ListAppPasswordsResponse>, Status> {
-        Err(Status::unimplemented("app passwords: in progress"))
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let list = self
+            .admin_call(
+                &caller,
+                &r.user,
+                "list_app_passwords",
+                "listing app passwords",
+                move |e, u| e.app_passwords(u),
+            )
+            .await?;
+        Ok(Response::new(pb::ListAppPasswordsResponse {
+            app_passwords: list.into_iter().map(app_password_to_wire).collect(),
+        }))
     }
 
     async fn revoke_app_password(
         &self,
-        _request: Request<pb::RevokeAppPasswordRequest>,
+        request: Request<pb::RevokeAppPasswordRequest>,
     ) -> Result<Response<pb::RevokeAppPasswordResponse>, Status> {
-        Err(Status::unimplemented("app passwords: in progress"))
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        self.admin_call(
+            &caller,
+            &r.user,
+            "revoke_app_password",
+            "revoking app passwords",
+            move |e, u| e.revoke_app_password(u, &r.id),
+        )
+        .await?;
+        Ok(Response::new(pb::RevokeAppPasswordResponse {}))
     }
 
     async fn rekey(
         &self,
-        _request: Request<pb::RekeyRequest>,
+        request: Request<pb::RekeyRequest>,
     ) -> Result<Response<pb::RekeyResponse>, Status> {
-        Err(Status::unimplemented("rekey: in progress"))
+        let caller = self.caller(&request).await?;
+        if caller.uid != 0 {
+            let e = Error::PermissionDenied("only root may rotate the master key".into());
+            audit::refused(Some(&caller), "rekey", None, &e);
+            return Err(e.into());
+        }
+        match self.run(|e| e.rekey()).await {
+            Ok(records) => {
+                audit::admin(&caller, "rekey", "");
+                Ok(Response::new(pb::RekeyResponse { records }))
+            }
+            Err(e) => {
+                audit::refused(Some(&caller), "rekey", None, &e);
+                Err(e.into())
+            }
+        }
     }
 
     async fn verify(
@@ -429,9 +590,15 @@ impl Otpd for OtpdService {
         if let Err(e) = caller.require_self_or_admin(&user, "verify codes") {
             return fail(&caller, "verify", &user, e);
         }
-        let code = match Code::parse(&r.code) {
-            Ok(c) => c,
-            Err(e) => return fail(&caller, "verify", &user, e),
+        // With `allow_app_password` (the PAM line opted in), a credential
+        // shaped like an app password is checked as one; anything else as
+        // a code.
+        let credential = match AppPasswordInput::parse(&r.code).filter(|_| r.allow_app_password) {
+            Some(p) => Credential::AppPassword(p),
+            None => match Code::parse(&r.code) {
+                Ok(c) => Credential::Code(c),
+                Err(e) => return fail(&caller, "verify", &user, e.into()),
+            },
         };
         let ctx = LoginContext {
             service: context_field(r.service),
@@ -445,7 +612,7 @@ impl Otpd for OtpdService {
         let (u, c, who) = (user.clone(), ctx.clone(), caller.clone());
         let phase_one = self
             .run(move |e| {
-                let v = e.verify(&u, &code, &c);
+                let v = e.verify_credential(&u, credential, &c);
                 if let Ok(Verification::Done(verdict)) = &v {
                     audit::verify(&who, u.as_str(), &c, verdict);
                 }
@@ -464,10 +631,12 @@ impl Otpd for OtpdService {
             Ok(v) => v,
             Err(e) => return fail(&caller, "verify", &user, e),
         };
-        if !caller.admin && verdict.decision == Decision::NotEnrolled {
+        if !caller.admin && verdict == Verdict::NotEnrolled {
             // To a non-admin, an unknown user looks like a wrong code.
-            verdict.decision = Decision::Rejected;
-            verdict.reason = Reason::WrongCode;
+            verdict = Verdict::Rejected {
+                rejection: Rejection::WrongCode,
+                retry_after: None,
+            };
         }
         Ok(Response::new(verdict_to_wire(&verdict)))
     }
@@ -499,7 +668,7 @@ impl Otpd for OtpdService {
             digits: u32::from(started.params.digits),
             period: u32::try_from(started.params.period).unwrap_or(u32::MAX),
             issuer: started.issuer.clone(),
-            device: String::new(),
+            device: started.device.to_string(),
         }))
     }
 
@@ -515,15 +684,18 @@ impl Otpd for OtpdService {
                 &r.user,
                 "enroll_confirm",
                 "confirming enrollments",
-                move |e, u| e.enroll_confirm(u, &Code::parse(&r.code)?),
+                move |e, u| {
+                    let code = Code::parse(&r.code).map_err(Error::from)?;
+                    e.enroll_confirm(u, &code)
+                },
             )
             .await;
         self.release_kdf_memory_when_idle();
-        let codes = codes?;
+        let confirmed = codes?;
         Ok(Response::new(pb::EnrollConfirmResponse {
-            backup_codes: codes_to_wire(codes),
-            device: String::new(),
-            added_device: false,
+            added_device: confirmed.backup_codes.is_none(),
+            backup_codes: codes_to_wire(confirmed.backup_codes.unwrap_or_default()),
+            device: confirmed.device.to_string(),
         }))
     }
 
@@ -552,14 +724,23 @@ impl Otpd for OtpdService {
             audit::refused(Some(&caller), "list", None, &e);
             return Err(e.into());
         }
-        let (users, unreadable) = self.run(|e| e.list()).await.map_err(|e| {
-            audit::refused(Some(&caller), "list", None, &e);
-            Status::from(e)
-        })?;
+        let r = request.into_inner();
+        let after = (!r.after.is_empty()).then_some(r.after);
+        let limit = match r.limit {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let page = self
+            .run(move |e| e.list_page(after.as_deref(), limit))
+            .await
+            .map_err(|e| {
+                audit::refused(Some(&caller), "list", None, &e);
+                Status::from(e)
+            })?;
         Ok(Response::new(pb::ListUsersResponse {
-            users: users.into_iter().map(status_to_wire).collect(),
-            unreadable,
-            next_after: String::new(),
+            users: page.users.into_iter().map(status_to_wire).collect(),
+            unreadable: page.unreadable,
+            next_after: page.next_after.unwrap_or_default(),
         }))
     }
 

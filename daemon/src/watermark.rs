@@ -85,6 +85,24 @@ pub struct Mark {
     /// Unix time a rollback of this user's record was detected; cleared by
     /// a reset.
     pub rolled_back_at: Option<u64>,
+    /// The active devices of the last record and the highest step each
+    /// spent (marks written since devices exist; `None` in marks of otpd
+    /// 0.1, which use `enrolled_since` and `step`).
+    #[serde(default)]
+    pub devices: Option<Vec<DeviceMark>>,
+    /// Ids of the last record's app passwords (a revoked one must not come
+    /// back with a rolled-back record).
+    #[serde(default)]
+    pub app_passwords: Option<Vec<String>>,
+}
+
+/// What may only move forward for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMark {
+    /// The device's id.
+    pub id: u64,
+    /// Highest step it spent.
+    pub step: Option<u64>,
 }
 
 impl std::fmt::Debug for Mark {
@@ -99,21 +117,6 @@ impl std::fmt::Debug for Mark {
     }
 }
 
-/// The highest TOTP step `rec` has spent. Steps spent ahead of
-/// `last_used_step` (a clock hint) belong here too: after a rollback the
-/// merge raises `last_used_step` to this value, which spends everything
-/// before it (closed, never open).
-pub fn highest_spent_step(rec: &UserRecord) -> Option<u64> {
-    // A step spent ahead of the watermark (a revealed clock-skew code)
-    // counts too: after a rollback the merged watermark may then refuse the
-    // steps between, which fails closed, but never revives a spent code.
-    rec.spent_ahead
-        .iter()
-        .copied()
-        .chain(rec.last_used_step)
-        .max()
-}
-
 impl Mark {
     /// The mark of `rec`, about to be written as generation
     /// `rec.generation`, following `prev`.
@@ -124,8 +127,22 @@ impl Mark {
             generation: rec.generation,
             committed: prev.committed,
             removed: false,
-            enrolled_since: rec.active.as_ref().map(|e| e.since),
-            step: highest_spent_step(rec),
+            enrolled_since: None,
+            step: None,
+            // A step spent ahead of a device's watermark (a revealed
+            // clock-skew code) counts too: after a rollback the merged
+            // watermark may then refuse the steps between, which fails
+            // closed, but never revives a spent code.
+            devices: Some(
+                rec.devices
+                    .iter()
+                    .map(|d| DeviceMark {
+                        id: d.id,
+                        step: d.highest_spent_step(),
+                    })
+                    .collect(),
+            ),
+            app_passwords: Some(rec.app_passwords.iter().map(|p| p.id.clone()).collect()),
             backup_set: backup.map(|s| s.set_id()),
             backup_left: backup.map(|s| s.fingerprints()).unwrap_or_default(),
             rolled_back_at: prev.rolled_back_at,
@@ -180,7 +197,9 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
     // older than a committed generation, the store rolled back.
     let certain = generation < mark.committed;
     let Some(mut r) = rec else {
-        let lost = certain && mark.enrolled_since.is_some();
+        let lost = certain
+            && (mark.enrolled_since.is_some()
+                || mark.devices.as_ref().is_some_and(|d| !d.is_empty()));
         return Reconciled {
             record: if lost { None } else { Some(None) },
             rolled_back: certain,
@@ -203,15 +222,32 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
         // The record was reset (e.g. a stolen phone): fail closed.
         return out;
     }
-    let since = r.active.as_ref().map(|e| e.since);
-    if since.is_some() && since == mark.enrolled_since {
-        if mark.step > r.last_used_step {
-            r.last_used_step = mark.step;
+    // Each device must be one the last durable write had (else an older,
+    // replaced or removed secret came back: fail closed), and gets its
+    // spent step back. Marks of 0.1 name the one secret by its time.
+    let known: Vec<DeviceMark> = match (&mark.devices, mark.enrolled_since) {
+        (Some(devices), _) => devices.clone(),
+        (None, Some(since)) => vec![DeviceMark {
+            id: otpd_core::record::migrated_device_id(since, false),
+            step: mark.step,
+        }],
+        (None, None) => Vec::new(),
+    };
+    for device in &mut r.devices {
+        let Some(m) = known.iter().find(|m| m.id == device.id) else {
+            return out;
+        };
+        if m.step > device.last_used_step {
+            device.last_used_step = m.step;
+            device
+                .spent_ahead
+                .retain(|&s| m.step.is_some_and(|w| s > w));
             out.step_raised = true;
         }
-    } else if since.is_some() {
-        // An older (replaced or reset) secret came back: fail closed.
-        return out;
+    }
+    if let Some(ids) = &mark.app_passwords {
+        // A revoked app password stays revoked.
+        r.app_passwords.retain(|p| ids.contains(&p.id));
     }
     match (r.backup_codes.as_mut(), mark.backup_set) {
         (Some(set), Some(id)) if set.set_id() == id => {
@@ -287,7 +323,7 @@ fn entry(key: &MasterKey, mark: &Mark) -> Result<Vec<u8>, Error> {
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(mark).map_err(|e| Error::Internal(format!("encode mark: {e}")))?,
     );
-    let sealed = crypto::seal(key, SEAL_LABEL, &plain)?;
+    let sealed = crypto::seal(key, SEAL_LABEL, &plain, &mut rand::rngs::OsRng)?;
     let len = u32::try_from(sealed.len())
         .ok()
         .filter(|&l| l <= MAX_ENTRY)
@@ -301,7 +337,7 @@ fn entry(key: &MasterKey, mark: &Mark) -> Result<Vec<u8>, Error> {
 impl Watermarks {
     /// Opens (or creates) the journal at `path` and reads every mark.
     /// A torn last entry is cut off; any other damage is an error.
-    pub fn open(path: &Path, key: &MasterKey) -> Result<Self, Error> {
+    pub fn open(path: &Path, keys: &[&MasterKey]) -> Result<Self, Error> {
         let bad = |reason: String| Error::Watermark {
             path: path.to_owned(),
             reason,
@@ -328,8 +364,10 @@ impl Watermarks {
             let Some(sealed) = bytes.get(at + 4..end) else {
                 break;
             };
-            let mark = crypto::open(key, SEAL_LABEL, sealed)
-                .ok()
+            // During a key rotation entries may be sealed under either key.
+            let mark = keys
+                .iter()
+                .find_map(|key| crypto::open(key, SEAL_LABEL, sealed).ok())
                 .and_then(|plain| serde_json::from_slice::<Mark>(&plain).ok());
             match mark {
                 Some(mark) => {
@@ -432,6 +470,13 @@ impl Watermarks {
             tracing::warn!(path = %self.path.display(), error = %e, "watermark journal not compacted; retried later");
         }
         Ok(())
+    }
+
+    /// Rewrites the whole journal sealed under `key` (a key rotation),
+    /// durably, replacing the file in one rename.
+    pub fn reseal(&self, key: &MasterKey) -> Result<(), Error> {
+        let mut inner = self.inner();
+        self.compact(&mut inner, key)
     }
 
     fn append(&self, inner: &mut Inner, bytes: &[u8], durable: bool) -> Result<(), Error> {
@@ -548,23 +593,34 @@ pub fn report_start(engine: &crate::engine::Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup_codes::{BackupCodeSet, KdfParams};
-    use crate::record::Enrollment;
+    use crate::backup_codes::BackupCodeSet;
+    use crate::device::{Device, DeviceName};
+    use crate::kdf::{Fresh, KdfParams};
     use crate::secret::TotpSecret;
     use crate::totp::TotpParams;
+    use rand::rngs::OsRng;
 
     fn enrolled(since: u64, step: u64, generation: u64) -> UserRecord {
         UserRecord {
-            active: Some(Enrollment {
-                secret: TotpSecret::generate(),
+            devices: vec![Device {
+                id: since,
+                name: DeviceName::default_name(),
+                secret: TotpSecret::generate(&mut OsRng),
                 params: TotpParams::default(),
                 issuer: "t".into(),
-                since,
-            }),
-            last_used_step: Some(step),
+                enrolled_at: since,
+                last_used_step: Some(step),
+                spent_ahead: Vec::new(),
+                clock_skew_seconds: 0,
+                last_used_at: None,
+            }],
             generation,
-            ..UserRecord::default()
+            ..UserRecord::new()
         }
+    }
+
+    fn step(r: Option<UserRecord>) -> Option<u64> {
+        r.and_then(|r| r.devices.first().and_then(|d| d.last_used_step))
     }
 
     fn committed(user: &str, rec: &UserRecord) -> Mark {
@@ -578,7 +634,7 @@ mod tests {
         let rec = enrolled(1, 100, 5);
         let r = reconcile(&committed("a", &rec), Some(rec));
         assert!(!r.rolled_back);
-        assert_eq!(r.record.flatten().and_then(|r| r.last_used_step), Some(100));
+        assert_eq!(step(r.record.flatten()), Some(100));
     }
 
     #[test]
@@ -586,10 +642,10 @@ mod tests {
         let new = enrolled(1, 100, 5);
         let mut old = new.clone();
         old.generation = 3;
-        old.last_used_step = Some(90);
+        old.devices[0].last_used_step = Some(90);
         let r = reconcile(&committed("a", &new), Some(old));
         assert!(r.rolled_back && r.step_raised);
-        assert_eq!(r.record.flatten().and_then(|r| r.last_used_step), Some(100));
+        assert_eq!(step(r.record.flatten()), Some(100));
     }
 
     #[test]
@@ -599,7 +655,7 @@ mod tests {
         mark.committed = 4;
         let mut old = new.clone();
         old.generation = 4;
-        old.last_used_step = Some(99);
+        old.devices[0].last_used_step = Some(99);
         let r = reconcile(&mark, Some(old));
         assert!(!r.rolled_back && r.step_raised);
     }
@@ -611,8 +667,8 @@ mod tests {
             t: 1,
             p: 1,
         };
-        let mem = crate::backup_codes::KdfMemory::new(1);
-        let (plain, set) = BackupCodeSet::generate(kdf, &mem)?;
+        let mem = Fresh;
+        let (plain, set) = BackupCodeSet::generate(kdf, &mut OsRng, &mem)?;
         let mut old = enrolled(1, 100, 3);
         old.backup_codes = Some(set);
         let mut new = old.clone();
@@ -681,9 +737,9 @@ mod tests {
             t: 1,
             p: 1,
         };
-        let mem = crate::backup_codes::KdfMemory::new(1);
-        let (_, leaked) = BackupCodeSet::generate(kdf, &mem)?;
-        let (_, fresh) = BackupCodeSet::generate(kdf, &mem)?;
+        let mem = Fresh;
+        let (_, leaked) = BackupCodeSet::generate(kdf, &mut OsRng, &mem)?;
+        let (_, fresh) = BackupCodeSet::generate(kdf, &mut OsRng, &mem)?;
         let mut old = enrolled(1, 10, 5);
         old.backup_codes = Some(leaked);
         let mut new = old.clone();
@@ -693,7 +749,7 @@ mod tests {
         assert_eq!(r.codes_removed, 10);
         let rec = r.record.flatten().ok_or(Error::Internal("gone".into()))?;
         assert!(rec.backup_codes.is_none(), "the superseded codes came back");
-        assert_eq!(rec.last_used_step, Some(10));
+        assert_eq!(rec.devices[0].last_used_step, Some(10));
         Ok(())
     }
 
@@ -702,10 +758,10 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let p = path(dir.path());
-        let key = MasterKey::generate();
+        let key = MasterKey::generate(&mut OsRng);
         let rec = enrolled(1, 100, 1);
         {
-            let w = Watermarks::open(&p, &key)?;
+            let w = Watermarks::open(&p, &[&key])?;
             w.put(&key, committed("alice", &rec), true)?;
             w.put(&key, committed("bob", &rec), true)?;
         }
@@ -714,7 +770,7 @@ mod tests {
         assert!(!full.windows(5).any(|w| w == b"alice"), "name in clear");
         // Torn tail: cut off, the first mark stays.
         fs::write(&p, &full[..full.len() - 7])?;
-        let w = Watermarks::open(&p, &key)?;
+        let w = Watermarks::open(&p, &[&key])?;
         assert_eq!(w.users(), vec!["alice".to_string()]);
         drop(w);
         // Damage before the end: refused.
@@ -722,7 +778,7 @@ mod tests {
         damaged[10] ^= 1;
         fs::write(&p, &damaged)?;
         assert!(matches!(
-            Watermarks::open(&p, &key),
+            Watermarks::open(&p, &[&key]),
             Err(Error::Watermark { .. })
         ));
         Ok(())
@@ -732,18 +788,23 @@ mod tests {
     fn compaction_keeps_the_last_mark_of_each_user() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let p = path(dir.path());
-        let key = MasterKey::generate();
-        let w = Watermarks::open(&p, &key)?;
+        let key = MasterKey::generate(&mut OsRng);
+        let w = Watermarks::open(&p, &[&key])?;
         let mut rec = enrolled(1, 0, 0);
         for i in 1..=3000u64 {
             rec.generation = i;
-            rec.last_used_step = Some(i);
+            rec.devices[0].last_used_step = Some(i);
             w.put(&key, committed("alice", &rec), false)?;
         }
         assert!(fs::metadata(&p)?.len() < COMPACT_AT + 1024);
         drop(w);
-        let w = Watermarks::open(&p, &key)?;
-        assert_eq!(w.get("alice").and_then(|m| m.step), Some(3000));
+        let w = Watermarks::open(&p, &[&key])?;
+        assert_eq!(
+            w.get("alice")
+                .and_then(|m| m.devices)
+                .and_then(|d| d.first().and_then(|d| d.step)),
+            Some(3000)
+        );
         Ok(())
     }
 
@@ -757,7 +818,7 @@ mod tests {
         let mut rec = enrolled(1, 0, 0);
         for i in 1..=3000u64 {
             rec.generation = i;
-            rec.last_used_step = Some(i);
+            rec.devices[0].last_used_step = Some(i);
             w.put(key, committed("alice", &rec), false)?;
             if fs::metadata(&w.path)?.ino() != ino {
                 return Ok(());
@@ -782,8 +843,8 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let p = path(dir.path());
-        let key = MasterKey::generate();
-        let w = Watermarks::open(&p, &key)?;
+        let key = MasterKey::generate(&mut OsRng);
+        let w = Watermarks::open(&p, &[&key])?;
         w.fail_dir_sync
             .store(true, std::sync::atomic::Ordering::Relaxed);
         fill_until_compacted(&w, &key)?;
@@ -805,7 +866,7 @@ mod tests {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         w.put(&key, committed("carol", &rec), true)?;
         drop(w);
-        let w = Watermarks::open(&p, &key)?;
+        let w = Watermarks::open(&p, &[&key])?;
         assert_eq!(w.get("bob").and_then(|m| m.step), Some(7));
         assert_eq!(w.get("carol").and_then(|m| m.step), Some(7));
         assert!(w.get("alice").is_some());

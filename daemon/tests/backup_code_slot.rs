@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use otpd::backup_codes::KdfParams;
 use otpd::clock::ManualClock;
 use otpd::crypto::MasterKey;
 use otpd::engine::{Decision, Engine, EngineConfig, EnrollOptions, LoginContext, Verification};
+use otpd::kdf::KdfParams;
 use otpd::record::UserName;
 use otpd::secret::{Code, TotpSecret};
 use otpd::store::SledStore;
@@ -30,7 +30,12 @@ fn eight_digit_totp_is_not_checked_while_a_backup_code_attempt_is_in_flight() {
         t: 1,
         p: 1,
     };
-    let engine = Engine::new(Box::new(store), MasterKey::generate(), clock.clone(), cfg);
+    let engine = Engine::new(
+        Box::new(store),
+        MasterKey::generate(&mut rand::rngs::OsRng),
+        clock.clone(),
+        cfg,
+    );
     let user = UserName::parse(b"alice").unwrap();
     let started = engine
         .enroll_start(&user, EnrollOptions::default())
@@ -68,7 +73,7 @@ fn eight_digit_totp_is_not_checked_while_a_backup_code_attempt_is_in_flight() {
             .verify(&user, &Code::parse(guess.as_bytes()).unwrap(), &ctx)
             .unwrap()
         {
-            Verification::Done(v) => assert_eq!(v.decision, Decision::Throttled),
+            Verification::Done(v) => assert_eq!(v.decision(), Decision::Throttled),
             Verification::NeedsKdf(_) => panic!("a second attempt got the slot"),
         }
     }
@@ -81,7 +86,7 @@ fn eight_digit_totp_is_not_checked_while_a_backup_code_attempt_is_in_flight() {
         .verify(&user, &Code::parse(right.as_bytes()).unwrap(), &ctx)
         .unwrap()
     {
-        Verification::Done(v) => assert_eq!(v.decision, Decision::Accepted),
+        Verification::Done(v) => assert_eq!(v.decision(), Decision::Accepted),
         Verification::NeedsKdf(_) => panic!("the right TOTP code went to the backup-code check"),
     }
 }

@@ -32,16 +32,16 @@ proptest! {
 
     #[test]
     fn sealed_record_from_arbitrary_bytes_never_opens(input in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let key = MasterKey::generate();
+        let key = MasterKey::generate(&mut rand::rngs::OsRng);
         let user = UserName::parse(b"alice").map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(UserRecord::open(&key, &user, &input).is_err());
     }
 
     #[test]
     fn sealed_record_with_any_byte_changed_never_opens(pos in 0usize..4096, flip in 1u8..=255) {
-        let key = MasterKey::generate();
+        let key = MasterKey::generate(&mut rand::rngs::OsRng);
         let user = UserName::parse(b"alice").map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let sealed = UserRecord::default().seal(&key, &user).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let sealed = UserRecord::new().seal(&key, &user, &mut rand::rngs::OsRng).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut t = sealed.clone();
         let i = pos % t.len();
         t[i] ^= flip;

@@ -83,26 +83,32 @@ fn main() {
     // Sealed records under the fixed key: `0` + sealed bytes, `1` + plaintext.
     let secret = TotpSecret::from_bytes(ALICE_SECRET.to_vec());
     let (_codes, backup) = otpd::backup_codes::BackupCodeSet::generate(
-        otpd::backup_codes::KdfParams {
+        otpd::kdf::KdfParams {
             m_kib: 8,
             t: 1,
             p: 1,
         },
-        &otpd::backup_codes::KdfMemory::new(1),
+        &mut rand::rngs::OsRng,
+        &otpd::kdf::Fresh,
     )
     .unwrap();
     let record = UserRecord {
-        active: Some(otpd::record::Enrollment {
+        devices: vec![otpd::device::Device {
+            id: T0,
+            name: otpd::device::DeviceName::default_name(),
             secret,
             params: TotpParams::default(),
             issuer: "otpd-fuzz".into(),
-            since: T0,
-        }),
+            enrolled_at: T0,
+            last_used_step: Some(T0 / 30),
+            spent_ahead: Vec::new(),
+            clock_skew_seconds: 0,
+            last_used_at: None,
+        }],
         backup_codes: Some(backup),
-        last_used_step: Some(T0 / 30),
-        ..UserRecord::default()
+        ..UserRecord::new()
     };
-    let sealed = record.seal(key(), user()).unwrap();
+    let sealed = record.seal(key(), user(), &mut rand::rngs::OsRng).unwrap();
     let plain = otpd::crypto::open(key(), user().as_str(), &sealed).unwrap();
     write("sealed_record", "sealed", &[&[0u8][..], &sealed].concat());
     write("sealed_record", "plain", &[&[1u8][..], &plain].concat());

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let sealed = if mode & 1 == 0 {
         rest.to_vec()
     } else {
-        match otpd::crypto::seal(key(), user().as_str(), rest) {
+        match otpd::crypto::seal(key(), user().as_str(), rest, &mut rand::rngs::OsRng) {
             Ok(sealed) => sealed,
             Err(_) => return,
         }

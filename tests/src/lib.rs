@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd::backup_codes::KdfParams;
 use otpd::config::Config;
 use otpd::engine::EngineConfig;
+use otpd::kdf::KdfParams;
 use otpd::{Daemon, ManualClock};
 use otpd_proto::v1 as pb;
 use pb::otpd_client::OtpdClient;

@@ -108,6 +108,7 @@ async fn verify_from(
         remote_host: remote_host.into(),
         tty: String::new(),
         local_requester: None,
+        allow_app_password: false,
     })
     .await
     .unwrap()
@@ -244,7 +245,7 @@ async fn a_v0_1_state_directory_opens_and_means_the_same() {
 
     // Every user opens, with the status the fixture recorded.
     let listed = c
-        .list_users(pb::ListUsersRequest {})
+        .list_users(pb::ListUsersRequest::default())
         .await
         .unwrap()
         .into_inner();

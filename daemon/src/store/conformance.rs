@@ -178,7 +178,7 @@ macro_rules! store_conformance_tests {
 }
 
 fn name(s: &str) -> Result<UserName, Error> {
-    UserName::parse(s.as_bytes())
+    Ok(UserName::parse(s.as_bytes())?)
 }
 
 /// Waits for a scoped thread; its panic (a failed assertion) goes on.
@@ -281,11 +281,9 @@ pub fn decide_error_writes_nothing(b: &dyn Backend) -> Result<(), Error> {
     let (alice, bob) = (name("alice")?, name("bob")?);
     s.put(&alice, b"v")?;
     for user in [&alice, &bob] {
-        let r = s.update(user, &mut |_| {
-            Err(Error::InvalidArgument("decided no".into()))
-        });
+        let r = s.update(user, &mut |_| Err(Error::Internal("decided no".into())));
         assert!(
-            matches!(&r, Err(Error::InvalidArgument(m)) if m == "decided no"),
+            matches!(&r, Err(Error::Internal(m)) if m == "decided no"),
             "{r:?}"
         );
     }

@@ -322,8 +322,8 @@ mod tests {
         let s = SledStore::open(dir.path())?;
         let alice = UserName::test("alice");
         s.put(&alice, b"v")?;
-        let r = s.update(&alice, &mut |_| Err(Error::InvalidCode("no")));
-        assert!(matches!(r, Err(Error::InvalidCode("no"))), "{r:?}");
+        let r = s.update(&alice, &mut |_| Err(Error::Internal("no".into())));
+        assert!(matches!(&r, Err(Error::Internal(m)) if m == "no"), "{r:?}");
         assert!(!s.in_outage());
         assert_eq!(s.state().epoch, 0);
         assert!(s.state().handle.is_some(), "the handle was retired");
