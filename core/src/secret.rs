@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::Random;
 use crate::error::Error;
 
 /// Length of a freshly generated TOTP secret: 160 bits, as RFC 4226 advises.
@@ -18,10 +19,10 @@ pub const SECRET_LEN: usize = 20;
 pub struct TotpSecret(Vec<u8>);
 
 impl TotpSecret {
-    /// A new random secret from the operating system's CSPRNG.
-    pub fn generate() -> Self {
+    /// A new random secret.
+    pub fn generate(rng: &mut dyn Random) -> Self {
         let mut bytes = vec![0u8; SECRET_LEN];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        rng.fill_bytes(&mut bytes);
         Self(bytes)
     }
 

@@ -1,0 +1,109 @@
+//! The core's one error type. Messages never contain a code, a secret or a
+//! key.
+//!
+//! Deliberately not `#[non_exhaustive]`: the daemon maps every variant to a
+//! gRPC status and an exit code with an exhaustive `match`, so a new
+//! variant is a compile error there, never a silent INTERNAL.
+
+/// What a decision can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The user name is not acceptable.
+    #[error("invalid user name: {0}")]
+    InvalidUser(&'static str),
+    /// The code is malformed (not a wrong code: a code that cannot be one).
+    #[error("invalid code: {0}")]
+    InvalidCode(&'static str),
+    /// Another request parameter is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The user has no active device.
+    #[error("user {user:?} is not enrolled")]
+    NotEnrolled {
+        /// The user.
+        user: String,
+    },
+    /// Confirm was called without a pending enrollment.
+    #[error("user {user:?} has no pending enrollment; start one with `otpctl enroll`")]
+    NoPendingEnrollment {
+        /// The user.
+        user: String,
+    },
+    /// The confirmation code does not match the pending secret.
+    #[error(
+        "the code does not match the pending enrollment; check that the app \
+         shows this account and that the device clock is right"
+    )]
+    ConfirmMismatch,
+    /// No device of that name.
+    #[error("user {user:?} has no device named {device:?}")]
+    NoSuchDevice {
+        /// The user.
+        user: String,
+        /// The device name asked for.
+        device: String,
+    },
+    /// The device name is taken.
+    #[error("user {user:?} already has a device named {device:?}")]
+    DeviceExists {
+        /// The user.
+        user: String,
+        /// The name.
+        device: String,
+    },
+    /// Removing the last active device needs an explicit confirmation.
+    #[error(
+        "{device:?} is the last device of user {user:?}: without it the user is no \
+         longer enrolled (PAM lines with `nullok` then let them in without a code, \
+         lines without it refuse them); confirm with --force, or add a device first"
+    )]
+    LastDevice {
+        /// The user.
+        user: String,
+        /// The device.
+        device: String,
+    },
+    /// Too many devices or app passwords.
+    #[error("user {user:?} already has the most {what} allowed ({max})")]
+    TooMany {
+        /// The user.
+        user: String,
+        /// "devices" or "app passwords".
+        what: &'static str,
+        /// The bound.
+        max: usize,
+    },
+    /// No app password with that id.
+    #[error("user {user:?} has no app password {id:?}")]
+    NoSuchAppPassword {
+        /// The user.
+        user: String,
+        /// The id asked for.
+        id: String,
+    },
+    /// The user's record does not open: that user fails closed.
+    #[error(
+        "the stored record of user {user:?} is corrupted or sealed under another \
+         key; this user cannot log in until `otpctl reset` (other users are unaffected)"
+    )]
+    Corrupted {
+        /// The user.
+        user: String,
+    },
+    /// The record was written by a newer otpd than this one.
+    #[error(
+        "the stored record of user {user:?} has schema version {version}, newer than \
+         this otpd understands ({supported}); upgrade otpd"
+    )]
+    NewerRecord {
+        /// The user.
+        user: String,
+        /// Its version.
+        version: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// A bug or an unexpected failure of a dependency (no user input in it).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}

@@ -1,0 +1,36 @@
+//! otpd's core: every decision otpd takes, as pure functions of a user's
+//! record, the request, the time, the configuration and a random source.
+//!
+//! Nothing here does I/O: no tokio, tonic, sled, file system or NSS is a
+//! dependency of this crate, so the compiler keeps it that way. The daemon
+//! brings the store, the clock, the randomness, the KDF's working memory
+//! and the ordering of writes.
+//!
+//! - [`secret`]: secret-bearing types (zeroized, never printed).
+//! - [`totp`], [`kdf`], [`backup_codes`], [`app_password`]: the credentials.
+//! - [`policy`]: throttle and lockout arithmetic.
+//! - [`device`], [`record`]: what is stored per user, its schema versions
+//!   and the migration of older ones; [`seal`]: sealing under the master key.
+//! - [`ops`]: the decisions (verify, enroll, devices, app passwords, admin)
+//!   and their typed outcomes.
+#![forbid(unsafe_code)]
+
+pub mod app_password;
+pub mod backup_codes;
+pub mod device;
+pub mod error;
+pub mod kdf;
+pub mod ops;
+pub mod policy;
+pub mod record;
+pub mod seal;
+pub mod secret;
+pub mod totp;
+
+pub use error::Error;
+
+/// A cryptographically secure random source, passed in by the caller (the
+/// operating system's in the daemon, a seeded one in tests).
+pub trait Random: rand::RngCore + rand::CryptoRng {}
+
+impl<T: rand::RngCore + rand::CryptoRng> Random for T {}
