@@ -797,6 +797,29 @@ fn expired_unknown_and_wrong_app_passwords_are_refused_and_counted() -> Result<(
     Ok(())
 }
 
+/// The second step runs later than the first (after the hash, and after
+/// waiting for capacity): an app password that expired in between is
+/// refused like one that had expired before.
+#[test]
+fn an_app_password_that_expires_while_hashed_is_refused() -> Result<(), Error> {
+    let (mut rec, _, mut rng) = enrolled()?;
+    let cfg = cfg();
+    let now = T0 + 100;
+    let (shown, _) = add_app_password(&mut rec, &user(), "dovecot", "", Some(60), now, &cfg, &mut rng, &Fresh)?;
+    let ctx = local("dovecot");
+    let input = app_input(&shown);
+    let Step::Hash(job) = verify(&mut rec, Attempt::AppPassword(&input), &ctx, now + 59, &cfg, &mut || true) else {
+        panic!("expected a hash job");
+    };
+    let hash = hash_for(&job, Attempt::AppPassword(&input))?;
+    let (verdict, changed) = done(finish(&mut rec, &job, Some(&hash), &ctx, now + 60, &cfg))?;
+    assert!(changed);
+    assert_rejected(&verdict, Rejection::AppPassword(Refusal::Expired));
+    assert_eq!(rec.app_passwords[0].last_used, None);
+    assert_eq!(rec.counters.consecutive_failures, 1);
+    Ok(())
+}
+
 #[test]
 fn revoking_an_app_password_stops_it_at_once() -> Result<(), Error> {
     let (mut rec, _, mut rng) = enrolled()?;
