@@ -502,6 +502,10 @@ pub fn finish(
                 // Revoked while it was hashed.
                 return fail(rec, bucket, Rejection::AppPassword(Refusal::Unknown), now, cfg);
             };
+            if let Err(refusal) = p.admits(&ctx.service, now) {
+                // Expired while it was hashed.
+                return fail(rec, bucket, Rejection::AppPassword(refusal), now, cfg);
+            }
             match p.matches(probe, hash) {
                 None => unchanged(Verdict::Busy),
                 Some(true) => {
