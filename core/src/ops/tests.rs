@@ -66,7 +66,8 @@ fn snapshot(rec: &UserRecord) -> Result<String, Error> {
 }
 
 fn dev<'a>(rec: &'a UserRecord, n: &str) -> Result<&'a Device, Error> {
-    rec.device(&name(n)).ok_or(Error::Internal("no such device in the test"))
+    rec.device(&name(n))
+        .ok_or(Error::Internal("no such device in the test"))
 }
 
 fn code_of(d: &Device, step: u64) -> Code {
@@ -90,7 +91,8 @@ fn wrong_code(rec: &UserRecord, now: u64, digits: usize) -> Code {
         let pending = rec.pending.as_ref().map(|p| &p.device);
         rec.devices.iter().chain(pending).any(|d| {
             let current = totp::step_of(d.params, now);
-            (current.saturating_sub(12)..=current + 12).any(|s| c.ct_matches(code_of(d, s).as_bytes()))
+            (current.saturating_sub(12)..=current + 12)
+                .any(|s| c.ct_matches(code_of(d, s).as_bytes()))
         })
     };
     (0u64..)
@@ -136,7 +138,9 @@ fn enrolled() -> Result<(UserRecord, Vec<PlainCode>, StdRng), Error> {
     let mut rng = rng();
     let mut rec = UserRecord::new();
     let confirmed = enroll(&mut rec, "phone", false, T0, &mut rng)?;
-    let codes = confirmed.backup_codes.ok_or(Error::Internal("no backup codes"))?;
+    let codes = confirmed
+        .backup_codes
+        .ok_or(Error::Internal("no backup codes"))?;
     Ok((rec, codes, rng))
 }
 
@@ -243,7 +247,9 @@ fn fresh_enrollment_issues_backup_codes_and_replaces_every_device() -> Result<()
     assert_eq!(first_codes.len(), crate::backup_codes::COUNT);
     assert_eq!(rec.devices.len(), 2);
     let old_set = rec.backup_codes.as_ref().map(BackupCodeSet::set_id);
-    cfg().policy.record_failure(rec.counters_mut(Bucket::Trusted), T0);
+    cfg()
+        .policy
+        .record_failure(rec.counters_mut(Bucket::Trusted), T0);
 
     let confirmed = enroll(&mut rec, "laptop", false, T0 + 30, &mut rng)?;
     assert_eq!(confirmed.device, name("laptop"));
@@ -251,15 +257,28 @@ fn fresh_enrollment_issues_backup_codes_and_replaces_every_device() -> Result<()
     assert_eq!(codes.len(), crate::backup_codes::COUNT);
     let names: Vec<&str> = rec.devices.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["laptop"]);
-    assert_ne!(rec.backup_codes.as_ref().map(BackupCodeSet::set_id), old_set);
-    assert_eq!(rec.counters, Counters::default(), "a fresh start clears the counters");
+    assert_ne!(
+        rec.backup_codes.as_ref().map(BackupCodeSet::set_id),
+        old_set
+    );
+    assert_eq!(
+        rec.counters,
+        Counters::default(),
+        "a fresh start clears the counters"
+    );
     assert!(rec.pending.is_none());
     // The confirming step is used; the old backup codes no longer work.
     let now = T0 + 30;
     let replay = code_now(&rec, "laptop", now, 0)?;
     assert_rejected(&run_code(&mut rec, &replay, now)?, Rejection::Replayed);
-    assert_rejected(&run_code(&mut rec, &code(&first_codes[0]), now)?, Rejection::WrongCode);
-    assert_accepted(&run_code(&mut rec, &code(&codes[0]), now)?, &Via::BackupCode);
+    assert_rejected(
+        &run_code(&mut rec, &code(&first_codes[0]), now)?,
+        Rejection::WrongCode,
+    );
+    assert_accepted(
+        &run_code(&mut rec, &code(&codes[0]), now)?,
+        &Via::BackupCode,
+    );
     Ok(())
 }
 
@@ -273,7 +292,10 @@ fn an_added_device_joins_the_others_and_keeps_the_backup_codes() -> Result<(), E
     let names: Vec<&str> = rec.devices.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["phone", "tablet"]);
     assert_eq!(rec.backup_codes.as_ref().map(BackupCodeSet::set_id), set);
-    assert_accepted(&run_code(&mut rec, &code(&codes[3]), T0 + 60)?, &Via::BackupCode);
+    assert_accepted(
+        &run_code(&mut rec, &code(&codes[3]), T0 + 60)?,
+        &Via::BackupCode,
+    );
     Ok(())
 }
 
@@ -304,7 +326,11 @@ fn adding_needs_an_enrolled_user_a_free_name_and_room() -> Result<(), Error> {
     assert_eq!(rec.devices.len(), MAX_DEVICES);
     assert!(matches!(
         enroll_start(&mut rec, &user(), add("one-more"), T0, &cfg(), &mut rng),
-        Err(Error::TooMany { what: "devices", max: MAX_DEVICES, .. })
+        Err(Error::TooMany {
+            what: "devices",
+            max: MAX_DEVICES,
+            ..
+        })
     ));
     // A fresh enrollment is no addition: it may start (and replaces all).
     enroll(&mut rec, "phone", false, T0 + 30, &mut rng)?;
@@ -342,7 +368,14 @@ fn a_name_taken_while_pending_is_refused_at_confirmation() -> Result<(), Error> 
 #[test]
 fn a_wrong_confirmation_code_changes_nothing() -> Result<(), Error> {
     let (mut rec, _, mut rng) = enrolled()?;
-    enroll_start(&mut rec, &user(), EnrollOptions::default(), T0 + 30, &cfg(), &mut rng)?;
+    enroll_start(
+        &mut rec,
+        &user(),
+        EnrollOptions::default(),
+        T0 + 30,
+        &cfg(),
+        &mut rng,
+    )?;
     let before = snapshot(&rec)?;
     let wrong = wrong_code(&rec, T0 + 30, 6);
     // The active device's code is no confirmation of the pending one.
@@ -362,7 +395,15 @@ fn confirming_without_a_pending_enrollment_is_refused() {
     let mut rec = UserRecord::new();
     let mut rng = rng();
     assert!(matches!(
-        enroll_confirm(&mut rec, &user(), &code("123456"), T0, &cfg(), &mut rng, &Fresh),
+        enroll_confirm(
+            &mut rec,
+            &user(),
+            &code("123456"),
+            T0,
+            &cfg(),
+            &mut rng,
+            &Fresh
+        ),
         Err(Error::NoPendingEnrollment { .. })
     ));
 }
@@ -372,7 +413,14 @@ fn logins_are_unchanged_while_an_enrollment_is_pending() -> Result<(), Error> {
     let mut rng = rng();
     // Not enrolled yet: only pending.
     let mut rec = UserRecord::new();
-    enroll_start(&mut rec, &user(), EnrollOptions::default(), T0, &cfg(), &mut rng)?;
+    enroll_start(
+        &mut rec,
+        &user(),
+        EnrollOptions::default(),
+        T0,
+        &cfg(),
+        &mut rng,
+    )?;
     let pending = rec.pending.as_ref().ok_or(Error::Internal("no pending"))?;
     let c = code_of(&pending.device, totp::step_of(pending.device.params, T0));
     let before = snapshot(&rec)?;
@@ -383,7 +431,14 @@ fn logins_are_unchanged_while_an_enrollment_is_pending() -> Result<(), Error> {
     // Enrolled, re-enrolling: the old device works, the new one not yet.
     let (mut rec, _, mut rng) = enrolled()?;
     let now = T0 + 30;
-    let started = enroll_start(&mut rec, &user(), EnrollOptions::default(), now, &cfg(), &mut rng)?;
+    let started = enroll_start(
+        &mut rec,
+        &user(),
+        EnrollOptions::default(),
+        now,
+        &cfg(),
+        &mut rng,
+    )?;
     assert_eq!(started.device, name("default"));
     assert!(started.otpauth_uri.starts_with("otpauth://totp/"));
     let pending = rec.pending.as_ref().ok_or(Error::Internal("no pending"))?;
@@ -392,7 +447,10 @@ fn logins_are_unchanged_while_an_enrollment_is_pending() -> Result<(), Error> {
     assert_rejected(&run_code(&mut rec, &new, now)?, Rejection::WrongCode);
     let old = code_now(&rec, "phone", now, 0)?;
     assert_accepted(&run_code(&mut rec, &old, now)?, &totp_via("phone"));
-    assert_eq!(rec.pending.as_ref().map(|p| p.device.enrolled_at), Some(started_at));
+    assert_eq!(
+        rec.pending.as_ref().map(|p| p.device.enrolled_at),
+        Some(started_at)
+    );
     Ok(())
 }
 
@@ -445,8 +503,14 @@ fn either_device_s_code_is_accepted_and_named() -> Result<(), Error> {
     assert_rejected(&run_code(&mut rec, &a, now)?, Rejection::Replayed);
     assert_accepted(&run_code(&mut rec, &b, now)?, &totp_via("token"));
     assert_rejected(&run_code(&mut rec, &b, now)?, Rejection::Replayed);
-    let last = rec.last_success.clone().ok_or(Error::Internal("no last success"))?;
-    assert_eq!((last.method, last.credential.as_deref()), (Method::Totp, Some("token")));
+    let last = rec
+        .last_success
+        .clone()
+        .ok_or(Error::Internal("no last success"))?;
+    assert_eq!(
+        (last.method, last.credential.as_deref()),
+        (Method::Totp, Some("token"))
+    );
     assert_eq!(dev(&rec, "phone")?.last_used_at, Some(now));
     assert_eq!(dev(&rec, "token")?.last_used_at, Some(now));
     Ok(())
@@ -461,7 +525,11 @@ fn skew_and_last_use_are_kept_per_device() -> Result<(), Error> {
     assert_eq!(dev(&rec, "phone")?.clock_skew_seconds, 30);
     assert_eq!(dev(&rec, "phone")?.last_used_at, Some(now));
     assert_eq!(dev(&rec, "token")?.clock_skew_seconds, 0);
-    assert_eq!(dev(&rec, "token")?.last_used_at, None, "confirmation is no login");
+    assert_eq!(
+        dev(&rec, "token")?.last_used_at,
+        None,
+        "confirmation is no login"
+    );
 
     let later = now + 600;
     let behind = code_now(&rec, "token", later, -1)?;
@@ -535,7 +603,9 @@ fn a_backup_code_is_accepted_once_through_the_two_steps() -> Result<(), Error> {
     let now = T0 + 45;
     let c = code(&codes[0]);
     let before = snapshot(&rec)?;
-    let job = match verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg, &mut || true) {
+    let job = match verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg, &mut || {
+        true
+    }) {
         Step::Hash(job) => job,
         other => panic!("expected a hash job, got {other:?}"),
     };
@@ -555,7 +625,10 @@ fn a_backup_code_is_accepted_once_through_the_two_steps() -> Result<(), Error> {
             backup_codes_low: false
         }
     );
-    let last = rec.last_success.clone().ok_or(Error::Internal("no last success"))?;
+    let last = rec
+        .last_success
+        .clone()
+        .ok_or(Error::Internal("no last success"))?;
     assert_eq!((last.method, last.credential), (Method::BackupCode, None));
     // Used up: the same code again is wrong (and counted).
     assert_rejected(&run_code(&mut rec, &c, now + 1)?, Rejection::WrongCode);
@@ -587,9 +660,14 @@ fn the_low_warning_comes_with_the_last_backup_codes() -> Result<(), Error> {
     }
     // None left: an 8-digit code is no longer hashed.
     let c = code(&codes[0]);
-    let step = verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg(), &mut || {
-        panic!("no slot is needed without backup codes")
-    });
+    let step = verify(
+        &mut rec,
+        Attempt::Code(&c),
+        &sshd(),
+        now,
+        &cfg(),
+        &mut || panic!("no slot is needed without backup codes"),
+    );
     assert!(matches!(
         step,
         Step::Done {
@@ -610,23 +688,47 @@ fn no_slot_means_busy_and_nothing_changed() -> Result<(), Error> {
     let token = code_now(&rec, "token", now, 0)?;
     for c in [code(&codes[0]), wrong_code(&rec, now, 8), token.clone()] {
         let mut asked = 0;
-        let step = verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg(), &mut || {
-            asked += 1;
-            false
-        });
+        let step = verify(
+            &mut rec,
+            Attempt::Code(&c),
+            &sshd(),
+            now,
+            &cfg(),
+            &mut || {
+                asked += 1;
+                false
+            },
+        );
         assert_eq!(asked, 1);
         assert_eq!(done(step)?, (Verdict::Busy, false));
         assert_eq!(snapshot(&rec)?, before);
     }
     // 6-digit codes never need the slot.
     let phone = code_now(&rec, "phone", now, 0)?;
-    let step = verify(&mut rec, Attempt::Code(&phone), &sshd(), now, &cfg(), &mut || false);
+    let step = verify(
+        &mut rec,
+        Attempt::Code(&phone),
+        &sshd(),
+        now,
+        &cfg(),
+        &mut || false,
+    );
     assert_accepted(&done(step)?.0, &totp_via("phone"));
     // With the slot, the TOTP code decides in the first step.
-    let step = verify(&mut rec, Attempt::Code(&token), &sshd(), now, &cfg(), &mut || true);
+    let step = verify(
+        &mut rec,
+        Attempt::Code(&token),
+        &sshd(),
+        now,
+        &cfg(),
+        &mut || true,
+    );
     assert_accepted(&done(step)?.0, &totp_via("token"));
     // The backup code was not used up by the busy attempt.
-    assert_accepted(&run_code(&mut rec, &code(&codes[0]), now)?, &Via::BackupCode);
+    assert_accepted(
+        &run_code(&mut rec, &code(&codes[0]), now)?,
+        &Via::BackupCode,
+    );
     Ok(())
 }
 
@@ -636,7 +738,9 @@ fn regenerating_backup_codes_invalidates_the_old_ones_and_stale_jobs() -> Result
     let cfg = cfg();
     let now = T0 + 30;
     let c = code(&old[1]);
-    let Step::Hash(job) = verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg, &mut || true) else {
+    let Step::Hash(job) = verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg, &mut || {
+        true
+    }) else {
         panic!("expected a hash job");
     };
     let hash = hash_for(&job, Attempt::Code(&c))?;
@@ -649,7 +753,10 @@ fn regenerating_backup_codes_invalidates_the_old_ones_and_stale_jobs() -> Result
         (Verdict::Busy, false)
     );
     assert_eq!(snapshot(&rec)?, before);
-    assert_rejected(&run_code(&mut rec, &code(&old[0]), now)?, Rejection::WrongCode);
+    assert_rejected(
+        &run_code(&mut rec, &code(&old[0]), now)?,
+        Rejection::WrongCode,
+    );
     assert_accepted(&run_code(&mut rec, &code(&new[0]), now)?, &Via::BackupCode);
 
     let mut fresh = UserRecord::new();
@@ -666,7 +773,9 @@ fn finish_checks_the_gate_again() -> Result<(), Error> {
     let cfg = cfg();
     let now = T0 + 30;
     let c = code(&codes[0]);
-    let Step::Hash(job) = verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg, &mut || true) else {
+    let Step::Hash(job) = verify(&mut rec, Attempt::Code(&c), &sshd(), now, &cfg, &mut || {
+        true
+    }) else {
         panic!("expected a hash job");
     };
     let hash = hash_for(&job, Attempt::Code(&c))?;
@@ -700,7 +809,10 @@ fn finish_checks_the_gate_again() -> Result<(), Error> {
     );
     // Once open again, the code works.
     unlock(&mut rec);
-    assert_accepted(&done(finish(&mut rec, &job, Some(&hash), &sshd(), now, &cfg))?.0, &Via::BackupCode);
+    assert_accepted(
+        &done(finish(&mut rec, &job, Some(&hash), &sshd(), now, &cfg))?.0,
+        &Via::BackupCode,
+    );
     Ok(())
 }
 
@@ -709,14 +821,24 @@ fn a_hash_that_could_not_be_computed_counts_as_a_failure() -> Result<(), Error> 
     let (mut rec, codes, _) = enrolled()?;
     let cfg = cfg();
     let c = code(&codes[0]);
-    let Step::Hash(job) = verify(&mut rec, Attempt::Code(&c), &sshd(), T0 + 30, &cfg, &mut || true) else {
+    let Step::Hash(job) = verify(
+        &mut rec,
+        Attempt::Code(&c),
+        &sshd(),
+        T0 + 30,
+        &cfg,
+        &mut || true,
+    ) else {
         panic!("expected a hash job");
     };
     let (verdict, changed) = done(finish(&mut rec, &job, None, &sshd(), T0 + 30, &cfg))?;
     assert!(changed);
     assert_rejected(&verdict, Rejection::WrongCode);
     assert_eq!(rec.counters.consecutive_failures, 1);
-    assert_eq!(rec.backup_codes.as_ref().map(BackupCodeSet::remaining), Some(10));
+    assert_eq!(
+        rec.backup_codes.as_ref().map(BackupCodeSet::remaining),
+        Some(10)
+    );
     Ok(())
 }
 
@@ -727,16 +849,35 @@ fn an_app_password_works_on_its_service_only() -> Result<(), Error> {
     let (mut rec, _, mut rng) = enrolled()?;
     let cfg = cfg();
     let now = T0 + 100;
-    let (shown, stored) =
-        add_app_password(&mut rec, &user(), "dovecot", "laptop", None, now, &cfg, &mut rng, &Fresh)?;
+    let (shown, stored) = add_app_password(
+        &mut rec,
+        &user(),
+        "dovecot",
+        "laptop",
+        None,
+        now,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
     assert_eq!(rec.app_passwords.len(), 1);
-    assert!(!snapshot(&rec)?.contains(&shown[5..]), "stored as a hash only");
+    assert!(
+        !snapshot(&rec)?.contains(&shown[5..]),
+        "stored as a hash only"
+    );
     let input = app_input(&shown);
     assert_eq!(input.id(), stored.id);
 
     // Its service: two steps, accepted, last use recorded.
     let ctx = local("dovecot");
-    let job = match verify(&mut rec, Attempt::AppPassword(&input), &ctx, now + 1, &cfg, &mut || true) {
+    let job = match verify(
+        &mut rec,
+        Attempt::AppPassword(&input),
+        &ctx,
+        now + 1,
+        &cfg,
+        &mut || true,
+    ) {
         Step::Hash(job) => job,
         other => panic!("expected a hash job, got {other:?}"),
     };
@@ -747,13 +888,29 @@ fn an_app_password_works_on_its_service_only() -> Result<(), Error> {
     let hash = probe.hash(&input, &Fresh)?;
     let (verdict, changed) = done(finish(&mut rec, &job, Some(&hash), &ctx, now + 1, &cfg))?;
     assert!(changed);
-    assert_accepted(&verdict, &Via::AppPassword { id: stored.id.clone() });
+    assert_accepted(
+        &verdict,
+        &Via::AppPassword {
+            id: stored.id.clone(),
+        },
+    );
     assert_eq!(rec.app_passwords[0].last_used, Some(now + 1));
-    let last = rec.last_success.clone().ok_or(Error::Internal("no last success"))?;
-    assert_eq!((last.method, last.service.as_str()), (Method::AppPassword, "dovecot"));
+    let last = rec
+        .last_success
+        .clone()
+        .ok_or(Error::Internal("no last success"))?;
+    assert_eq!(
+        (last.method, last.service.as_str()),
+        (Method::AppPassword, "dovecot")
+    );
     assert_eq!(last.credential.as_deref(), Some(stored.id.as_str()));
     // Not single-use: it works again.
-    assert_accepted(&run(&mut rec, Attempt::AppPassword(&input), &ctx, now + 2)?.0, &Via::AppPassword { id: stored.id.clone() });
+    assert_accepted(
+        &run(&mut rec, Attempt::AppPassword(&input), &ctx, now + 2)?.0,
+        &Via::AppPassword {
+            id: stored.id.clone(),
+        },
+    );
 
     // Another service: refused unhashed, counted.
     let (verdict, changed) = run(&mut rec, Attempt::AppPassword(&input), &sshd(), now + 3)?;
@@ -770,30 +927,71 @@ fn expired_unknown_and_wrong_app_passwords_are_refused_and_counted() -> Result<(
     let (mut rec, _, mut rng) = enrolled()?;
     let cfg = cfg();
     let now = T0 + 100;
-    let (shown, _) = add_app_password(&mut rec, &user(), "dovecot", "", Some(50), now, &cfg, &mut rng, &Fresh)?;
+    let (shown, _) = add_app_password(
+        &mut rec,
+        &user(),
+        "dovecot",
+        "",
+        Some(50),
+        now,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
     let ctx = local("dovecot");
     let input = app_input(&shown);
-    assert_accepted(&run(&mut rec, Attempt::AppPassword(&input), &ctx, now + 49)?.0, &Via::AppPassword { id: input.id() });
+    assert_accepted(
+        &run(&mut rec, Attempt::AppPassword(&input), &ctx, now + 49)?.0,
+        &Via::AppPassword { id: input.id() },
+    );
 
     let mut no_slot = || -> bool { panic!("refused before any hash") };
-    let step = verify(&mut rec, Attempt::AppPassword(&input), &ctx, now + 50, &cfg, &mut no_slot);
+    let step = verify(
+        &mut rec,
+        Attempt::AppPassword(&input),
+        &ctx,
+        now + 50,
+        &cfg,
+        &mut no_slot,
+    );
     let (verdict, changed) = done(step)?;
     assert!(changed);
     assert_rejected(&verdict, Rejection::AppPassword(Refusal::Expired));
 
     let unknown = app_input("zzzz-0000-0000-0000-0000-0000");
     assert_ne!(unknown.id(), input.id());
-    let step = verify(&mut rec, Attempt::AppPassword(&unknown), &ctx, now + 50, &cfg, &mut no_slot);
+    let step = verify(
+        &mut rec,
+        Attempt::AppPassword(&unknown),
+        &ctx,
+        now + 50,
+        &cfg,
+        &mut no_slot,
+    );
     assert_rejected(&done(step)?.0, Rejection::AppPassword(Refusal::Unknown));
 
-    let (shown, _) = add_app_password(&mut rec, &user(), "dovecot", "", None, now, &cfg, &mut rng, &Fresh)?;
+    let (shown, _) = add_app_password(
+        &mut rec,
+        &user(),
+        "dovecot",
+        "",
+        None,
+        now,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
     let wrong = wrong_app_input(&shown);
     let (verdict, changed) = run(&mut rec, Attempt::AppPassword(&wrong), &ctx, now + 50)?;
     assert!(changed);
     assert_rejected(&verdict, Rejection::AppPassword(Refusal::Wrong));
     assert_eq!(verdict.decision(), Decision::Rejected);
     assert_eq!(rec.counters.consecutive_failures, 3);
-    assert!(rec.app_passwords.iter().all(|p| p.last_used != Some(now + 50)));
+    assert!(
+        rec.app_passwords
+            .iter()
+            .all(|p| p.last_used != Some(now + 50))
+    );
     Ok(())
 }
 
@@ -805,10 +1003,27 @@ fn an_app_password_that_expires_while_hashed_is_refused() -> Result<(), Error> {
     let (mut rec, _, mut rng) = enrolled()?;
     let cfg = cfg();
     let now = T0 + 100;
-    let (shown, _) = add_app_password(&mut rec, &user(), "dovecot", "", Some(60), now, &cfg, &mut rng, &Fresh)?;
+    let (shown, _) = add_app_password(
+        &mut rec,
+        &user(),
+        "dovecot",
+        "",
+        Some(60),
+        now,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
     let ctx = local("dovecot");
     let input = app_input(&shown);
-    let Step::Hash(job) = verify(&mut rec, Attempt::AppPassword(&input), &ctx, now + 59, &cfg, &mut || true) else {
+    let Step::Hash(job) = verify(
+        &mut rec,
+        Attempt::AppPassword(&input),
+        &ctx,
+        now + 59,
+        &cfg,
+        &mut || true,
+    ) else {
         panic!("expected a hash job");
     };
     let hash = hash_for(&job, Attempt::AppPassword(&input))?;
@@ -824,12 +1039,39 @@ fn an_app_password_that_expires_while_hashed_is_refused() -> Result<(), Error> {
 fn revoking_an_app_password_stops_it_at_once() -> Result<(), Error> {
     let (mut rec, _, mut rng) = enrolled()?;
     let cfg = cfg();
-    let (shown, stored) = add_app_password(&mut rec, &user(), "su", "cron", None, T0, &cfg, &mut rng, &Fresh)?;
-    let (other, _) = add_app_password(&mut rec, &user(), "su", "backup", None, T0, &cfg, &mut rng, &Fresh)?;
+    let (shown, stored) = add_app_password(
+        &mut rec,
+        &user(),
+        "su",
+        "cron",
+        None,
+        T0,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
+    let (other, _) = add_app_password(
+        &mut rec,
+        &user(),
+        "su",
+        "backup",
+        None,
+        T0,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
     let ctx = local("su");
     let input = app_input(&shown);
     // Revoked while its attempt was hashed: refused as unknown, counted.
-    let Step::Hash(job) = verify(&mut rec, Attempt::AppPassword(&input), &ctx, T0 + 1, &cfg, &mut || true) else {
+    let Step::Hash(job) = verify(
+        &mut rec,
+        Attempt::AppPassword(&input),
+        &ctx,
+        T0 + 1,
+        &cfg,
+        &mut || true,
+    ) else {
         panic!("expected a hash job");
     };
     let hash = hash_for(&job, Attempt::AppPassword(&input))?;
@@ -837,7 +1079,10 @@ fn revoking_an_app_password_stops_it_at_once() -> Result<(), Error> {
     let (verdict, changed) = done(finish(&mut rec, &job, Some(&hash), &ctx, T0 + 1, &cfg))?;
     assert!(changed);
     assert_rejected(&verdict, Rejection::AppPassword(Refusal::Unknown));
-    assert_rejected(&run(&mut rec, Attempt::AppPassword(&input), &ctx, T0 + 2)?.0, Rejection::AppPassword(Refusal::Unknown));
+    assert_rejected(
+        &run(&mut rec, Attempt::AppPassword(&input), &ctx, T0 + 2)?.0,
+        Rejection::AppPassword(Refusal::Unknown),
+    );
     assert!(matches!(
         revoke_app_password(&mut rec, &user(), &stored.id),
         Err(Error::NoSuchAppPassword { .. })
@@ -845,7 +1090,10 @@ fn revoking_an_app_password_stops_it_at_once() -> Result<(), Error> {
     // The other one is untouched.
     assert_eq!(rec.app_passwords.len(), 1);
     let other = app_input(&other);
-    assert_accepted(&run(&mut rec, Attempt::AppPassword(&other), &ctx, T0 + 3)?.0, &Via::AppPassword { id: other.id() });
+    assert_accepted(
+        &run(&mut rec, Attempt::AppPassword(&other), &ctx, T0 + 3)?.0,
+        &Via::AppPassword { id: other.id() },
+    );
     Ok(())
 }
 
@@ -854,17 +1102,50 @@ fn app_passwords_are_bounded_per_user() -> Result<(), Error> {
     let (mut rec, _, mut rng) = enrolled()?;
     let cfg = cfg();
     for _ in 0..app_password::MAX_PER_USER {
-        add_app_password(&mut rec, &user(), "imap", "", None, T0, &cfg, &mut rng, &Fresh)?;
+        add_app_password(
+            &mut rec,
+            &user(),
+            "imap",
+            "",
+            None,
+            T0,
+            &cfg,
+            &mut rng,
+            &Fresh,
+        )?;
     }
     let ids: BTreeSet<&str> = rec.app_passwords.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids.len(), app_password::MAX_PER_USER, "distinct ids");
     assert!(matches!(
-        add_app_password(&mut rec, &user(), "imap", "", None, T0, &cfg, &mut rng, &Fresh),
-        Err(Error::TooMany { what: "app passwords", .. })
+        add_app_password(
+            &mut rec,
+            &user(),
+            "imap",
+            "",
+            None,
+            T0,
+            &cfg,
+            &mut rng,
+            &Fresh
+        ),
+        Err(Error::TooMany {
+            what: "app passwords",
+            ..
+        })
     ));
     let mut fresh = UserRecord::new();
     assert!(matches!(
-        add_app_password(&mut fresh, &user(), "bad service", "", None, T0, &cfg, &mut rng, &Fresh),
+        add_app_password(
+            &mut fresh,
+            &user(),
+            "bad service",
+            "",
+            None,
+            T0,
+            &cfg,
+            &mut rng,
+            &Fresh
+        ),
         Err(Error::InvalidArgument(_))
     ));
     assert!(fresh.app_passwords.is_empty());
@@ -876,8 +1157,28 @@ fn app_password_failures_throttle_and_lock_like_codes() -> Result<(), Error> {
     let (mut rec, _, mut rng) = enrolled()?;
     let cfg = cfg();
     let policy = cfg.policy;
-    let (shown, stored) = add_app_password(&mut rec, &user(), "dovecot", "", Some(10), T0, &cfg, &mut rng, &Fresh)?;
-    let (good_shown, good) = add_app_password(&mut rec, &user(), "dovecot", "", None, T0, &cfg, &mut rng, &Fresh)?;
+    let (shown, stored) = add_app_password(
+        &mut rec,
+        &user(),
+        "dovecot",
+        "",
+        Some(10),
+        T0,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
+    let (good_shown, good) = add_app_password(
+        &mut rec,
+        &user(),
+        "dovecot",
+        "",
+        None,
+        T0,
+        &cfg,
+        &mut rng,
+        &Fresh,
+    )?;
     let dovecot = local("dovecot");
     let expired = app_input(&shown);
     let good_input = app_input(&good_shown);
@@ -902,14 +1203,31 @@ fn app_password_failures_throttle_and_lock_like_codes() -> Result<(), Error> {
         let (verdict, changed) = run(&mut rec, attempt, ctx, now)?;
         assert!(changed);
         let last = i + 1 == policy.max_failures as usize;
-        assert!(matches!(verdict, Verdict::Rejected { .. }), "{i}: {verdict:?}");
-        assert_eq!(verdict.retry_after(), if last { policy.window } else { 0 }, "{i}");
+        assert!(
+            matches!(verdict, Verdict::Rejected { .. }),
+            "{i}: {verdict:?}"
+        );
+        assert_eq!(
+            verdict.retry_after(),
+            if last { policy.window } else { 0 },
+            "{i}"
+        );
     }
     // Throttled: even the right password is refused unchecked.
     let before = snapshot(&rec)?;
     assert_eq!(
-        run(&mut rec, Attempt::AppPassword(&good_input), &dovecot, now + 1)?,
-        (Verdict::Throttled { retry_after: policy.window - 1 }, false)
+        run(
+            &mut rec,
+            Attempt::AppPassword(&good_input),
+            &dovecot,
+            now + 1
+        )?,
+        (
+            Verdict::Throttled {
+                retry_after: policy.window - 1
+            },
+            false
+        )
     );
     assert_eq!(snapshot(&rec)?, before);
 
@@ -919,23 +1237,48 @@ fn app_password_failures_throttle_and_lock_like_codes() -> Result<(), Error> {
     for i in 0..remaining {
         let (verdict, _) = run(&mut rec, Attempt::AppPassword(&wrong), &dovecot, now)?;
         let locks = i + 1 == remaining;
-        assert_eq!(verdict.retry_after(), if locks { policy.lock_duration } else { 0 });
+        assert_eq!(
+            verdict.retry_after(),
+            if locks { policy.lock_duration } else { 0 }
+        );
     }
     let before = snapshot(&rec)?;
     let phone = code_now(&rec, "phone", now, 0)?;
     for attempt in [Attempt::AppPassword(&good_input), Attempt::Code(&phone)] {
         let (verdict, changed) = run(&mut rec, attempt, &dovecot, now + 10)?;
-        assert_eq!(verdict, Verdict::Locked { retry_after: policy.lock_duration - 10 });
+        assert_eq!(
+            verdict,
+            Verdict::Locked {
+                retry_after: policy.lock_duration - 10
+            }
+        );
         assert_eq!(verdict.decision(), Decision::Locked);
         assert!(!changed);
     }
     assert_eq!(snapshot(&rec)?, before, "not checked, not counted");
-    assert_eq!(rec.app_passwords.iter().find(|p| p.id == good.id).and_then(|p| p.last_used), None);
+    assert_eq!(
+        rec.app_passwords
+            .iter()
+            .find(|p| p.id == good.id)
+            .and_then(|p| p.last_used),
+        None
+    );
 
     // Unlock: the right password works again and clears the counters.
     unlock(&mut rec);
     assert_eq!(rec.counters, Counters::default());
-    assert_accepted(&run(&mut rec, Attempt::AppPassword(&good_input), &dovecot, now + 11)?.0, &Via::AppPassword { id: good.id.clone() });
+    assert_accepted(
+        &run(
+            &mut rec,
+            Attempt::AppPassword(&good_input),
+            &dovecot,
+            now + 11,
+        )?
+        .0,
+        &Via::AppPassword {
+            id: good.id.clone(),
+        },
+    );
     Ok(())
 }
 
@@ -966,13 +1309,22 @@ fn strangers_do_not_lock_out_the_console() -> Result<(), Error> {
         }
         let ctx = if i % 2 == 0 { &stranger } else { &foreign_su };
         let wrong = wrong_code(&rec, now, 6);
-        assert!(matches!(run(&mut rec, Attempt::Code(&wrong), ctx, now)?.0, Verdict::Rejected { .. }));
+        assert!(matches!(
+            run(&mut rec, Attempt::Code(&wrong), ctx, now)?.0,
+            Verdict::Rejected { .. }
+        ));
     }
     assert!(rec.stranger_counters.locked_until > now);
     assert_eq!(rec.counters, Counters::default());
     let c = code_now(&rec, "phone", now, 0)?;
-    assert!(matches!(run(&mut rec, Attempt::Code(&c), &stranger, now)?.0, Verdict::Locked { .. }));
-    assert_accepted(&run(&mut rec, Attempt::Code(&c), &sshd(), now)?.0, &totp_via("phone"));
+    assert!(matches!(
+        run(&mut rec, Attempt::Code(&c), &stranger, now)?.0,
+        Verdict::Locked { .. }
+    ));
+    assert_accepted(
+        &run(&mut rec, Attempt::Code(&c), &sshd(), now)?.0,
+        &totp_via("phone"),
+    );
     Ok(())
 }
 
@@ -1011,7 +1363,10 @@ fn renaming_keeps_the_device_and_refuses_taken_names() -> Result<(), Error> {
         &mut rng,
     )?;
     rename_device(&mut rec, &user(), &name("tablet"), name("ipad"))?;
-    assert_eq!(rec.pending.as_ref().map(|p| p.device.name.as_str()), Some("ipad"));
+    assert_eq!(
+        rec.pending.as_ref().map(|p| p.device.name.as_str()),
+        Some("ipad")
+    );
     assert!(matches!(
         rename_device(&mut rec, &user(), &name("token"), name("ipad")),
         Err(Error::DeviceExists { .. })
@@ -1055,7 +1410,10 @@ fn removing_devices_the_last_one_only_when_allowed() -> Result<(), Error> {
     assert_eq!(remove_device(&mut rec, &user(), &name("phone"), true)?, 0);
     assert!(!rec.is_enrolled());
     let before = snapshot(&rec)?;
-    assert_eq!(run(&mut rec, Attempt::Code(&phone), &sshd(), now)?, (Verdict::NotEnrolled, false));
+    assert_eq!(
+        run(&mut rec, Attempt::Code(&phone), &sshd(), now)?,
+        (Verdict::NotEnrolled, false)
+    );
     assert_eq!(snapshot(&rec)?, before);
     Ok(())
 }
@@ -1068,9 +1426,15 @@ fn unlock_clears_both_buckets() -> Result<(), Error> {
     rec.counters.consecutive_failures = 8;
     rec.stranger_counters.recent_failures = vec![now; 5];
     let c = code_now(&rec, "phone", now, 0)?;
-    assert!(matches!(run_code(&mut rec, &c, now)?, Verdict::Locked { retry_after: 900 }));
+    assert!(matches!(
+        run_code(&mut rec, &c, now)?,
+        Verdict::Locked { retry_after: 900 }
+    ));
     unlock(&mut rec);
-    assert_eq!((&rec.counters, &rec.stranger_counters), (&Counters::default(), &Counters::default()));
+    assert_eq!(
+        (&rec.counters, &rec.stranger_counters),
+        (&Counters::default(), &Counters::default())
+    );
     assert_accepted(&run_code(&mut rec, &c, now)?, &totp_via("phone"));
     Ok(())
 }
@@ -1112,14 +1476,20 @@ fn a_version_1_record_migrates_and_keeps_refusing_its_used_step() -> Result<(), 
     let mut rec = UserRecord::decode(&user(), &plain)?;
     assert_eq!(rec.version, crate::record::RECORD_VERSION);
     let d = dev(&rec, "default")?;
-    assert_eq!((d.last_used_step, d.last_used_at), (Some(60_000_003), Some(1_800_000_090)));
+    assert_eq!(
+        (d.last_used_step, d.last_used_at),
+        (Some(60_000_003), Some(1_800_000_090))
+    );
 
     let now = 1_800_000_100;
     let used = code_of(d, 60_000_003);
     let older = code_of(d, 60_000_002);
     assert_rejected(&run_code(&mut rec, &used, now)?, Rejection::Replayed);
     assert_rejected(&run_code(&mut rec, &older, now)?, Rejection::Replayed);
-    assert_eq!(rec.counters.consecutive_failures, 4, "the migrated counters go on");
+    assert_eq!(
+        rec.counters.consecutive_failures, 4,
+        "the migrated counters go on"
+    );
     let later = now + 20;
     let next = code_now(&rec, "default", later, 0)?;
     assert_accepted(&run_code(&mut rec, &next, later)?, &totp_via("default"));
@@ -1127,8 +1497,14 @@ fn a_version_1_record_migrates_and_keeps_refusing_its_used_step() -> Result<(), 
     assert_eq!(rec.counters, Counters::default());
     assert_rejected(&run_code(&mut rec, &next, later)?, Rejection::Replayed);
     // Its backup codes still work, once.
-    assert_accepted(&run_code(&mut rec, &code(&codes[0]), later)?, &Via::BackupCode);
-    assert_rejected(&run_code(&mut rec, &code(&codes[0]), later)?, Rejection::WrongCode);
+    assert_accepted(
+        &run_code(&mut rec, &code(&codes[0]), later)?,
+        &Via::BackupCode,
+    );
+    assert_rejected(
+        &run_code(&mut rec, &code(&codes[0]), later)?,
+        Rejection::WrongCode,
+    );
     // Written back as version 2, it reads back the same.
     let json = serde_json::to_vec(&rec).map_err(|_| Error::Internal("json"))?;
     let mut back = UserRecord::decode(&user(), &json)?;
@@ -1180,7 +1556,12 @@ impl Limits {
                 retry_after: self.locked_until - now,
             });
         }
-        let recent: Vec<u64> = self.failures.iter().copied().filter(|&t| t + p.window > now).collect();
+        let recent: Vec<u64> = self
+            .failures
+            .iter()
+            .copied()
+            .filter(|&t| t + p.window > now)
+            .collect();
         let max = p.max_failures as usize;
         (recent.len() >= max).then(|| Verdict::Throttled {
             retry_after: recent[recent.len() - max] + p.window - now,
@@ -1190,8 +1571,16 @@ impl Limits {
     fn failure(&mut self, p: &Policy, now: u64) -> Result<(), TestCaseError> {
         self.failures.push(now);
         // The throttle bound: never more than max_failures in a window.
-        let in_window = self.failures.iter().filter(|&&t| t + p.window > now).count();
-        prop_assert!(in_window <= p.max_failures as usize, "{in_window} failures within {} s", p.window);
+        let in_window = self
+            .failures
+            .iter()
+            .filter(|&&t| t + p.window > now)
+            .count();
+        prop_assert!(
+            in_window <= p.max_failures as usize,
+            "{in_window} failures within {} s",
+            p.window
+        );
         let n = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
         if n.is_multiple_of(p.lock_threshold) {
             self.locked_until = now + p.lock_duration_for(n / p.lock_threshold);
@@ -1246,18 +1635,32 @@ fn interleaving(seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Device { token, offset } => {
                 let d = &rec.devices[usize::from(token)];
                 let step = totp::step_of(d.params, now).saturating_add_signed(offset);
-                (code_of(d, step), Some((d.id, step, offset * i64::try_from(d.params.period).unwrap_or(0))))
+                (
+                    code_of(d, step),
+                    Some((
+                        d.id,
+                        step,
+                        offset * i64::try_from(d.params.period).unwrap_or(0),
+                    )),
+                )
             }
-            Op::Replay(i) if !accepted_codes.is_empty() => (accepted_codes[i % accepted_codes.len()].clone(), None),
+            Op::Replay(i) if !accepted_codes.is_empty() => {
+                (accepted_codes[i % accepted_codes.len()].clone(), None)
+            }
             Op::Replay(_) => continue,
             Op::Random { digits8, n } => {
-                let text = if digits8 { format!("{n:08}") } else { format!("{:06}", n % 1_000_000) };
+                let text = if digits8 {
+                    format!("{n:08}")
+                } else {
+                    format!("{:06}", n % 1_000_000)
+                };
                 (code(&text), None)
             }
         };
         let expected = limits.expected_refusal(&p, now);
         let before = snapshot(&rec).map_err(tc)?;
-        let (verdict, changed) = run(&mut rec, Attempt::Code(&submitted), &sshd(), now).map_err(tc)?;
+        let (verdict, changed) =
+            run(&mut rec, Attempt::Code(&submitted), &sshd(), now).map_err(tc)?;
         if let Some(refusal) = expected {
             // Nothing is checked while locked or throttled.
             prop_assert_eq!(&verdict, &refusal);
@@ -1266,20 +1669,42 @@ fn interleaving(seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
             continue;
         }
         match &verdict {
-            Verdict::Accepted { via: Via::Totp { device }, .. } => {
-                let d = rec.device(device).ok_or_else(|| TestCaseError::fail("accepted by a missing device"))?;
-                let step = d.last_used_step.ok_or_else(|| TestCaseError::fail("no watermark after acceptance"))?;
-                prop_assert!(submitted.ct_matches(code_of(d, step).as_bytes()), "accepted for another step");
-                prop_assert!(used.insert((d.id, step)), "{} step {} accepted twice", device, step);
-                prop_assert!(!revealed.contains(&(d.id, step)), "a skew-revealed step accepted");
+            Verdict::Accepted {
+                via: Via::Totp { device },
+                ..
+            } => {
+                let d = rec
+                    .device(device)
+                    .ok_or_else(|| TestCaseError::fail("accepted by a missing device"))?;
+                let step = d
+                    .last_used_step
+                    .ok_or_else(|| TestCaseError::fail("no watermark after acceptance"))?;
+                prop_assert!(
+                    submitted.ct_matches(code_of(d, step).as_bytes()),
+                    "accepted for another step"
+                );
+                prop_assert!(
+                    used.insert((d.id, step)),
+                    "{} step {} accepted twice",
+                    device,
+                    step
+                );
+                prop_assert!(
+                    !revealed.contains(&(d.id, step)),
+                    "a skew-revealed step accepted"
+                );
                 prop_assert_eq!(d.last_used_at, Some(now));
                 accepted_codes.push(submitted.clone());
                 limits = Limits::default();
             }
-            Verdict::Accepted { via: Via::BackupCode, .. } => limits = Limits::default(),
+            Verdict::Accepted {
+                via: Via::BackupCode,
+                ..
+            } => limits = Limits::default(),
             Verdict::Rejected { rejection, .. } => {
                 prop_assert!(changed);
-                if let (Some((id, step, skew)), Rejection::ClockSkew { skew_seconds }) = (aimed, rejection)
+                if let (Some((id, step, skew)), Rejection::ClockSkew { skew_seconds }) =
+                    (aimed, rejection)
                     && skew > 0
                     && *skew_seconds == skew
                 {
@@ -1290,7 +1715,10 @@ fn interleaving(seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
             other => prop_assert!(false, "unexpected verdict {:?}", other),
         }
         // The core's counters agree with the model.
-        prop_assert_eq!(limits.expected_refusal(&p, now), gate(&cfg, &rec, Bucket::Trusted, now));
+        prop_assert_eq!(
+            limits.expected_refusal(&p, now),
+            gate(&cfg, &rec, Bucket::Trusted, now)
+        );
     }
     Ok(())
 }
