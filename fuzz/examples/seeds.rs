@@ -137,6 +137,7 @@ fn main() {
     let rpc = |n: u8, m: &dyn Fn() -> Vec<u8>| [&[n][..], &m()].concat();
     let verify = |code: &[u8]| {
         pb::VerifyRequest {
+            allow_app_password: false,
             user: b"alice".to_vec().into(),
             code: code.to_vec().into(),
             service: "sshd".into(),
@@ -166,6 +167,7 @@ fn main() {
         "verify_long_context",
         &rpc(0, &|| {
             pb::VerifyRequest {
+                allow_app_password: false,
                 user: b"alice".to_vec().into(),
                 code: b"000000".to_vec().into(),
                 service: "é".repeat(200),
@@ -181,6 +183,8 @@ fn main() {
         "enroll_start_options",
         &rpc(1, &|| {
             pb::EnrollStartRequest {
+                device: String::new(),
+                add_device: false,
                 user: b"carol".to_vec().into(),
                 issuer: "Example".into(),
                 algorithm: pb::Algorithm::Sha256 as i32,
@@ -195,6 +199,8 @@ fn main() {
         "enroll_start_bad_options",
         &rpc(1, &|| {
             pb::EnrollStartRequest {
+                device: String::new(),
+                add_device: false,
                 user: b"carol".to_vec().into(),
                 issuer: "a:b".into(),
                 algorithm: 9,
