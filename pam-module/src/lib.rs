@@ -28,6 +28,7 @@
 #[allow(unsafe_code)]
 mod ffi;
 
+pub mod app_password;
 pub mod client;
 pub mod error;
 pub mod flow;
