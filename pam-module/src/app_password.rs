@@ -145,7 +145,10 @@ mod tests {
             assert!(looks_like_app_password(typed.as_bytes()), "{typed:?}");
         }
         assert_eq!(canon(PRINTED).as_deref(), Some(PRINTED));
-        assert_eq!(canon("K7QM 3XA9 H2PC VW4D 8ENT RB6S").as_deref(), Some(PRINTED));
+        assert_eq!(
+            canon("K7QM 3XA9 H2PC VW4D 8ENT RB6S").as_deref(),
+            Some(PRINTED)
+        );
         assert_eq!(canon("k7qm3xa9h2pcvw4d8entrb6s").as_deref(), Some(PRINTED));
         // 24 digits are 24 characters of the alphabet.
         assert!(looks_like_app_password(b"000000000000000000000000"));
@@ -188,7 +191,9 @@ mod tests {
             assert!(canon(typed).is_none(), "{typed:?}");
         }
         assert!(!looks_like_app_password(b"k7qm-3xa9-h2pc-vw4d-8ent-rb6\0"));
-        assert!(!looks_like_app_password(b"k7qm-3xa9-h2pc-vw4d-8ent-rb6\xff"));
+        assert!(!looks_like_app_password(
+            b"k7qm-3xa9-h2pc-vw4d-8ent-rb6\xff"
+        ));
     }
 
     #[test]
