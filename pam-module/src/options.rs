@@ -310,14 +310,12 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> (Options, Vec<OptionWarning>) {
             _ => warnings.push(OptionWarning::Unknown(arg.to_owned())),
         }
     }
-    if opts.app_passwords == AppPasswords::Only {
-        if opts.nullok {
-            warnings.push(OptionWarning::Ineffective {
-                name: "nullok",
-                with: "app_passwords_only",
-                why: "this line never asks about enrollment; put nullok on the code line",
-            });
-        }
+    if opts.app_passwords == AppPasswords::Only && opts.nullok {
+        warnings.push(OptionWarning::Ineffective {
+            name: "nullok",
+            with: "app_passwords_only",
+            why: "this line never asks about enrollment; put nullok on the code line",
+        });
     }
     if opts.echo_code && opts.app_passwords != AppPasswords::Off {
         warnings.push(OptionWarning::Ineffective {
