@@ -33,6 +33,7 @@ use prost::bytes::Bytes;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::app_password::AppPasswordId;
 use crate::error::Error;
 use crate::flow::{Attempt, Daemon, Decision, Method, Reason, State, Status, Verdict};
 
@@ -201,7 +202,7 @@ impl Daemon for Client {
                 uid: attempt.requester.uid,
                 is_target_user: attempt.requester.is_target_user,
             }),
-            allow_app_password: false,
+            allow_app_password: attempt.allow_app_password,
         };
         let reply = self.exchange(|mut c| async move { c.verify(request).await })?;
         Ok(Verdict::from(reply.into_inner()))
@@ -297,6 +298,7 @@ impl From<pb::VerifyResponse> for Verdict {
             retry_after_seconds: r.retry_after_seconds,
             clock_skew_seconds: r.clock_skew_seconds,
             backup_codes_low: r.backup_codes_low,
+            app_password_id: AppPasswordId::parse(&r.app_password_id),
         }
     }
 }
@@ -319,7 +321,10 @@ mod tests {
 
     type Reply<T> = Result<Response<T>, tonic::Status>;
 
-    /// A stand-in otpd: "123456" is right, "12345678" is a backup code,
+    const APP_PASSWORD: &[u8] = b"k7qm-3xa9-h2pc-vw4d-8ent-rb6s";
+
+    /// A stand-in otpd: APP_PASSWORD is right when allowed (for sshd),
+    /// "123456" is right, "12345678" is a backup code,
     /// "000000" makes it answer UNAVAILABLE, anything else not made of
     /// digits is INVALID_ARGUMENT, other digits are wrong.
     #[derive(Default)]
@@ -334,6 +339,11 @@ mod tests {
             self.seen.lock().unwrap().push(r.clone());
             let mut reply = pb::VerifyResponse::default();
             match &r.code[..] {
+                APP_PASSWORD if r.allow_app_password && r.service == "sshd" => {
+                    reply.decision = pb::Decision::Accepted as i32;
+                    reply.method = pb::Method::AppPassword as i32;
+                    reply.app_password_id = "k7qm".into();
+                }
                 b"123456" => {
                     reply.decision = pb::Decision::Accepted as i32;
                     reply.method = pb::Method::Totp as i32;
@@ -517,6 +527,7 @@ mod tests {
                 uid: 1001,
                 is_target_user: false,
             },
+            allow_app_password: false,
         }
     }
 
@@ -584,6 +595,41 @@ mod tests {
                 is_target_user: false
             })
         );
+
+        // A code attempt never allows an app password.
+        assert!(!seen.allow_app_password);
+        assert_eq!(v.app_password_id, None);
+
+        // allow_app_password goes on the wire; the id comes back.
+        let app = || attempt(std::str::from_utf8(APP_PASSWORD).unwrap());
+        let err = c.verify(app()).unwrap_err();
+        assert!(matches!(err, Error::Status(s) if s.code() == tonic::Code::InvalidArgument));
+        assert!(
+            !server
+                .seen
+                .lock()
+                .unwrap()
+                .pop()
+                .unwrap()
+                .allow_app_password
+        );
+        let v = c
+            .verify(Attempt {
+                allow_app_password: true,
+                ..app()
+            })
+            .unwrap();
+        assert_eq!(
+            (v.decision, v.method, v.app_password_id),
+            (
+                Decision::Accepted,
+                Method::AppPassword,
+                AppPasswordId::parse("k7qm")
+            )
+        );
+        let seen = server.seen.lock().unwrap().pop().unwrap();
+        assert!(seen.allow_app_password);
+        assert_eq!(&seen.code[..], APP_PASSWORD);
 
         let v = c.verify(attempt("12345678")).unwrap();
         assert_eq!(v.method, Method::BackupCode);
@@ -752,6 +798,16 @@ mod tests {
         assert_eq!(v.decision, Decision::Unknown);
         assert_eq!(v.reason, Reason::Other);
         assert_eq!(v.method, Method::Unknown);
+        assert_eq!(v.app_password_id, None);
+        // An id that is not an app password's first group is dropped (it
+        // would otherwise reach the log).
+        for id in ["", "k7qm\nFAKE", "K7QM", "abc"] {
+            let v = Verdict::from(pb::VerifyResponse {
+                app_password_id: id.into(),
+                ..Default::default()
+            });
+            assert_eq!(v.app_password_id, None, "{id:?}");
+        }
         let s = Status::from(pb::UserStatus {
             state: 42,
             ..Default::default()

@@ -7,9 +7,10 @@
 
 use pamsm::PamError;
 
+use crate::app_password::{self, AppPasswordId};
 use crate::error::{Error, ErrorClass};
 use crate::messages;
-use crate::options::{FailMode, Options, PassMode};
+use crate::options::{AppPasswords, FailMode, Options, PassMode};
 use crate::secret::Secret;
 
 /// Longest answer accepted from the user, in bytes (as `PAM_MAX_RESP_SIZE`).
@@ -167,6 +168,8 @@ pub struct Verdict {
     pub clock_skew_seconds: i64,
     /// Few backup codes left.
     pub backup_codes_low: bool,
+    /// The app password's public id (when accepted as one).
+    pub app_password_id: Option<AppPasswordId>,
 }
 
 /// One `Verify` request.
@@ -174,8 +177,12 @@ pub struct Verdict {
 pub struct Attempt {
     /// `PAM_USER`.
     pub user: Vec<u8>,
-    /// The code, whitespace removed.
+    /// The code, whitespace removed; or the whole app password, in the
+    /// form otpd prints it.
     pub code: Secret,
+    /// `code` may be an app password (`app_passwords` and the answer has
+    /// the shape of one). False for every other attempt.
+    pub allow_app_password: bool,
     /// `PAM_SERVICE`.
     pub service: String,
     /// `PAM_RHOST`.
@@ -305,9 +312,11 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
         ));
 
         // nullok: users without an active enrollment are not asked.
+        // (An `app_passwords_only` line never asks: it decides nothing about
+        // users without an app password.)
         let mut status = None;
-        let status_asked = self.opts.nullok;
-        if self.opts.nullok {
+        let status_asked = self.opts.nullok && self.opts.app_passwords != AppPasswords::Only;
+        if status_asked {
             match self.daemon.status(&req.user) {
                 Ok(st) if matches!(st.state, State::NotEnrolled | State::Pending) => {
                     self.log(
@@ -378,6 +387,28 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 ),
             );
             return Outcome::new(PamError::AUTH_ERR);
+        }
+
+        match self.opts.app_passwords {
+            AppPasswords::Off => {}
+            AppPasswords::Accept | AppPasswords::Only => {
+                if let Some(whole) = app_password::canonical(answer.as_bytes()) {
+                    return self.app_password(&req, whole, &answer, status, status_asked);
+                }
+            }
+        }
+        if self.opts.app_passwords == AppPasswords::Only {
+            // Not an app password: otpd is not asked. The next modules see
+            // the answer exactly as typed (`pam_unix.so use_first_pass`).
+            self.debug(&format!(
+                "user {}: not an app password; app_passwords_only: ignored \
+                 (PAM_IGNORE), the answer goes on in PAM_AUTHTOK",
+                self.who
+            ));
+            return Outcome {
+                result: PamError::IGNORE,
+                authtok: Some(answer),
+            };
         }
 
         if self.opts.pass_mode.is_combined() {
@@ -508,6 +539,69 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
         Outcome { result, authtok }
     }
 
+    /// `app_passwords`, `app_passwords_only`: the answer has the shape of
+    /// an app password; `whole` is all of it (never split), in otpd's form.
+    fn app_password(
+        &mut self,
+        req: &Request,
+        whole: Secret,
+        answer: &Secret,
+        status: Option<Status>,
+        status_asked: bool,
+    ) -> Outcome {
+        self.debug(&format!(
+            "user {}: the answer has the shape of an app password; asking otpd \
+             for service {:?}",
+            self.who, req.service
+        ));
+        let mut app_attempt = attempt(req, whole);
+        app_attempt.allow_app_password = true;
+        let verdict = self.daemon.verify(app_attempt);
+
+        // `app_passwords` with a password+code prompt: an account password
+        // of 16 or 18 such characters followed by the code has the shape
+        // too. When otpd says "wrong" (or, an otpd without app passwords,
+        // "malformed"), try the answer as password and code as well; each
+        // attempt that fails counts as a failure.
+        let wrong = match &verdict {
+            Ok(v) => v.decision == Decision::Rejected && v.reason == Reason::WrongCode,
+            Err(Error::Status(s)) => s.code() == tonic::Code::InvalidArgument,
+            Err(_) => false,
+        };
+        if wrong
+            && self.opts.app_passwords == AppPasswords::Accept
+            && self.opts.pass_mode.is_combined()
+            && split(answer.as_bytes(), DEFAULT_DIGITS).is_some()
+        {
+            self.debug(&format!(
+                "user {}: not accepted as an app password; trying it as password and code",
+                self.who
+            ));
+            self.log(
+                Level::Notice,
+                &format!(
+                    "user {}: not accepted as an app password; trying the answer \
+                     as password and code",
+                    self.who
+                ),
+            );
+            return self.combined(req, answer, status, status_asked);
+        }
+
+        let result = self.finish_as(verdict.as_ref(), Checked::AppPassword);
+        Outcome {
+            result,
+            // An app password is not the account password: nothing is
+            // handed on, unless this module steps aside (otpd not running,
+            // fail_mode=open) on a line that hands answers on, when the
+            // next module sees the same thing as for any other answer.
+            authtok: (result == PamError::IGNORE
+                && (self.opts.app_passwords == AppPasswords::Only
+                    || self.opts.pass_mode.is_combined()))
+            .then(|| Secret::from_slice(answer.as_bytes())),
+        }
+    }
+
     /// Prompts for the answer.
     fn ask(&mut self) -> Result<Option<Secret>, Error> {
         let echo = self.opts.prompt_echo();
@@ -521,13 +615,26 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
 
     /// Tells the user what they need to know, logs, and maps the answer.
     fn finish(&mut self, answer: Result<&Verdict, &Error>) -> PamError {
+        self.finish_as(answer, Checked::Code)
+    }
+
+    /// [`Self::finish`], saying in the log what was checked.
+    fn finish_as(&mut self, answer: Result<&Verdict, &Error>, checked: Checked) -> PamError {
         let v = match answer {
             Ok(v) => v,
             Err(e) => return self.failed(e),
         };
         match v.decision {
             Decision::Accepted => {
-                if v.method == Method::BackupCode {
+                if v.method == Method::AppPassword {
+                    let id = v
+                        .app_password_id
+                        .map_or_else(String::new, |id| format!(" {id}"));
+                    self.log(
+                        Level::Info,
+                        &format!("user {}: app password{id} accepted", self.who),
+                    );
+                } else if v.method == Method::BackupCode {
                     self.conv
                         .info(&messages::backup_code_accepted(v.backup_codes_left));
                     self.log(
@@ -571,7 +678,10 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                         self.conv.error(messages::REPLAYED);
                         "code already used"
                     }
-                    Reason::WrongCode | Reason::Ok | Reason::Other => "wrong code",
+                    Reason::WrongCode | Reason::Ok | Reason::Other => match checked {
+                        Checked::Code => "wrong code",
+                        Checked::AppPassword => "wrong app password",
+                    },
                 };
                 self.log(Level::Notice, &format!("user {}: {why}; refused", self.who));
             }
@@ -638,10 +748,20 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
     }
 }
 
+/// What an attempt sent to otpd, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checked {
+    /// A TOTP or backup code.
+    Code,
+    /// An app password (`allow_app_password`).
+    AppPassword,
+}
+
 fn attempt(req: &Request, code: Secret) -> Attempt {
     Attempt {
         user: req.user.clone(),
         code,
+        allow_app_password: false,
         service: req.service.clone(),
         remote_host: req.remote_host.clone(),
         tty: req.tty.clone(),
@@ -722,6 +842,8 @@ mod tests {
         attempts: Vec<(String, String, String, String, String)>,
         /// The requester of each attempt.
         requesters: Vec<LocalRequester>,
+        /// `allow_app_password` of each attempt.
+        allowed: Vec<bool>,
     }
 
     impl Daemon for FakeDaemon {
@@ -731,6 +853,7 @@ mod tests {
         }
         fn verify(&mut self, a: Attempt) -> Result<Verdict, Error> {
             self.requesters.push(a.requester);
+            self.allowed.push(a.allow_app_password);
             self.attempts.push((
                 String::from_utf8(a.user).unwrap(),
                 String::from_utf8(a.code.as_bytes().to_vec()).unwrap(),
@@ -760,6 +883,7 @@ mod tests {
             retry_after_seconds: 0,
             clock_skew_seconds: 0,
             backup_codes_low: false,
+            app_password_id: None,
         }
     }
 
@@ -1624,6 +1748,9 @@ mod tests {
         assert_eq!(r.daemon.status_calls, 1);
         assert_eq!(r.codes(), vec!["123456"]);
     }
+
+    /// The app password tests (`app_passwords`, `app_passwords_only`).
+    mod app_passwords;
 
     #[test]
     fn split_rules() {

@@ -5,7 +5,7 @@
 //!
 //! | entry point            | returns |
 //! |------------------------|---------|
-//! | `pam_sm_authenticate`  | `PAM_SUCCESS` when otpd accepts the code; `PAM_AUTH_ERR` when it refuses it (wrong, replayed, locked, throttled, not enrolled, malformed) or when otpd reports an error other than UNAVAILABLE; `PAM_AUTHINFO_UNAVAIL` when otpd is not running (no socket file, or nobody listening on it) with `fail_mode=closed` (the default), when otpd is running but busy, slow or failing (its queue stays full, the `timeout_ms` budget runs out, the connection fails after connecting, it answers UNAVAILABLE) whatever `fail_mode` says, and when the socket is not trusted; `PAM_IGNORE` for `nullok` users without an active enrollment, and when otpd is not running with `fail_mode=open`; `PAM_CONV_ERR` when the user cannot be asked; `PAM_SYSTEM_ERR` on an internal error. Never `PAM_USER_UNKNOWN`. |
+//! | `pam_sm_authenticate`  | `PAM_SUCCESS` when otpd accepts the code; `PAM_AUTH_ERR` when it refuses it (wrong, replayed, locked, throttled, not enrolled, malformed) or when otpd reports an error other than UNAVAILABLE; `PAM_AUTHINFO_UNAVAIL` when otpd is not running (no socket file, or nobody listening on it) with `fail_mode=closed` (the default), when otpd is running but busy, slow or failing (its queue stays full, the `timeout_ms` budget runs out, the connection fails after connecting, it answers UNAVAILABLE) whatever `fail_mode` says, and when the socket is not trusted; `PAM_IGNORE` for `nullok` users without an active enrollment, when otpd is not running with `fail_mode=open`, and with `app_passwords_only` for an answer that is not shaped like an app password (handed on in `PAM_AUTHTOK`); `PAM_CONV_ERR` when the user cannot be asked; `PAM_SYSTEM_ERR` on an internal error. Never `PAM_USER_UNKNOWN`. |
 //! | `pam_sm_setcred`       | `PAM_SUCCESS` (there are no credentials to set). |
 //! | `pam_sm_acct_mgmt`     | `PAM_IGNORE` (account policy is left to other modules). |
 //! | `pam_sm_open_session`, `pam_sm_close_session` | `PAM_IGNORE`. |
@@ -18,6 +18,7 @@
 //! - [`flow`]: the prompt flow, generic over the conversation, the daemon
 //!   and the log; the mapping from otpd's answer to a PAM result.
 //! - [`client`]: the blocking gRPC client (a runtime per exchange).
+//! - [`app_password`]: the shape of an app password as typed.
 //! - [`options`], [`messages`], [`error`], [`secret`].
 //! - `ffi` (private): the only unsafe code — the exported entry points
 //!   and the libpam calls.
@@ -28,6 +29,7 @@
 #[allow(unsafe_code)]
 mod ffi;
 
+pub mod app_password;
 pub mod client;
 pub mod error;
 pub mod flow;

@@ -22,6 +22,25 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_PROMPT: &str = "Verification code: ";
 /// Prompt when the password and the code are typed together.
 pub const DEFAULT_COMBINED_PROMPT: &str = "Password & verification code: ";
+/// Prompt of an `app_passwords_only` line that asks for one password (the
+/// account password or an app password).
+pub const DEFAULT_PASSWORD_PROMPT: &str = "Password: ";
+
+/// Whether an answer may be an app password (see [`crate::app_password`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AppPasswords {
+    /// Never: otpd is told not to accept one. The default.
+    #[default]
+    Off,
+    /// `app_passwords`: an answer with the shape of an app password is
+    /// checked as one, instead of the code of this line; anything else
+    /// follows the usual flow.
+    Accept,
+    /// `app_passwords_only`: an answer with the shape of an app password is
+    /// checked as one; anything else is not sent to otpd: the module steps
+    /// aside (`PAM_IGNORE`) and hands the answer on in `PAM_AUTHTOK`.
+    Only,
+}
 
 /// What to do when otpd is not running: no socket file, or nobody
 /// listening on it. A daemon that is running but busy, slow or failing is
@@ -82,6 +101,8 @@ pub struct Options {
     pub echo_code: bool,
     /// `debug`: more log lines (never a code or password).
     pub debug: bool,
+    /// `app_passwords`, `app_passwords_only`.
+    pub app_passwords: AppPasswords,
 }
 
 impl Default for Options {
@@ -96,6 +117,7 @@ impl Default for Options {
             pass_mode: PassMode::CodeOnly,
             echo_code: false,
             debug: false,
+            app_passwords: AppPasswords::Off,
         }
     }
 }
@@ -104,18 +126,24 @@ impl Options {
     /// The prompt to show.
     #[must_use]
     pub fn prompt_text(&self) -> &str {
-        match (&self.prompt, self.pass_mode.is_combined()) {
-            (Some(p), _) => p,
-            (None, false) => DEFAULT_PROMPT,
-            (None, true) => DEFAULT_COMBINED_PROMPT,
+        match (
+            &self.prompt,
+            self.pass_mode.is_combined(),
+            self.app_passwords,
+        ) {
+            (Some(p), _, _) => p,
+            (None, true, _) => DEFAULT_COMBINED_PROMPT,
+            (None, false, AppPasswords::Only) => DEFAULT_PASSWORD_PROMPT,
+            (None, false, AppPasswords::Off | AppPasswords::Accept) => DEFAULT_PROMPT,
         }
     }
 
     /// Whether the prompt echoes. A password is never echoed, so
-    /// `echo_code` applies to the code-only prompt.
+    /// `echo_code` applies to the code-only prompt, and only where the
+    /// answer cannot be an app password.
     #[must_use]
     pub fn prompt_echo(&self) -> bool {
-        self.echo_code && !self.pass_mode.is_combined()
+        self.echo_code && !self.pass_mode.is_combined() && self.app_passwords == AppPasswords::Off
     }
 }
 
@@ -139,6 +167,16 @@ pub enum OptionWarning {
     /// A flag given a value, e.g. `nullok=yes`.
     #[error("ignoring {0:?}: this option takes no value")]
     UnexpectedValue(String),
+    /// An option that has no effect together with another one.
+    #[error("option {name} has no effect with {with}: {why}")]
+    Ineffective {
+        /// The option without effect.
+        name: &'static str,
+        /// The option that makes it so.
+        with: &'static str,
+        /// What to do instead.
+        why: &'static str,
+    },
     /// A second pass mode replaces an earlier one.
     #[error("option {new} overrides the earlier {old}")]
     Overridden {
@@ -155,6 +193,14 @@ fn pass_mode_name(mode: PassMode) -> &'static str {
         PassMode::ForwardPass => "forward_pass",
         PassMode::UseFirstPass => "use_first_pass",
         PassMode::TryFirstPass => "try_first_pass",
+    }
+}
+
+fn app_passwords_name(mode: AppPasswords) -> &'static str {
+    match mode {
+        AppPasswords::Off => "(none)",
+        AppPasswords::Accept => "app_passwords",
+        AppPasswords::Only => "app_passwords_only",
     }
 }
 
@@ -224,6 +270,16 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> (Options, Vec<OptionWarning>) {
             ("nullok", _) => opts.nullok = flag(&mut warnings) || opts.nullok,
             ("echo_code", _) => opts.echo_code = flag(&mut warnings) || opts.echo_code,
             ("debug", _) => opts.debug = flag(&mut warnings) || opts.debug,
+            ("app_passwords", _) => {
+                if flag(&mut warnings) && opts.app_passwords == AppPasswords::Off {
+                    opts.app_passwords = AppPasswords::Accept;
+                }
+            }
+            ("app_passwords_only", _) => {
+                if flag(&mut warnings) {
+                    opts.app_passwords = AppPasswords::Only;
+                }
+            }
             ("forward_pass", _) => {
                 if flag(&mut warnings) {
                     set_pass_mode(&mut opts, &mut warnings, PassMode::ForwardPass);
@@ -253,6 +309,20 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> (Options, Vec<OptionWarning>) {
             }
             _ => warnings.push(OptionWarning::Unknown(arg.to_owned())),
         }
+    }
+    if opts.app_passwords == AppPasswords::Only && opts.nullok {
+        warnings.push(OptionWarning::Ineffective {
+            name: "nullok",
+            with: "app_passwords_only",
+            why: "this line never asks about enrollment; put nullok on the code line",
+        });
+    }
+    if opts.echo_code && opts.app_passwords != AppPasswords::Off {
+        warnings.push(OptionWarning::Ineffective {
+            name: "echo_code",
+            with: app_passwords_name(opts.app_passwords),
+            why: "the answer may be an app password, which is never echoed",
+        });
     }
     (opts, warnings)
 }
@@ -349,6 +419,79 @@ mod tests {
                 old: "use_first_pass"
             }]
         );
+    }
+
+    #[test]
+    fn app_password_options() {
+        let (o, w) = parse::<&str>(&[]);
+        assert!(w.is_empty());
+        assert_eq!(o.app_passwords, AppPasswords::Off);
+
+        let (o, w) = parse(&["app_passwords"]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(o.app_passwords, AppPasswords::Accept);
+        // The code prompt stays; the pass mode is untouched.
+        assert_eq!(o.prompt_text(), DEFAULT_PROMPT);
+        assert_eq!(o.pass_mode, PassMode::CodeOnly);
+
+        let (o, w) = parse(&["app_passwords_only"]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(o.app_passwords, AppPasswords::Only);
+        assert_eq!(o.prompt_text(), "Password: ");
+        let (o, _) = parse(&["app_passwords_only", "forward_pass"]);
+        assert_eq!(o.prompt_text(), DEFAULT_COMBINED_PROMPT);
+        let (o, _) = parse(&["app_passwords_only", "prompt=Mail password: "]);
+        assert_eq!(o.prompt_text(), "Mail password: ");
+
+        // `only` is the stronger statement, in either order.
+        for args in [
+            ["app_passwords", "app_passwords_only"],
+            ["app_passwords_only", "app_passwords"],
+        ] {
+            let (o, w) = parse(&args);
+            assert!(w.is_empty(), "{w:?}");
+            assert_eq!(o.app_passwords, AppPasswords::Only, "{args:?}");
+        }
+
+        // Flags take no value.
+        let (o, w) = parse(&["app_passwords=yes", "app_passwords_only=1"]);
+        assert_eq!(o.app_passwords, AppPasswords::Off);
+        assert_eq!(
+            w,
+            vec![
+                OptionWarning::UnexpectedValue("app_passwords=yes".into()),
+                OptionWarning::UnexpectedValue("app_passwords_only=1".into()),
+            ]
+        );
+        // Near misses are unknown options, not app_passwords.
+        let (o, w) = parse(&["app_password", "apppasswords"]);
+        assert_eq!(o.app_passwords, AppPasswords::Off);
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn an_app_password_prompt_never_echoes() {
+        let (o, w) = parse(&["echo_code", "app_passwords"]);
+        assert!(!o.prompt_echo());
+        assert_eq!(
+            w,
+            vec![OptionWarning::Ineffective {
+                name: "echo_code",
+                with: "app_passwords",
+                why: "the answer may be an app password, which is never echoed",
+            }]
+        );
+        let (o, w) = parse(&["app_passwords_only", "echo_code", "nullok"]);
+        assert!(!o.prompt_echo());
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(
+            w[0].to_string(),
+            "option nullok has no effect with app_passwords_only: this line never \
+             asks about enrollment; put nullok on the code line"
+        );
+        // nullok with plain app_passwords works as always.
+        let (o, w) = parse(&["app_passwords", "nullok"]);
+        assert!(w.is_empty() && o.nullok);
     }
 
     #[test]
