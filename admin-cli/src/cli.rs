@@ -314,11 +314,21 @@ mod tests {
         };
         assert_eq!(args.device, "phone");
         let Command::Device(DeviceCommand::Add(args)) = parse(&[
-            "device", "add", "alice", "tablet", "--digits", "8", "--qr-png", "/tmp/q.png",
+            "device",
+            "add",
+            "alice",
+            "tablet",
+            "--digits",
+            "8",
+            "--qr-png",
+            "/tmp/q.png",
         ]) else {
             panic!("not device add")
         };
-        assert_eq!((args.user.as_str(), args.name.as_str()), ("alice", "tablet"));
+        assert_eq!(
+            (args.user.as_str(), args.name.as_str()),
+            ("alice", "tablet")
+        );
         assert_eq!(args.totp.digits, Some(Digits::Eight));
         assert_eq!(args.totp.qr_png, Some(PathBuf::from("/tmp/q.png")));
         let Command::Device(DeviceCommand::Remove(args)) =
@@ -338,7 +348,10 @@ mod tests {
         else {
             panic!("not device rename")
         };
-        assert_eq!((args.old.as_str(), args.new.as_str()), ("phone", "old-phone"));
+        assert_eq!(
+            (args.old.as_str(), args.new.as_str()),
+            ("phone", "old-phone")
+        );
         assert!(matches!(
             parse(&["device", "list", "alice"]),
             Command::Device(DeviceCommand::List(_))
@@ -349,8 +362,15 @@ mod tests {
     #[test]
     fn parses_app_password_commands() {
         let Command::AppPassword(AppPasswordCommand::Add(args)) = parse(&[
-            "app-password", "add", "alice", "--service", "dovecot", "--label",
-            "Thunderbird laptop", "--expires", "90d",
+            "app-password",
+            "add",
+            "alice",
+            "--service",
+            "dovecot",
+            "--label",
+            "Thunderbird laptop",
+            "--expires",
+            "90d",
         ]) else {
             panic!("not app-password add")
         };
@@ -368,7 +388,14 @@ mod tests {
         for bad in ["0s", "soon", "-5d", ""] {
             assert!(
                 Cli::try_parse_from([
-                    "otpctl", "app-password", "add", "a", "--service", "s", "--expires", bad
+                    "otpctl",
+                    "app-password",
+                    "add",
+                    "a",
+                    "--service",
+                    "s",
+                    "--expires",
+                    bad
                 ])
                 .is_err(),
                 "{bad}"
@@ -403,10 +430,18 @@ mod tests {
     #[test]
     fn rekey_help_explains_the_rotation() {
         let mut cmd = Cli::command();
-        let rekey = cmd.find_subcommand_mut("rekey").map(|c| c.render_long_help().to_string());
+        let rekey = cmd
+            .find_subcommand_mut("rekey")
+            .map(|c| c.render_long_help().to_string());
         let help = rekey.unwrap_or_default();
         assert!(help.contains("new master key"), "{help}");
-        assert!(help.contains("old key stays usable until every record is re-sealed"), "{help}");
-        assert!(help.contains("again and it finishes the rotation"), "{help}");
+        assert!(
+            help.contains("old key stays usable until every record is re-sealed"),
+            "{help}"
+        );
+        assert!(
+            help.contains("again and it finishes the rotation"),
+            "{help}"
+        );
     }
 }

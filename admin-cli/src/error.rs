@@ -265,7 +265,12 @@ mod tests {
             "alice already has a device named \"phone\"; choose another name"
         );
         // Everything else keeps the daemon's words and the usual codes.
-        let e = Error::for_device(tonic::Status::invalid_argument("bad name"), user, phone, phone);
+        let e = Error::for_device(
+            tonic::Status::invalid_argument("bad name"),
+            user,
+            phone,
+            phone,
+        );
         assert_eq!(e.exit_code(), 2);
         assert_eq!(e.to_string(), "invalid argument: bad name");
         // Without a name to blame, NOT_FOUND stays the daemon's (exit 5).

@@ -1531,14 +1531,18 @@ dave   unreadable      -             -       -      -                     -     
 
     #[test]
     fn confirmed_enrollment_shows_the_backup_codes() {
-        let (out, _) = render(false, |p| p.confirmed("alice", &confirmation(false, &codes())));
+        let (out, _) = render(false, |p| {
+            p.confirmed("alice", &confirmation(false, &codes()))
+        });
         assert!(
             out.starts_with(
                 "Backup codes for alice (shown only this once; each code works once):\n12345670\n"
             ),
             "{out}"
         );
-        let (out, _) = render(true, |p| p.confirmed("alice", &confirmation(false, &codes())));
+        let (out, _) = render(true, |p| {
+            p.confirmed("alice", &confirmation(false, &codes()))
+        });
         assert_eq!(
             json_of(&out),
             json!({
@@ -1649,7 +1653,7 @@ tablet  pending  -             -                     -                     -
             listing.page(&[bob(), alice()], &[])?;
             listing.page(&[], &[])?;
             listing.page(&[carol()], &["dave".to_owned()])?;
-            listing.page(&[erin.clone()], &[])?;
+            listing.page(std::slice::from_ref(&erin), &[])?;
             listing.finish()
         };
         let (out, err) = render(false, pages);
@@ -1677,7 +1681,10 @@ erin  not-enrolled  -     0       0      -             -             -         0
         assert_eq!(users, ["alice", "bob", "carol", "dave", "erin"]);
         // Same bytes as one page.
         let (one, _) = render(true, |p| {
-            p.status(&[alice(), bob(), carol(), erin.clone()], &["dave".to_owned()])
+            p.status(
+                &[alice(), bob(), carol(), erin.clone()],
+                &["dave".to_owned()],
+            )
         });
         assert_eq!(out, one);
     }

@@ -34,11 +34,9 @@ fn enroll_confirm_status_verify_golden() {
     let d = Process::start(dir.path());
     let s = &d.socket;
 
-    otpctl(s)
-        .arg("status")
-        .assert()
-        .success()
-        .stdout_eq("USER  STATE  TOTP  BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED  DEVICES\n");
+    otpctl(s).arg("status").assert().success().stdout_eq(
+        "USER  STATE  TOTP  BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED  DEVICES\n",
+    );
     otpctl(s)
         .args(["--json", "status"])
         .assert()

@@ -90,7 +90,9 @@ fn device_add_confirm_list_rename_remove() {
 
     // device add: same flow as enroll, the new name shown.
     otpctl(s)
-        .args(["device", "add", "alice", "tablet", "--issuer", "Example", "--digits", "8"])
+        .args([
+            "device", "add", "alice", "tablet", "--issuer", "Example", "--digits", "8",
+        ])
         .assert()
         .success()
         .stdout_eq(
@@ -110,14 +112,22 @@ Confirm with: otpctl confirm alice CODE
 ",
         );
     // Starting it again (as --json) replaces the pending key.
-    let tablet = start_with(&d, "alice", "tablet", true, &["--issuer", "Example", "--digits", "8"]);
+    let tablet = start_with(
+        &d,
+        "alice",
+        "tablet",
+        true,
+        &["--issuer", "Example", "--digits", "8"],
+    );
     // A name in use: exit 7, before any key is made.
     otpctl(s)
         .args(["device", "add", "alice", "phone"])
         .assert()
         .code(7)
         .stdout_eq("")
-        .stderr_eq("otpctl: error: alice already has a device named \"phone\"; choose another name\n");
+        .stderr_eq(
+            "otpctl: error: alice already has a device named \"phone\"; choose another name\n",
+        );
 
     // Pending: listed as such; logins unchanged.
     otpctl(s)
@@ -221,7 +231,9 @@ tablet  active  sha1/8/30s  2027-01-15T08:00:30Z  {used}  0s
         .args(["device", "rename", "alice", "ipad", "phone"])
         .assert()
         .code(7)
-        .stderr_eq("otpctl: error: alice already has a device named \"phone\"; choose another name\n");
+        .stderr_eq(
+            "otpctl: error: alice already has a device named \"phone\"; choose another name\n",
+        );
     d.clock.advance(30);
     verify_ok(&d, "alice", &tablet.code_at(now(&d)));
 
@@ -373,7 +385,11 @@ ID[..]SERVICE  LABEL               CREATED               LAST-USED             E
     let json = json_of(&out);
     let listed = json["app_passwords"].as_array().unwrap();
     assert_eq!(listed.len(), 2, "{json}");
-    assert!(listed.iter().any(|a| a["id"] == id.as_str() && a["expired"] == false));
+    assert!(
+        listed
+            .iter()
+            .any(|a| a["id"] == id.as_str() && a["expired"] == false)
+    );
     otpctl(s)
         .args(["--json", "status", "alice"])
         .assert()
@@ -405,7 +421,15 @@ ID[..]SERVICE  LABEL               CREATED               LAST-USED             E
 
     // A bad expiry never reaches the daemon.
     otpctl(s)
-        .args(["app-password", "add", "alice", "--service", "su", "--expires", "0s"])
+        .args([
+            "app-password",
+            "add",
+            "alice",
+            "--service",
+            "su",
+            "--expires",
+            "0s",
+        ])
         .assert()
         .code(2);
 }
@@ -455,7 +479,9 @@ fn rekey_reseals_and_the_records_stay_readable() {
         .arg("rekey")
         .assert()
         .success()
-        .stdout_eq("re-sealed [..] records under the new master key; the old key is no longer used\n");
+        .stdout_eq(
+            "re-sealed [..] records under the new master key; the old key is no longer used\n",
+        );
     // Again (e.g. after an interruption): nothing lost.
     otpctl(d.socket())
         .args(["--json", "rekey"])

@@ -36,9 +36,10 @@ pub async fn run(
                 name: args.old.clone(),
                 new_name: args.new.clone(),
             };
-            client.rename_device(request).await.map_err(|s| {
-                Error::for_device(s, &args.user, Some(&args.old), Some(&args.new))
-            })?;
+            client
+                .rename_device(request)
+                .await
+                .map_err(|s| Error::for_device(s, &args.user, Some(&args.old), Some(&args.new)))?;
             p.device_renamed(&args.user, &args.old, &args.new)?;
         }
         DeviceCommand::Remove(args) => remove(client, p, args).await?,

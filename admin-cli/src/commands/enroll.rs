@@ -82,7 +82,12 @@ pub async fn enroll(
 ) -> Result<ExitCode, Error> {
     let user = new.user;
     // Create the PNG first: a bad path must not leave a pending enrollment.
-    let png = new.totp.qr_png.as_deref().map(PngFile::create).transpose()?;
+    let png = new
+        .totp
+        .qr_png
+        .as_deref()
+        .map(PngFile::create)
+        .transpose()?;
     let (enrollment, qr) = match start(client, new).await {
         Ok(started) => started,
         Err(e) => {
