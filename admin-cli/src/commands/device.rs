@@ -62,12 +62,11 @@ async fn remove(
     p: &mut Printer<'_>,
     args: DeviceRemoveArgs,
 ) -> Result<(), Error> {
-    let last_device = || Error::LastDevice {
-        user: args.user.clone(),
-        device: args.name.clone(),
-    };
     if !args.force && is_last_active(&get_status(client, &args.user).await?, &args.name) {
-        return Err(last_device());
+        return Err(Error::LastDevice {
+            user: args.user,
+            device: args.name,
+        });
     }
     let request = RemoveDeviceRequest {
         user: args.user.as_bytes().to_vec().into(),
@@ -77,12 +76,22 @@ async fn remove(
     let response = client
         .remove_device(request)
         .await
-        .map_err(|s| match s.code() {
-            Code::FailedPrecondition if !args.force => last_device(),
-            _ => Error::for_device(s, &args.user, Some(&args.name), None),
-        })?
+        .map_err(|s| remove_error(s, &args))?
         .into_inner();
     Ok(p.device_removed(&args.user, &args.name, response.devices_left)?)
+}
+
+/// The error of a RemoveDevice call: without `--force`, FAILED_PRECONDITION
+/// is the daemon's "last device" refusal (it decides when a device came or
+/// went since our check), with the same explanation.
+fn remove_error(status: tonic::Status, args: &DeviceRemoveArgs) -> Error {
+    match status.code() {
+        Code::FailedPrecondition if !args.force => Error::LastDevice {
+            user: args.user.clone(),
+            device: args.name.clone(),
+        },
+        _ => Error::for_device(status, &args.user, Some(&args.name), None),
+    }
 }
 
 /// Whether `name` is the only active device of the user.
@@ -107,6 +116,26 @@ mod tests {
             pending_device: pending.to_owned(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_daemons_refusal_gets_the_same_explanation() {
+        let mut args = DeviceRemoveArgs {
+            user: "alice".into(),
+            name: "phone".into(),
+            force: false,
+        };
+        let refused = || tonic::Status::failed_precondition("last device");
+        let e = remove_error(refused(), &args);
+        assert!(matches!(e, Error::LastDevice { .. }), "{e}");
+        assert_eq!(e.exit_code(), 5);
+        assert!(e.to_string().contains("--force"), "{e}");
+        let e = remove_error(tonic::Status::not_found("no such device"), &args);
+        assert!(matches!(e, Error::NoSuchDevice { .. }), "{e}");
+        // With --force a refusal is something else: the daemon's words.
+        args.force = true;
+        let e = remove_error(refused(), &args);
+        assert_eq!(e.to_string(), "failed precondition: last device");
     }
 
     #[test]

@@ -39,18 +39,51 @@ pub async fn run(
                 };
                 let page = client.list_users(request).await?.into_inner();
                 listing.page(&page.users, &page.unreadable)?;
-                if page.next_after.is_empty() {
-                    break;
+                match next_page(&after, page.next_after)? {
+                    Some(next) => after = next,
+                    None => break,
                 }
-                // Names only grow: a daemon that does not move on would
-                // have us ask for the same page forever.
-                if page.next_after <= after {
-                    return Err(Error::ListingStuck { after });
-                }
-                after = page.next_after;
             }
             listing.finish()?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the listing goes on after a page that ended at `next_after`:
+/// `None` when it is complete. Names only grow: a daemon that does not move
+/// on would have us ask for the same page forever.
+fn next_page(after: &str, next_after: String) -> Result<Option<String>, Error> {
+    if next_after.is_empty() {
+        Ok(None)
+    } else if next_after.as_str() <= after {
+        Err(Error::ListingStuck {
+            after: after.to_owned(),
+        })
+    } else {
+        Ok(Some(next_after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_ends_on_an_empty_next_after_and_never_goes_back() {
+        assert!(matches!(next_page("", String::new()), Ok(None)));
+        assert!(matches!(next_page("bob", String::new()), Ok(None)));
+        assert_eq!(
+            next_page("", "bob".into()).ok().flatten().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            next_page("bob", "carol".into()).ok().flatten().as_deref(),
+            Some("carol")
+        );
+        for stuck in ["bob", "alice"] {
+            let e = next_page("bob", stuck.into()).err();
+            assert!(matches!(e, Some(Error::ListingStuck { .. })), "{stuck}");
+        }
+    }
 }
