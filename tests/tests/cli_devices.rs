@@ -548,3 +548,54 @@ fn non_root_callers_may_not_manage_devices_app_passwords_or_keys() {
         .success()
         .stdout_eq("{\"user\":\"alice\",\"devices\":[{\"name\":\"phone\",[..]}],\"pending_device\":null}\n");
 }
+
+#[test]
+fn status_of_every_user_pages_through_the_listing() {
+    // One more user than otpctl asks for per page.
+    const USERS: usize = 1001;
+    let d = InProcess::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = d.client().await;
+        for i in 0..USERS {
+            client
+                .enroll_start(pb::EnrollStartRequest {
+                    user: format!("u{i:04}").into_bytes().into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let out = otpctl(d.socket())
+        .args(["--json", "status"])
+        .assert()
+        .success();
+    let json = json_of(&out);
+    let users: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..USERS).map(|i| format!("u{i:04}")).collect();
+    assert_eq!(users, expected);
+
+    let out = otpctl(d.socket()).arg("status").assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        USERS + 1,
+        "the header once, then one line per user"
+    );
+    assert!(lines[0].starts_with("USER "), "{}", lines[0]);
+    assert!(
+        lines[USERS].starts_with("u1000  pending  "),
+        "{}",
+        lines[USERS]
+    );
+}
