@@ -14,7 +14,10 @@ Exit codes:
   2  usage error or invalid argument
   3  otpd unreachable
   4  permission denied
-  5  other error (not found, failed precondition, data loss, unavailable, internal, local I/O)";
+  5  other error (not found, failed precondition, data loss, unavailable, internal, local I/O;
+     device remove: the last device without --force)
+  6  no such device or app password (device rename/remove, app-password revoke)
+  7  the device name is already in use (device add, enroll --device, device rename)";
 
 /// Manage TOTP second factors with otpd.
 #[derive(Debug, Parser)]
@@ -43,10 +46,30 @@ pub enum Command {
     /// Start an enrollment: show the QR code and key for an authenticator app.
     ///
     /// On a terminal (without --json), then asks for a code from the app,
-    /// confirms the enrollment and shows the backup codes.
+    /// confirms the enrollment and shows the backup codes. Once confirmed,
+    /// the new device replaces every device of the user and new backup
+    /// codes are issued; to add a device beside the others, use
+    /// `otpctl device add`.
     Enroll(EnrollArgs),
-    /// Confirm a pending enrollment with a code from the app; shows the backup codes.
+    /// Confirm a pending enrollment (or device add) with a code from the app.
+    ///
+    /// Shows the new backup codes; a device added beside others keeps the
+    /// backup codes as they are.
     Confirm(UserCodeArgs),
+    /// Manage a user's devices (authenticator apps or tokens).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Manage a user's app passwords (for clients that cannot ask for a code).
+    #[command(subcommand)]
+    AppPassword(AppPasswordCommand),
+    /// Re-seal every stored record under a new master key.
+    ///
+    /// otpd creates a new master key and re-seals every user's record (and
+    /// the replay-watermark journal) under it while it keeps serving. The
+    /// old key stays usable until every record is re-sealed, so nothing is
+    /// lost if otpd or the machine stops in the middle: run `otpctl rekey`
+    /// again and it finishes the rotation. Root only.
+    Rekey,
     /// Show the state of one user, or of every user.
     Status {
         /// The login name; all users when omitted.
@@ -80,6 +103,19 @@ pub struct UserCodeArgs {
 pub struct EnrollArgs {
     /// The login name.
     pub user: String,
+    /// The name of the device (letters, digits, '-', '_', '.'; up to 32).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_DEVICE)]
+    pub device: String,
+    #[command(flatten)]
+    pub totp: TotpOptions,
+}
+
+/// The name `enroll` gives the device unless `--device` says otherwise.
+pub const DEFAULT_DEVICE: &str = "default";
+
+/// How the secret of a new device is made and shown (enroll, device add).
+#[derive(Debug, Args)]
+pub struct TotpOptions {
     /// The issuer shown in the app [default: the daemon's, usually the host name].
     #[arg(long)]
     pub issuer: Option<String>,
@@ -96,6 +132,105 @@ pub struct EnrollArgs {
     /// It holds the secret: delete it once scanned.
     #[arg(long, value_name = "FILE")]
     pub qr_png: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Enroll a further device beside the active ones (QR code, key, confirm).
+    ///
+    /// Works like `otpctl enroll`: the new device stays pending, and logins
+    /// are unchanged, until it is confirmed with a code from it. Then it
+    /// works beside the other devices; the backup codes stay as they are.
+    Add(DeviceAddArgs),
+    /// List a user's devices: parameters, enrolled at, last used, clock skew.
+    List(UserArgs),
+    /// Rename a device (active or pending).
+    Rename(DeviceRenameArgs),
+    /// Remove a device (active or pending): its codes stop working at once.
+    ///
+    /// Removing the user's last active device asks for --force: the user is
+    /// then no longer enrolled, so PAM lines with `nullok` let them in with
+    /// the password alone and lines without it refuse them.
+    Remove(DeviceRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceAddArgs {
+    /// The login name.
+    pub user: String,
+    /// The name of the new device (letters, digits, '-', '_', '.'; up to 32).
+    pub name: String,
+    #[command(flatten)]
+    pub totp: TotpOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceRenameArgs {
+    /// The login name.
+    pub user: String,
+    /// The device's name now.
+    pub old: String,
+    /// Its new name.
+    pub new: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceRemoveArgs {
+    /// The login name.
+    pub user: String,
+    /// The device to remove.
+    pub name: String,
+    /// Remove it even if it is the user's last active device.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppPasswordCommand {
+    /// Issue an app password for one PAM service; it is shown only once.
+    ///
+    /// It works only on that PAM service, and only where its pam_otpd line
+    /// has the `app_passwords` option, typed in place of password + code.
+    Add(AppPasswordAddArgs),
+    /// List a user's app passwords (never the passwords themselves).
+    List(UserArgs),
+    /// Revoke an app password at once.
+    Revoke(AppPasswordRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppPasswordAddArgs {
+    /// The login name.
+    pub user: String,
+    /// The PAM service it works on (e.g. dovecot).
+    #[arg(long, value_name = "SERVICE")]
+    pub service: String,
+    /// A note for the list, e.g. "Thunderbird laptop".
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub label: String,
+    /// It stops working after this long (e.g. 90d, 12h, "1y 6months");
+    /// never when omitted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_expiry)]
+    pub expires: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AppPasswordRevokeArgs {
+    /// The login name.
+    pub user: String,
+    /// The app password's id (shown by `otpctl app-password list`).
+    pub id: String,
+}
+
+/// A humantime duration ("90d", "12h 30m") as whole seconds, at least one;
+/// a fraction of a second is rounded up.
+fn parse_expiry(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    if secs == 0 {
+        return Err("the expiry must be at least 1s".to_owned());
+    }
+    Ok(secs)
 }
 
 #[derive(Debug, Args)]
@@ -159,9 +294,122 @@ mod tests {
         let Command::Enroll(args) = cli.command else {
             panic!("not enroll")
         };
-        assert_eq!(args.algorithm, Some(Algorithm::Sha256));
-        assert_eq!(args.digits, Some(Digits::Eight));
-        assert_eq!(args.period, Some(60));
+        assert_eq!(args.totp.algorithm, Some(Algorithm::Sha256));
+        assert_eq!(args.totp.digits, Some(Digits::Eight));
+        assert_eq!(args.totp.period, Some(60));
+        assert_eq!(args.device, "default");
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        match Cli::try_parse_from(std::iter::once("otpctl").chain(args.iter().copied())) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn parses_device_commands() {
+        let Command::Enroll(args) = parse(&["enroll", "alice", "--device", "phone"]) else {
+            panic!("not enroll")
+        };
+        assert_eq!(args.device, "phone");
+        let Command::Device(DeviceCommand::Add(args)) = parse(&[
+            "device",
+            "add",
+            "alice",
+            "tablet",
+            "--digits",
+            "8",
+            "--qr-png",
+            "/tmp/q.png",
+        ]) else {
+            panic!("not device add")
+        };
+        assert_eq!(
+            (args.user.as_str(), args.name.as_str()),
+            ("alice", "tablet")
+        );
+        assert_eq!(args.totp.digits, Some(Digits::Eight));
+        assert_eq!(args.totp.qr_png, Some(PathBuf::from("/tmp/q.png")));
+        let Command::Device(DeviceCommand::Remove(args)) =
+            parse(&["device", "remove", "alice", "phone"])
+        else {
+            panic!("not device remove")
+        };
+        assert!(!args.force);
+        let Command::Device(DeviceCommand::Remove(args)) =
+            parse(&["device", "remove", "alice", "phone", "--force"])
+        else {
+            panic!("not device remove")
+        };
+        assert!(args.force);
+        let Command::Device(DeviceCommand::Rename(args)) =
+            parse(&["device", "rename", "alice", "phone", "old-phone"])
+        else {
+            panic!("not device rename")
+        };
+        assert_eq!(
+            (args.old.as_str(), args.new.as_str()),
+            ("phone", "old-phone")
+        );
+        assert!(matches!(
+            parse(&["device", "list", "alice"]),
+            Command::Device(DeviceCommand::List(_))
+        ));
+        assert!(Cli::try_parse_from(["otpctl", "device", "rename", "alice", "x"]).is_err());
+    }
+
+    #[test]
+    fn parses_app_password_commands() {
+        let Command::AppPassword(AppPasswordCommand::Add(args)) = parse(&[
+            "app-password",
+            "add",
+            "alice",
+            "--service",
+            "dovecot",
+            "--label",
+            "Thunderbird laptop",
+            "--expires",
+            "90d",
+        ]) else {
+            panic!("not app-password add")
+        };
+        assert_eq!(args.service, "dovecot");
+        assert_eq!(args.label, "Thunderbird laptop");
+        assert_eq!(args.expires, Some(90 * 86_400));
+        let Command::AppPassword(AppPasswordCommand::Add(args)) =
+            parse(&["app-password", "add", "alice", "--service", "su"])
+        else {
+            panic!("not app-password add")
+        };
+        assert_eq!((args.label.as_str(), args.expires), ("", None));
+        // The service is required; the expiry is a positive duration.
+        assert!(Cli::try_parse_from(["otpctl", "app-password", "add", "alice"]).is_err());
+        for bad in ["0s", "soon", "-5d", ""] {
+            assert!(
+                Cli::try_parse_from([
+                    "otpctl",
+                    "app-password",
+                    "add",
+                    "a",
+                    "--service",
+                    "s",
+                    "--expires",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_expiry("1h 30m"), Ok(5_400));
+        assert_eq!(parse_expiry("1500ms"), Ok(2));
+        let Command::AppPassword(AppPasswordCommand::Revoke(args)) =
+            parse(&["app-password", "revoke", "alice", "k3x9"])
+        else {
+            panic!("not app-password revoke")
+        };
+        assert_eq!(args.id, "k3x9");
+        assert!(matches!(parse(&["rekey"]), Command::Rekey));
     }
 
     #[test]
@@ -175,5 +423,25 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Exit codes:"));
         assert!(help.contains("3  otpd unreachable"));
+        assert!(help.contains("6  no such device or app password"));
+        assert!(help.contains("7  the device name is already in use"));
+    }
+
+    #[test]
+    fn rekey_help_explains_the_rotation() {
+        let mut cmd = Cli::command();
+        let rekey = cmd
+            .find_subcommand_mut("rekey")
+            .map(|c| c.render_long_help().to_string());
+        let help = rekey.unwrap_or_default();
+        assert!(help.contains("new master key"), "{help}");
+        assert!(
+            help.contains("old key stays usable until every record is re-sealed"),
+            "{help}"
+        );
+        assert!(
+            help.contains("again and it finishes the rotation"),
+            "{help}"
+        );
     }
 }

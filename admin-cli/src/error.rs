@@ -20,8 +20,15 @@ pub mod exit {
     pub const PERMISSION: u8 = 4;
     /// Any other error: other daemon statuses (NOT_FOUND,
     /// FAILED_PRECONDITION, DATA_LOSS, UNAVAILABLE, INTERNAL, ...) and
-    /// local I/O errors.
+    /// local I/O errors; `device remove` of the last active device without
+    /// `--force`.
     pub const OTHER: u8 = 5;
+    /// No such device (device rename/remove) or app password (app-password
+    /// revoke): daemon status NOT_FOUND from those RPCs.
+    pub const NO_SUCH: u8 = 6;
+    /// The device name is already in use (enroll --device, device add,
+    /// device rename): daemon status ALREADY_EXISTS.
+    pub const NAME_IN_USE: u8 = 7;
 }
 
 /// Everything that can make otpctl fail. None of the messages holds a
@@ -55,6 +62,41 @@ pub enum Error {
     /// The daemon answered with an error status.
     #[error("{}", status_line(.0))]
     Status(tonic::Status),
+
+    /// The user has no device of that name (NOT_FOUND from RenameDevice or
+    /// RemoveDevice).
+    #[error(
+        "no device named \"{device}\" for {user}; 'otpctl device list {user}' shows the devices"
+    )]
+    NoSuchDevice { user: String, device: String },
+
+    /// The user has no app password with that id (NOT_FOUND from
+    /// RevokeAppPassword).
+    #[error(
+        "no app password with id \"{id}\" for {user}; 'otpctl app-password list {user}' \
+         shows the ids"
+    )]
+    NoSuchAppPassword { user: String, id: String },
+
+    /// The device name is taken (ALREADY_EXISTS from EnrollStart or
+    /// RenameDevice).
+    #[error("{user} already has a device named \"{device}\"; choose another name")]
+    DeviceNameInUse { user: String, device: String },
+
+    /// `device remove` of the user's last active device without `--force`
+    /// (refused before calling, or FAILED_PRECONDITION from RemoveDevice).
+    #[error(
+        "refusing to remove \"{device}\", the last device of {user}: {user} would no longer \
+         be enrolled, so PAM lines with 'nullok' would let {user} in with the password \
+         alone and lines without it would refuse {user}; add a replacement first with \
+         'otpctl device add {user} NAME', or remove it anyway with --force"
+    )]
+    LastDevice { user: String, device: String },
+
+    /// ListUsers sent a `next_after` that does not move the listing on (a
+    /// confused daemon): stop instead of asking for the same page forever.
+    #[error("otpd's user listing does not advance after {after:?}; stopped")]
+    ListingStuck { after: String },
 
     /// `--qr-png` names a file that exists already.
     #[error("refusing to overwrite {}: the file exists", .path.display())]
@@ -107,11 +149,38 @@ impl Error {
                 _ => exit::OTHER,
             },
             Error::PngExists { .. } | Error::PngCreate { .. } => exit::USAGE,
+            Error::NoSuchDevice { .. } | Error::NoSuchAppPassword { .. } => exit::NO_SUCH,
+            Error::DeviceNameInUse { .. } => exit::NAME_IN_USE,
+            Error::LastDevice { .. } | Error::ListingStuck { .. } => exit::OTHER,
             Error::PngWrite { .. }
             | Error::Qr(_)
             | Error::Prompt(_)
             | Error::Output(_)
             | Error::Runtime(_) => exit::OTHER,
+        }
+    }
+
+    /// `status` as the error of a call about one of `user`'s devices:
+    /// NOT_FOUND becomes [`Error::NoSuchDevice`] for `missing`, and
+    /// ALREADY_EXISTS [`Error::DeviceNameInUse`] for `taken` (the contract
+    /// gives them no other meaning for these RPCs); `None` keeps the status.
+    pub fn for_device(
+        status: tonic::Status,
+        user: &str,
+        missing: Option<&str>,
+        taken: Option<&str>,
+    ) -> Self {
+        let user = user.to_owned();
+        match (status.code(), missing, taken) {
+            (Code::NotFound, Some(device), _) => Error::NoSuchDevice {
+                user,
+                device: device.to_owned(),
+            },
+            (Code::AlreadyExists, _, Some(device)) => Error::DeviceNameInUse {
+                user,
+                device: device.to_owned(),
+            },
+            _ => Error::Status(status),
         }
     }
 
@@ -177,6 +246,59 @@ mod tests {
                 "{code:?}"
             );
         }
+    }
+
+    #[test]
+    fn device_and_app_password_errors_have_their_own_exit_codes() {
+        let user = "alice";
+        let (phone, old) = (Some("phone"), Some("old"));
+        let e = Error::for_device(tonic::Status::not_found("no such device"), user, phone, old);
+        assert_eq!(e.exit_code(), 6);
+        assert_eq!(
+            e.to_string(),
+            "no device named \"phone\" for alice; 'otpctl device list alice' shows the devices"
+        );
+        let e = Error::for_device(tonic::Status::already_exists("taken"), user, old, phone);
+        assert_eq!(e.exit_code(), 7);
+        assert_eq!(
+            e.to_string(),
+            "alice already has a device named \"phone\"; choose another name"
+        );
+        // Everything else keeps the daemon's words and the usual codes.
+        let e = Error::for_device(
+            tonic::Status::invalid_argument("bad name"),
+            user,
+            phone,
+            phone,
+        );
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.to_string(), "invalid argument: bad name");
+        // Without a name to blame, NOT_FOUND stays the daemon's (exit 5).
+        let e = Error::for_device(tonic::Status::not_found("no user"), user, None, phone);
+        assert_eq!(e.exit_code(), 5);
+        assert_eq!(e.to_string(), "not found: no user");
+        let e = Error::NoSuchAppPassword {
+            user: user.into(),
+            id: "k3x9".into(),
+        };
+        assert_eq!(e.exit_code(), 6);
+        assert_eq!(
+            e.to_string(),
+            "no app password with id \"k3x9\" for alice; 'otpctl app-password list alice' \
+             shows the ids"
+        );
+        let e = Error::LastDevice {
+            user: user.into(),
+            device: "phone".into(),
+        };
+        assert_eq!(e.exit_code(), 5);
+        assert_eq!(
+            e.to_string(),
+            "refusing to remove \"phone\", the last device of alice: alice would no longer be \
+             enrolled, so PAM lines with 'nullok' would let alice in with the password alone \
+             and lines without it would refuse alice; add a replacement first with \
+             'otpctl device add alice NAME', or remove it anyway with --force"
+        );
     }
 
     #[test]

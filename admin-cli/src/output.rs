@@ -9,10 +9,12 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use otpd_proto::v1::{
-    Algorithm, Decision, LastSuccess, Method, Reason, State, UserStatus, VerifyResponse,
+    Algorithm, AppPassword, Decision, Device, LastSuccess, Method, Reason, State, UserStatus,
+    VerifyResponse,
 };
 use serde::Serialize;
 
+use crate::commands::confirm::Confirmation;
 use crate::commands::enroll::Enrollment;
 use crate::error::Error;
 
@@ -61,6 +63,7 @@ impl<'a> Printer<'a> {
             #[derive(Serialize)]
             struct Json<'a> {
                 user: &'a str,
+                device: &'a str,
                 issuer: &'a str,
                 secret: &'a str,
                 otpauth_uri: &'a str,
@@ -70,6 +73,7 @@ impl<'a> Printer<'a> {
             }
             return self.json_line(&Json {
                 user: &e.user,
+                device: &e.device,
                 issuer: &e.issuer,
                 secret: &e.secret,
                 otpauth_uri: &e.otpauth_uri,
@@ -90,6 +94,7 @@ impl<'a> Printer<'a> {
         let algorithm =
             algorithm_name(e.algorithm).map_or_else(|| "-".to_owned(), str::to_uppercase);
         writeln!(self.out, "Account:    {}", e.user)?;
+        writeln!(self.out, "Device:     {}", e.device)?;
         writeln!(self.out, "Issuer:     {}", e.issuer)?;
         writeln!(self.out, "Algorithm:  {algorithm}")?;
         writeln!(self.out, "Digits:     {}", e.digits)?;
@@ -124,10 +129,42 @@ impl<'a> Printer<'a> {
         writeln!(self.out, "Confirm with: otpctl confirm {user} CODE")
     }
 
-    /// The backup codes after a confirmation at the prompt of `enroll`.
-    pub fn confirmed_at_prompt(&mut self, user: &str, codes: &[String]) -> io::Result<()> {
+    /// The confirmation at the prompt of `enroll` or `device add`.
+    pub fn confirmed_at_prompt(&mut self, user: &str, c: &Confirmation) -> io::Result<()> {
         writeln!(self.out)?;
-        self.backup_codes(user, codes)
+        self.confirmed(user, c)
+    }
+
+    /// A confirmed enrollment: the new backup codes, or (a device added
+    /// beside others) that the device is active and the codes unchanged.
+    pub fn confirmed(&mut self, user: &str, c: &Confirmation) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                device: Option<&'a str>,
+                added_device: bool,
+                backup_codes: &'a [String],
+            }
+            return self.json_line(&Json {
+                user,
+                device: non_empty(&c.device),
+                added_device: c.added_device,
+                backup_codes: &c.backup_codes,
+            });
+        }
+        if !c.added_device {
+            return self.backup_codes(user, &c.backup_codes);
+        }
+        writeln!(
+            self.out,
+            "Device {} of {user} is active beside the other devices.",
+            c.device
+        )?;
+        writeln!(
+            self.out,
+            "The backup codes are unchanged (new ones: otpctl backup-codes {user})."
+        )
     }
 
     /// Backup codes issued by confirm, `enroll` or `backup-codes`.
@@ -178,29 +215,247 @@ impl<'a> Printer<'a> {
         writeln!(self.out, "{line}")
     }
 
-    /// `otpctl status`: a table (or a JSON array) of users, sorted by name.
-    /// Users whose record cannot be opened are listed as "unreadable", with a
-    /// warning each on stderr.
+    /// `otpctl status` of one page of users: see [`StatusListing`].
+    #[cfg(test)]
     pub fn status(&mut self, users: &[UserStatus], unreadable: &[String]) -> io::Result<()> {
-        for user in unreadable {
+        let mut listing = self.status_listing()?;
+        listing.page(users, unreadable)?;
+        listing.finish()
+    }
+
+    /// `otpctl status`: a table (or a JSON array) of users, printed page
+    /// by page as ListUsers delivers them.
+    pub fn status_listing(&mut self) -> io::Result<StatusListing<'_, 'a>> {
+        if self.json {
+            write!(self.out, "[")?;
+        }
+        Ok(StatusListing {
+            p: self,
+            first_page: true,
+            first_row: true,
+        })
+    }
+
+    /// `otpctl device list`: the active devices, then the pending one.
+    pub fn devices(&mut self, s: &UserStatus) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                devices: Vec<DeviceJson<'a>>,
+                pending_device: Option<&'a str>,
+            }
+            return self.json_line(&Json {
+                user: &s.user,
+                devices: s.devices.iter().map(DeviceJson::from).collect(),
+                pending_device: non_empty(&s.pending_device),
+            });
+        }
+        let mut rows: Vec<Vec<String>> = s.devices.iter().map(device_cells).collect();
+        if !s.pending_device.is_empty() {
+            let mut pending = vec![s.pending_device.clone(), "pending".to_owned()];
+            pending.resize(DEVICE_HEADER.len(), "-".to_owned());
+            rows.push(pending);
+        }
+        write!(self.out, "{}", table(&DEVICE_HEADER, &rows))
+    }
+
+    /// `otpctl device rename`.
+    pub fn device_renamed(&mut self, user: &str, old: &str, new: &str) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                ok: bool,
+                old_name: &'a str,
+                new_name: &'a str,
+            }
+            return self.json_line(&Json {
+                user,
+                ok: true,
+                old_name: old,
+                new_name: new,
+            });
+        }
+        writeln!(self.out, "renamed device {old} of {user} to {new}")
+    }
+
+    /// `otpctl device remove`. With no device left, a warning says what
+    /// that means for logins.
+    pub fn device_removed(&mut self, user: &str, device: &str, left: u32) -> io::Result<()> {
+        if left == 0 {
             self.warning(&format!(
-                "the record of {user} cannot be opened (corrupted, or sealed under \
-                 another key); {user} cannot log in until it is reset"
+                "{user} has no device left and is no longer enrolled: PAM lines with \
+                 'nullok' let {user} in with the password alone, lines without it refuse \
+                 {user}; enroll a device with 'otpctl enroll {user}'"
             ))?;
         }
-        let mut rows: Vec<Row<'_>> = users
-            .iter()
-            .map(Row::Status)
-            .chain(unreadable.iter().map(|u| Row::Unreadable(u)))
-            .collect();
-        rows.sort_by(|a, b| a.user().cmp(b.user()));
-
         if self.json {
-            let json: Vec<StatusJson<'_>> = rows.iter().map(StatusJson::from).collect();
-            return self.json_line(&json);
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                ok: bool,
+                device: &'a str,
+                devices_left: u32,
+            }
+            return self.json_line(&Json {
+                user,
+                ok: true,
+                device,
+                devices_left: left,
+            });
         }
-        let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
-        write!(self.out, "{}", table(&STATUS_HEADER, &cells))
+        let noun = if left == 1 { "device" } else { "devices" };
+        writeln!(
+            self.out,
+            "removed device {device} of {user}; {left} {noun} left"
+        )
+    }
+
+    /// `otpctl app-password add`: the password, once, and where it works.
+    pub fn app_password_added(
+        &mut self,
+        user: &str,
+        password: &str,
+        a: &AppPassword,
+    ) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                password: &'a str,
+                id: &'a str,
+                service: &'a str,
+                label: &'a str,
+                created_at: Option<String>,
+                expires_at: Option<String>,
+            }
+            return self.json_line(&Json {
+                user,
+                password,
+                id: &a.id,
+                service: &a.service,
+                label: &a.label,
+                created_at: rfc3339(a.created_at),
+                expires_at: rfc3339(a.expires_at),
+            });
+        }
+        writeln!(
+            self.out,
+            "App password for {user} (shown only this once; otpd keeps only a hash of it):"
+        )?;
+        writeln!(self.out)?;
+        writeln!(self.out, "    {password}")?;
+        writeln!(self.out)?;
+        writeln!(self.out, "ID:        {}", a.id)?;
+        writeln!(self.out, "Service:   {}", a.service)?;
+        writeln!(self.out, "Label:     {}", or_dash(&a.label))?;
+        writeln!(
+            self.out,
+            "Expires:   {}",
+            rfc3339(a.expires_at).unwrap_or_else(|| "never".to_owned())
+        )?;
+        writeln!(self.out)?;
+        writeln!(
+            self.out,
+            "It works only on the PAM service {}, where the pam_otpd line has the \
+             app_passwords option, typed in place of the password and code.",
+            a.service
+        )?;
+        writeln!(
+            self.out,
+            "Revoke it with: otpctl app-password revoke {user} {}",
+            a.id
+        )
+    }
+
+    /// `otpctl app-password list` (never a password). `now` marks the
+    /// expired ones.
+    pub fn app_passwords(&mut self, user: &str, list: &[AppPassword], now: i64) -> io::Result<()> {
+        let expired = |a: &AppPassword| a.expires_at != 0 && a.expires_at <= now;
+        if self.json {
+            #[derive(Serialize)]
+            struct Item<'a> {
+                id: &'a str,
+                service: &'a str,
+                label: &'a str,
+                created_at: Option<String>,
+                last_used: Option<String>,
+                expires_at: Option<String>,
+                expired: bool,
+            }
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                app_passwords: Vec<Item<'a>>,
+            }
+            let items = list
+                .iter()
+                .map(|a| Item {
+                    id: &a.id,
+                    service: &a.service,
+                    label: &a.label,
+                    created_at: rfc3339(a.created_at),
+                    last_used: rfc3339(a.last_used),
+                    expires_at: rfc3339(a.expires_at),
+                    expired: expired(a),
+                })
+                .collect();
+            return self.json_line(&Json {
+                user,
+                app_passwords: items,
+            });
+        }
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|a| {
+                let expires = match rfc3339(a.expires_at) {
+                    None => "never".to_owned(),
+                    Some(t) if expired(a) => format!("{t} (expired)"),
+                    Some(t) => t,
+                };
+                vec![
+                    a.id.clone(),
+                    a.service.clone(),
+                    or_dash(&a.label).to_owned(),
+                    time_or_dash(a.created_at),
+                    time_or_dash(a.last_used),
+                    expires,
+                ]
+            })
+            .collect();
+        write!(self.out, "{}", table(&APP_PASSWORD_HEADER, &rows))
+    }
+
+    /// `otpctl app-password revoke`.
+    pub fn app_password_revoked(&mut self, user: &str, id: &str) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                ok: bool,
+                id: &'a str,
+            }
+            return self.json_line(&Json { user, ok: true, id });
+        }
+        writeln!(self.out, "revoked app password {id} of {user}")
+    }
+
+    /// `otpctl rekey`.
+    pub fn rekeyed(&mut self, records: u64) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json {
+                ok: bool,
+                records: u64,
+            }
+            return self.json_line(&Json { ok: true, records });
+        }
+        let noun = if records == 1 { "record" } else { "records" };
+        writeln!(
+            self.out,
+            "re-sealed {records} {noun} under the new master key; the old key is no longer used"
+        )
     }
 
     /// `otpctl verify`: one line, or one JSON object.
@@ -242,6 +497,115 @@ impl<'a> Printer<'a> {
     }
 }
 
+/// `otpctl status` in progress: [`page`](Self::page) for each page of
+/// users, then [`finish`](Self::finish). Rows are sorted by name within a
+/// page (the daemon pages in name order); the text table is aligned per
+/// page and has its header once; the JSON is one array on one line.
+pub struct StatusListing<'p, 'a> {
+    p: &'p mut Printer<'a>,
+    first_page: bool,
+    first_row: bool,
+}
+
+impl StatusListing<'_, '_> {
+    /// Prints one page. Users whose record cannot be opened are listed as
+    /// "unreadable", with a warning each on stderr.
+    pub fn page(&mut self, users: &[UserStatus], unreadable: &[String]) -> io::Result<()> {
+        for user in unreadable {
+            self.p.warning(&format!(
+                "the record of {user} cannot be opened (corrupted, or sealed under \
+                 another key); {user} cannot log in until it is reset"
+            ))?;
+        }
+        let mut rows: Vec<Row<'_>> = users
+            .iter()
+            .map(Row::Status)
+            .chain(unreadable.iter().map(|u| Row::Unreadable(u)))
+            .collect();
+        rows.sort_by(|a, b| a.user().cmp(b.user()));
+
+        let first_page = std::mem::replace(&mut self.first_page, false);
+        if self.p.json {
+            for row in &rows {
+                if !std::mem::replace(&mut self.first_row, false) {
+                    write!(self.p.out, ",")?;
+                }
+                serde_json::to_writer(&mut *self.p.out, &StatusJson::from(row))?;
+            }
+            return Ok(());
+        }
+        if rows.is_empty() && !first_page {
+            return Ok(());
+        }
+        let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
+        let text = table(&STATUS_HEADER, &cells);
+        let text = if first_page {
+            &text[..]
+        } else {
+            text.split_once('\n').map_or("", |(_, rows)| rows)
+        };
+        write!(self.p.out, "{text}")
+    }
+
+    /// Ends the listing (the JSON array).
+    pub fn finish(self) -> io::Result<()> {
+        if self.p.json {
+            writeln!(self.p.out, "]")?;
+        }
+        Ok(())
+    }
+}
+
+const DEVICE_HEADER: [&str; 6] = ["DEVICE", "STATE", "TOTP", "ENROLLED", "LAST-USED", "SKEW"];
+
+fn device_cells(d: &Device) -> Vec<String> {
+    let skew = if d.last_used == 0 {
+        "-".to_owned()
+    } else {
+        skew_text(d.clock_skew_seconds)
+    };
+    vec![
+        d.name.clone(),
+        "active".to_owned(),
+        totp_text(d.algorithm(), d.digits, d.period),
+        time_or_dash(d.enrolled_at),
+        time_or_dash(d.last_used),
+        skew,
+    ]
+}
+
+/// A device clock's offset: "0s", "30s ahead", "1m 30s behind".
+fn skew_text(seconds: i64) -> String {
+    match seconds {
+        0 => "0s".to_owned(),
+        s if s > 0 => format!("{} ahead", duration(s.unsigned_abs())),
+        s => format!("{} behind", duration(s.unsigned_abs())),
+    }
+}
+
+/// "sha1/6/30s", or "-" when unknown.
+fn totp_text(a: Algorithm, digits: u32, period: u32) -> String {
+    match algorithm_name(a) {
+        Some(alg) if digits != 0 && period != 0 => format!("{alg}/{digits}/{period}s"),
+        _ => "-".to_owned(),
+    }
+}
+
+const APP_PASSWORD_HEADER: [&str; 6] =
+    ["ID", "SERVICE", "LABEL", "CREATED", "LAST-USED", "EXPIRES"];
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn time_or_dash(unix: i64) -> String {
+    rfc3339(unix).unwrap_or_else(|| "-".to_owned())
+}
+
 /// The human line for a verify answer.
 fn verify_line(r: &VerifyResponse) -> String {
     let retry = |what: &str| match r.retry_after_seconds {
@@ -278,7 +642,7 @@ fn verify_line(r: &VerifyResponse) -> String {
     }
 }
 
-const STATUS_HEADER: [&str; 8] = [
+const STATUS_HEADER: [&str; 9] = [
     "USER",
     "STATE",
     "TOTP",
@@ -287,6 +651,7 @@ const STATUS_HEADER: [&str; 8] = [
     "LOCKED-UNTIL",
     "LAST-SUCCESS",
     "ENROLLED",
+    "DEVICES",
 ];
 
 /// One line of `otpctl status`.
@@ -325,12 +690,7 @@ impl Row<'_> {
             // The store lost writes of this user: loud, in the state column.
             state.push_str("+ROLLED-BACK");
         }
-        let totp = match algorithm_name(s.algorithm()) {
-            Some(alg) if s.digits != 0 && s.period != 0 => {
-                format!("{alg}/{}/{}s", s.digits, s.period)
-            }
-            _ => "-".to_owned(),
-        };
+        let totp = totp_text(s.algorithm(), s.digits, s.period);
         let last_success = s
             .last_success
             .as_ref()
@@ -344,7 +704,23 @@ impl Row<'_> {
             rfc3339(s.locked_until).unwrap_or_else(|| "-".to_owned()),
             last_success,
             rfc3339(s.enrolled_at).unwrap_or_else(|| "-".to_owned()),
+            devices_text(s),
         ]
+    }
+}
+
+/// The DEVICES cell: how many are active, and the pending one:
+/// "2", "1 (+tablet pending)". An older otpd lists no devices; an active
+/// user then has exactly one.
+fn devices_text(s: &UserStatus) -> String {
+    let count = match (s.devices.len(), s.state()) {
+        (0, State::Active | State::Locked) => 1,
+        (n, _) => n,
+    };
+    if s.pending_device.is_empty() {
+        count.to_string()
+    } else {
+        format!("{count} (+{} pending)", s.pending_device)
     }
 }
 
@@ -378,6 +754,11 @@ struct StatusJson<'a> {
     last_success: Option<LastSuccessJson<'a>>,
     enrolled_at: Option<String>,
     clock_skew_seconds: i64,
+    /// The active devices (empty from an older otpd).
+    devices: Vec<DeviceJson<'a>>,
+    pending_device: Option<&'a str>,
+    /// How many app passwords the user has (expired ones included).
+    app_passwords: u32,
     /// Present only when the store was found rolled back for this user.
     #[serde(skip_serializing_if = "Option::is_none")]
     rolled_back_at: Option<String>,
@@ -386,6 +767,33 @@ struct StatusJson<'a> {
     /// counted or they are locked out.
     #[serde(skip_serializing_if = "Option::is_none")]
     strangers: Option<StrangersJson>,
+}
+
+#[derive(Serialize)]
+struct DeviceJson<'a> {
+    name: &'a str,
+    algorithm: Option<&'static str>,
+    digits: u32,
+    period: u32,
+    issuer: &'a str,
+    enrolled_at: Option<String>,
+    last_used: Option<String>,
+    clock_skew_seconds: i64,
+}
+
+impl<'a> From<&'a Device> for DeviceJson<'a> {
+    fn from(d: &'a Device) -> Self {
+        DeviceJson {
+            name: &d.name,
+            algorithm: algorithm_name(d.algorithm()),
+            digits: d.digits,
+            period: d.period,
+            issuer: &d.issuer,
+            enrolled_at: rfc3339(d.enrolled_at),
+            last_used: rfc3339(d.last_used),
+            clock_skew_seconds: d.clock_skew_seconds,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -423,6 +831,9 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 }),
                 enrolled_at: rfc3339(s.enrolled_at),
                 clock_skew_seconds: s.clock_skew_seconds,
+                devices: s.devices.iter().map(DeviceJson::from).collect(),
+                pending_device: non_empty(&s.pending_device),
+                app_passwords: s.app_passwords,
                 rolled_back_at: rfc3339(s.rolled_back_at),
                 strangers: (s.strangers_consecutive_failures > 0 || s.strangers_locked_until > 0)
                     .then(|| StrangersJson {
@@ -443,6 +854,9 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 last_success: None,
                 enrolled_at: None,
                 clock_skew_seconds: 0,
+                devices: Vec::new(),
+                pending_device: None,
+                app_passwords: 0,
                 rolled_back_at: None,
                 strangers: None,
             },
@@ -636,9 +1050,35 @@ mod tests {
             pending: true,
             clock_skew_seconds: -30,
             rolled_back_at: 0,
-            devices: Vec::new(),
-            pending_device: String::new(),
-            app_passwords: 0,
+            devices: vec![phone(), spare()],
+            pending_device: "tablet".into(),
+            app_passwords: 2,
+        }
+    }
+
+    fn phone() -> Device {
+        Device {
+            name: "phone".into(),
+            algorithm: Algorithm::Sha1.into(),
+            digits: 6,
+            period: 30,
+            issuer: "host1".into(),
+            enrolled_at: T0,
+            last_used: T0 + 60,
+            clock_skew_seconds: -30,
+        }
+    }
+
+    fn spare() -> Device {
+        Device {
+            name: "spare".into(),
+            algorithm: Algorithm::Sha256.into(),
+            digits: 8,
+            period: 60,
+            issuer: "host1".into(),
+            enrolled_at: T0 + 3_600,
+            last_used: 0,
+            clock_skew_seconds: 0,
         }
     }
 
@@ -762,11 +1202,11 @@ mod tests {
             p.status(&[carol(), bob(), alice()], &["dave".to_owned()])
         });
         let expected = "\
-USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED
-alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z
-bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z
-carol  not-enrolled    -             0       0      -                     -                                         -
-dave   unreadable      -             -       -      -                     -                                         -
+USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED              DEVICES
+alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z  2 (+tablet pending)
+bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z  1
+carol  not-enrolled    -             0       0      -                     -                                         -                     0
+dave   unreadable      -             -       -      -                     -                                         -                     -
 ";
         assert_eq!(out, expected);
         assert_eq!(
@@ -798,7 +1238,7 @@ dave   unreadable      -             -       -      -                     -     
         let (out, err) = render(false, |p| p.status(&[], &[]));
         assert_eq!(
             out,
-            "USER  STATE  TOTP  BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED\n"
+            "USER  STATE  TOTP  BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED  DEVICES\n"
         );
         assert_eq!(err, "");
         let (out, _) = render(true, |p| p.status(&[], &[]));
@@ -821,25 +1261,41 @@ dave   unreadable      -             -       -      -                     -     
                         "time": "2023-11-14T22:14:20Z", "service": "sshd",
                         "remote_host": "192.0.2.7", "method": "totp"
                     },
-                    "enrolled_at": "2023-11-14T22:13:20Z", "clock_skew_seconds": -30
+                    "enrolled_at": "2023-11-14T22:13:20Z", "clock_skew_seconds": -30,
+                    "devices": [
+                        {
+                            "name": "phone", "algorithm": "sha1", "digits": 6, "period": 30,
+                            "issuer": "host1", "enrolled_at": "2023-11-14T22:13:20Z",
+                            "last_used": "2023-11-14T22:14:20Z", "clock_skew_seconds": -30
+                        },
+                        {
+                            "name": "spare", "algorithm": "sha256", "digits": 8, "period": 60,
+                            "issuer": "host1", "enrolled_at": "2023-11-14T23:13:20Z",
+                            "last_used": null, "clock_skew_seconds": 0
+                        }
+                    ],
+                    "pending_device": "tablet", "app_passwords": 2
                 },
                 {
                     "user": "bob", "state": "locked", "pending": false, "algorithm": "sha256",
                     "digits": 8, "period": 60, "backup_codes_left": 10, "consecutive_failures": 12,
                     "locked_until": "2023-11-14T22:27:32Z", "last_success": null,
-                    "enrolled_at": "2023-11-14T22:13:20Z", "clock_skew_seconds": 0
+                    "enrolled_at": "2023-11-14T22:13:20Z", "clock_skew_seconds": 0,
+                    "devices": [], "pending_device": null, "app_passwords": 0
                 },
                 {
                     "user": "carol", "state": "not_enrolled", "pending": false, "algorithm": null,
                     "digits": 0, "period": 0, "backup_codes_left": 0, "consecutive_failures": 0,
                     "locked_until": null, "last_success": null, "enrolled_at": null,
-                    "clock_skew_seconds": 0
+                    "clock_skew_seconds": 0, "devices": [], "pending_device": null,
+                    "app_passwords": 0
                 },
                 {
                     "user": "dave", "state": "unreadable", "pending": false, "algorithm": null,
                     "digits": 0, "period": 0, "backup_codes_left": 0, "consecutive_failures": 0,
                     "locked_until": null, "last_success": null, "enrolled_at": null,
-                    "clock_skew_seconds": 0
+                    "clock_skew_seconds": 0, "devices": [], "pending_device": null,
+                    "app_passwords": 0
                 }
             ])
         );
@@ -990,6 +1446,7 @@ dave   unreadable      -             -       -      -                     -     
     fn enrollment() -> Enrollment {
         Enrollment {
             user: "alice".into(),
+            device: "default".into(),
             issuer: "host1".into(),
             secret: Zeroizing::new("JBSWY3DPEHPK3PXP".into()),
             otpauth_uri: Zeroizing::new(
@@ -1015,6 +1472,7 @@ dave   unreadable      -             -       -      -                     -     
              Scan the QR code with an authenticator app, or type in the key by hand.\n\
              \n\
              Account:    alice\n\
+             Device:     default\n\
              Issuer:     host1\n\
              Algorithm:  SHA1\n\
              Digits:     6\n\
@@ -1035,7 +1493,7 @@ dave   unreadable      -             -       -      -                     -     
         });
         assert_eq!(
             out,
-            r#"{"user":"alice","issuer":"host1","secret":"JBSWY3DPEHPK3PXP","otpauth_uri":"otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1","algorithm":"sha1","digits":6,"period":30}"#
+            r#"{"user":"alice","device":"default","issuer":"host1","secret":"JBSWY3DPEHPK3PXP","otpauth_uri":"otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1","algorithm":"sha1","digits":6,"period":30}"#
                 .to_owned()
                 + "\n"
         );
@@ -1045,7 +1503,7 @@ dave   unreadable      -             -       -      -                     -     
     fn prompt_then_codes() {
         let (out, _) = render(false, |p| {
             p.confirm_prompt()?;
-            p.confirmed_at_prompt("alice", &codes()[..1])
+            p.confirmed_at_prompt("alice", &confirmation(false, &codes()[..1]))
         });
         assert_eq!(
             out,
@@ -1060,6 +1518,341 @@ dave   unreadable      -             -       -      -                     -     
         assert_eq!(
             out,
             "Enter the code shown in the app to confirm: \nConfirm with: otpctl confirm alice CODE\n"
+        );
+    }
+
+    fn confirmation(added_device: bool, codes: &[String]) -> Confirmation {
+        Confirmation {
+            device: if added_device { "tablet" } else { "default" }.into(),
+            added_device,
+            backup_codes: Zeroizing::new(codes.to_vec()),
+        }
+    }
+
+    #[test]
+    fn confirmed_enrollment_shows_the_backup_codes() {
+        let (out, _) = render(false, |p| {
+            p.confirmed("alice", &confirmation(false, &codes()))
+        });
+        assert!(
+            out.starts_with(
+                "Backup codes for alice (shown only this once; each code works once):\n12345670\n"
+            ),
+            "{out}"
+        );
+        let (out, _) = render(true, |p| {
+            p.confirmed("alice", &confirmation(false, &codes()))
+        });
+        assert_eq!(
+            json_of(&out),
+            json!({
+                "user": "alice", "device": "default", "added_device": false,
+                "backup_codes": codes()
+            })
+        );
+        // An older otpd names no device.
+        let mut old = confirmation(false, &codes()[..1]);
+        old.device.clear();
+        let (out, _) = render(true, |p| p.confirmed("alice", &old));
+        assert_eq!(
+            out,
+            r#"{"user":"alice","device":null,"added_device":false,"backup_codes":["12345670"]}"#
+                .to_owned()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn confirmed_added_device_keeps_the_backup_codes() {
+        let (out, err) = render(false, |p| {
+            p.confirm_prompt()?;
+            p.confirmed_at_prompt("alice", &confirmation(true, &[]))
+        });
+        assert_eq!(
+            out,
+            "Enter the code shown in the app to confirm: \n\
+             Device tablet of alice is active beside the other devices.\n\
+             The backup codes are unchanged (new ones: otpctl backup-codes alice).\n"
+        );
+        assert_eq!(err, "");
+        let (out, _) = render(true, |p| p.confirmed("alice", &confirmation(true, &[])));
+        assert_eq!(
+            out,
+            r#"{"user":"alice","device":"tablet","added_device":true,"backup_codes":[]}"#
+                .to_owned()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn device_list() {
+        let (out, err) = render(false, |p| p.devices(&alice()));
+        assert_eq!(
+            out,
+            "\
+DEVICE  STATE    TOTP          ENROLLED              LAST-USED             SKEW
+phone   active   sha1/6/30s    2023-11-14T22:13:20Z  2023-11-14T22:14:20Z  30s behind
+spare   active   sha256/8/60s  2023-11-14T23:13:20Z  -                     -
+tablet  pending  -             -                     -                     -
+"
+        );
+        assert_eq!(err, "");
+        let (out, _) = render(true, |p| p.devices(&alice()));
+        assert_eq!(
+            out,
+            r#"{"user":"alice","devices":[{"name":"phone","algorithm":"sha1","digits":6,"period":30,"issuer":"host1","enrolled_at":"2023-11-14T22:13:20Z","last_used":"2023-11-14T22:14:20Z","clock_skew_seconds":-30},{"name":"spare","algorithm":"sha256","digits":8,"period":60,"issuer":"host1","enrolled_at":"2023-11-14T23:13:20Z","last_used":null,"clock_skew_seconds":0}],"pending_device":"tablet"}"#
+                .to_owned()
+                + "\n"
+        );
+        // Nobody enrolled: the header, or nothing in the array.
+        let (out, _) = render(false, |p| p.devices(&carol()));
+        assert_eq!(out, "DEVICE  STATE  TOTP  ENROLLED  LAST-USED  SKEW\n");
+        let (out, _) = render(true, |p| p.devices(&carol()));
+        assert_eq!(
+            out,
+            "{\"user\":\"carol\",\"devices\":[],\"pending_device\":null}\n"
+        );
+    }
+
+    #[test]
+    fn skews() {
+        assert_eq!(skew_text(0), "0s");
+        assert_eq!(skew_text(90), "1m 30s ahead");
+        assert_eq!(skew_text(-30), "30s behind");
+        assert_eq!(skew_text(i64::MIN), format!("{} behind", duration(1 << 63)));
+    }
+
+    #[test]
+    fn status_counts_devices_and_names_the_pending_one() {
+        let mut s = alice();
+        s.pending = false;
+        s.pending_device.clear();
+        assert_eq!(devices_text(&s), "2");
+        // The first enrollment, still pending: no active device yet.
+        let pending = UserStatus {
+            user: "erin".into(),
+            state: State::Pending.into(),
+            pending: true,
+            pending_device: "default".into(),
+            ..Default::default()
+        };
+        assert_eq!(devices_text(&pending), "0 (+default pending)");
+        // An older otpd lists no devices: an active user has one.
+        assert_eq!(devices_text(&bob()), "1");
+        assert_eq!(devices_text(&carol()), "0");
+    }
+
+    #[test]
+    fn status_prints_page_by_page() {
+        let erin = UserStatus {
+            user: "erin".into(),
+            ..carol()
+        };
+        let pages = |p: &mut Printer<'_>| {
+            let mut listing = p.status_listing()?;
+            listing.page(&[bob(), alice()], &[])?;
+            listing.page(&[], &[])?;
+            listing.page(&[carol()], &["dave".to_owned()])?;
+            listing.page(std::slice::from_ref(&erin), &[])?;
+            listing.finish()
+        };
+        let (out, err) = render(false, pages);
+        // The header once; each page aligned on its own.
+        assert_eq!(
+            out,
+            "\
+USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED              DEVICES
+alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z  2 (+tablet pending)
+bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z  1
+carol  not-enrolled  -     0       0      -             -             -         0
+dave   unreadable    -     -       -      -             -             -         -
+erin  not-enrolled  -     0       0      -             -             -         0
+"
+        );
+        assert!(err.contains("the record of dave cannot be opened"), "{err}");
+        // JSON: one array on one line, across the pages.
+        let (out, _) = render(true, pages);
+        let users: Vec<String> = json_of(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["user"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(users, ["alice", "bob", "carol", "dave", "erin"]);
+        // Same bytes as one page.
+        let (one, _) = render(true, |p| {
+            p.status(
+                &[alice(), bob(), carol(), erin.clone()],
+                &["dave".to_owned()],
+            )
+        });
+        assert_eq!(out, one);
+    }
+
+    #[test]
+    fn device_rename_and_remove() {
+        let (out, err) = render(false, |p| p.device_renamed("alice", "phone", "old-phone"));
+        assert_eq!(out, "renamed device phone of alice to old-phone\n");
+        assert_eq!(err, "");
+        let (out, _) = render(true, |p| p.device_renamed("alice", "phone", "old-phone"));
+        assert_eq!(
+            out,
+            r#"{"user":"alice","ok":true,"old_name":"phone","new_name":"old-phone"}"#.to_owned()
+                + "\n"
+        );
+
+        for (left, line) in [
+            (1, "removed device phone of alice; 1 device left\n"),
+            (2, "removed device phone of alice; 2 devices left\n"),
+        ] {
+            let (out, err) = render(false, |p| p.device_removed("alice", "phone", left));
+            assert_eq!(out, line);
+            assert_eq!(err, "");
+        }
+        let (out, err) = render(true, |p| p.device_removed("alice", "phone", 1));
+        assert_eq!(
+            out,
+            r#"{"user":"alice","ok":true,"device":"phone","devices_left":1}"#.to_owned() + "\n"
+        );
+        assert_eq!(err, "");
+
+        // The last one (--force): say what happens to logins.
+        let warning = "otpctl: warning: alice has no device left and is no longer enrolled: \
+                       PAM lines with 'nullok' let alice in with the password alone, lines \
+                       without it refuse alice; enroll a device with 'otpctl enroll alice'\n";
+        let (out, err) = render(false, |p| p.device_removed("alice", "phone", 0));
+        assert_eq!(out, "removed device phone of alice; 0 devices left\n");
+        assert_eq!(err, warning);
+        let (out, err) = render(true, |p| p.device_removed("alice", "phone", 0));
+        assert_eq!(json_of(&out)["devices_left"], 0);
+        assert_eq!(err, warning);
+    }
+
+    const PASSWORD: &str = "k3x9-m2pq-7tvw-a8bc-d4ef-9ghj";
+
+    fn app_password() -> AppPassword {
+        AppPassword {
+            id: "k3x9".into(),
+            service: "dovecot".into(),
+            label: "Thunderbird laptop".into(),
+            created_at: T0,
+            last_used: 0,
+            expires_at: T0 + 90 * 86_400,
+        }
+    }
+
+    fn app_password_for_su() -> AppPassword {
+        AppPassword {
+            id: "zz01".into(),
+            service: "su".into(),
+            label: String::new(),
+            created_at: T0 + 60,
+            last_used: T0 + 120,
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn app_password_added() {
+        let (out, err) = render(false, |p| {
+            p.app_password_added("alice", PASSWORD, &app_password())
+        });
+        assert_eq!(
+            out,
+            "\
+App password for alice (shown only this once; otpd keeps only a hash of it):
+
+    k3x9-m2pq-7tvw-a8bc-d4ef-9ghj
+
+ID:        k3x9
+Service:   dovecot
+Label:     Thunderbird laptop
+Expires:   2024-02-12T22:13:20Z
+
+It works only on the PAM service dovecot, where the pam_otpd line has the app_passwords option, typed in place of the password and code.
+Revoke it with: otpctl app-password revoke alice k3x9
+"
+        );
+        assert_eq!(err, "");
+        let (out, _) = render(false, |p| {
+            p.app_password_added("alice", PASSWORD, &app_password_for_su())
+        });
+        assert!(out.contains("Label:     -\nExpires:   never\n"), "{out}");
+
+        let (out, _) = render(true, |p| {
+            p.app_password_added("alice", PASSWORD, &app_password())
+        });
+        assert_eq!(
+            out,
+            r#"{"user":"alice","password":"k3x9-m2pq-7tvw-a8bc-d4ef-9ghj","id":"k3x9","service":"dovecot","label":"Thunderbird laptop","created_at":"2023-11-14T22:13:20Z","expires_at":"2024-02-12T22:13:20Z"}"#
+                .to_owned()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn app_password_list_never_shows_a_password() {
+        let list = [app_password(), app_password_for_su()];
+        // 100 days on: the dovecot one has expired.
+        let later = T0 + 100 * 86_400;
+        let (out, err) = render(false, |p| p.app_passwords("alice", &list, later));
+        assert_eq!(
+            out,
+            "\
+ID    SERVICE  LABEL               CREATED               LAST-USED             EXPIRES
+k3x9  dovecot  Thunderbird laptop  2023-11-14T22:13:20Z  -                     2024-02-12T22:13:20Z (expired)
+zz01  su       -                   2023-11-14T22:14:20Z  2023-11-14T22:15:20Z  never
+"
+        );
+        assert_eq!(err, "");
+        let (out, _) = render(true, |p| p.app_passwords("alice", &list, T0));
+        assert_eq!(
+            json_of(&out),
+            json!({
+                "user": "alice",
+                "app_passwords": [
+                    {
+                        "id": "k3x9", "service": "dovecot", "label": "Thunderbird laptop",
+                        "created_at": "2023-11-14T22:13:20Z", "last_used": null,
+                        "expires_at": "2024-02-12T22:13:20Z", "expired": false
+                    },
+                    {
+                        "id": "zz01", "service": "su", "label": "",
+                        "created_at": "2023-11-14T22:14:20Z",
+                        "last_used": "2023-11-14T22:15:20Z", "expires_at": null,
+                        "expired": false
+                    }
+                ]
+            })
+        );
+        assert!(!out.contains("password\""), "{out}");
+        let (out, _) = render(false, |p| p.app_passwords("alice", &[], T0));
+        assert_eq!(out, "ID  SERVICE  LABEL  CREATED  LAST-USED  EXPIRES\n");
+        let (out, _) = render(true, |p| p.app_passwords("alice", &[], T0));
+        assert_eq!(out, "{\"user\":\"alice\",\"app_passwords\":[]}\n");
+    }
+
+    #[test]
+    fn app_password_revoked_and_rekeyed() {
+        assert_eq!(
+            render(false, |p| p.app_password_revoked("alice", "k3x9")).0,
+            "revoked app password k3x9 of alice\n"
+        );
+        assert_eq!(
+            render(true, |p| p.app_password_revoked("alice", "k3x9")).0,
+            "{\"user\":\"alice\",\"ok\":true,\"id\":\"k3x9\"}\n"
+        );
+        assert_eq!(
+            render(false, |p| p.rekeyed(12)).0,
+            "re-sealed 12 records under the new master key; the old key is no longer used\n"
+        );
+        assert_eq!(
+            render(false, |p| p.rekeyed(1)).0,
+            "re-sealed 1 record under the new master key; the old key is no longer used\n"
+        );
+        assert_eq!(
+            render(true, |p| p.rekeyed(12)).0,
+            "{\"ok\":true,\"records\":12}\n"
         );
     }
 

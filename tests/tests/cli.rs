@@ -34,11 +34,9 @@ fn enroll_confirm_status_verify_golden() {
     let d = Process::start(dir.path());
     let s = &d.socket;
 
-    otpctl(s)
-        .arg("status")
-        .assert()
-        .success()
-        .stdout_eq("USER  STATE  TOTP  BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED\n");
+    otpctl(s).arg("status").assert().success().stdout_eq(
+        "USER  STATE  TOTP  BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED  DEVICES\n",
+    );
     otpctl(s)
         .args(["--json", "status"])
         .assert()
@@ -56,6 +54,7 @@ fn enroll_confirm_status_verify_golden() {
 Scan the QR code with an authenticator app, or type in the key by hand.
 
 Account:    bob
+Device:     default
 Issuer:     Example
 Algorithm:  SHA256
 Digits:     8
@@ -72,7 +71,7 @@ Confirm with: otpctl confirm bob CODE
         .assert()
         .success()
         .stdout_eq(
-            r#"{"user":"alice","issuer":"Example","secret":"[..]","otpauth_uri":"otpauth://totp/Example:alice?secret=[..]&issuer=Example","algorithm":"sha1","digits":6,"period":30}
+            r#"{"user":"alice","device":"default","issuer":"Example","secret":"[..]","otpauth_uri":"otpauth://totp/Example:alice?secret=[..]&issuer=Example","algorithm":"sha1","digits":6,"period":30}
 "#,
         );
     let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -129,9 +128,9 @@ Confirm with: otpctl confirm bob CODE
         );
 
     otpctl(s).arg("status").assert().success().stdout_eq(
-        "USER   STATE    TOTP          BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS                 ENROLLED
-alice  active   sha1/6/30s    10      1      -             [..]Z otpctl  [..]Z
-bob    pending  sha256/8/60s  0       0      -             -                            -
+        "USER   STATE    TOTP          BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS                 ENROLLED              DEVICES
+alice  active   sha1/6/30s    10      1      -             [..]Z otpctl  [..]Z  1
+bob    pending  sha256/8/60s  0       0      -             -                            -                     0[..]
 ",
     );
     otpctl(s).args(["--json", "status", "alice"]).assert().success().stdout_eq(

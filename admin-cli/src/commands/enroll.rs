@@ -1,5 +1,6 @@
-//! `otpctl enroll USER`: EnrollStart, show the QR code and key, and on a
-//! terminal ask for the first code and confirm.
+//! `otpctl enroll USER` (and `otpctl device add USER NAME`): EnrollStart,
+//! show the QR code and key, and on a terminal ask for the first code and
+//! confirm.
 
 use std::io::{self, BufRead, IsTerminal};
 use std::mem;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use otpd_proto::v1::{self as pb, EnrollStartRequest, EnrollStartResponse};
 use zeroize::Zeroizing;
 
-use crate::cli::{Algorithm, Digits, EnrollArgs};
+use crate::cli::{Algorithm, Digits, EnrollArgs, TotpOptions};
 use crate::client::Client;
 use crate::commands::confirm::confirm;
 use crate::error::Error;
@@ -19,6 +20,7 @@ use crate::qr::{PngFile, Qr};
 /// from memory when dropped.
 pub struct Enrollment {
     pub user: String,
+    pub device: String,
     pub issuer: String,
     pub secret: Zeroizing<String>,
     pub otpauth_uri: Zeroizing<String>,
@@ -27,11 +29,18 @@ pub struct Enrollment {
     pub period: u32,
 }
 
-impl From<EnrollStartResponse> for Enrollment {
-    fn from(mut r: EnrollStartResponse) -> Self {
+impl Enrollment {
+    /// From the daemon's answer to a start for device `requested` (the
+    /// name shown when an older otpd does not echo it).
+    fn new(mut r: EnrollStartResponse, requested: &str) -> Self {
+        let device = match mem::take(&mut r.device) {
+            name if name.is_empty() => requested.to_owned(),
+            name => name,
+        };
         Enrollment {
             algorithm: r.algorithm(),
             user: mem::take(&mut r.user),
+            device,
             issuer: mem::take(&mut r.issuer),
             secret: Zeroizing::new(mem::take(&mut r.secret_base32)),
             otpauth_uri: Zeroizing::new(mem::take(&mut r.otpauth_uri)),
@@ -41,14 +50,45 @@ impl From<EnrollStartResponse> for Enrollment {
     }
 }
 
+/// What to enroll: a first (or replacing) device, or one beside the others.
+pub struct NewDevice<'a> {
+    pub user: &'a str,
+    pub device: &'a str,
+    /// true: `device add` (beside the active devices); false: `enroll`.
+    pub add_device: bool,
+    pub totp: &'a TotpOptions,
+}
+
 pub async fn run(
     client: &mut Client,
     p: &mut Printer<'_>,
     args: EnrollArgs,
 ) -> Result<ExitCode, Error> {
+    let new = NewDevice {
+        user: &args.user,
+        device: &args.device,
+        add_device: false,
+        totp: &args.totp,
+    };
+    enroll(client, p, &new).await
+}
+
+/// The whole flow of `enroll` and `device add`: start, QR code and key,
+/// then (on a terminal, without --json) the first code and confirmation.
+pub async fn enroll(
+    client: &mut Client,
+    p: &mut Printer<'_>,
+    new: &NewDevice<'_>,
+) -> Result<ExitCode, Error> {
+    let user = new.user;
     // Create the PNG first: a bad path must not leave a pending enrollment.
-    let png = args.qr_png.as_deref().map(PngFile::create).transpose()?;
-    let (enrollment, qr) = match start(client, &args).await {
+    let png = new
+        .totp
+        .qr_png
+        .as_deref()
+        .map(PngFile::create)
+        .transpose()?;
+    let (enrollment, qr) = match start(client, new).await {
         Ok(started) => started,
         Err(e) => {
             if let Some(png) = png {
@@ -64,52 +104,58 @@ pub async fn run(
     p.enrollment(
         &enrollment,
         terminal.as_deref().map(String::as_str),
-        args.qr_png.as_deref(),
+        new.totp.qr_png.as_deref(),
     )?;
     drop(terminal);
 
     if p.is_json() || !io::stdin().is_terminal() {
-        p.confirm_hint(&args.user, false)?;
+        p.confirm_hint(user, false)?;
         return Ok(ExitCode::SUCCESS);
     }
     p.confirm_prompt()?;
     let code = match read_code()? {
         Some(code) if !code.is_empty() => code,
         Some(_) => {
-            p.confirm_hint(&args.user, false)?;
+            p.confirm_hint(user, false)?;
             return Ok(ExitCode::SUCCESS);
         }
         None => {
-            p.confirm_hint(&args.user, true)?;
+            p.confirm_hint(user, true)?;
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let codes = confirm(client, &args.user, code.as_bytes().to_vec()).await?;
-    p.confirmed_at_prompt(&args.user, &codes)?;
+    let confirmation = confirm(client, user, code.as_bytes().to_vec()).await?;
+    p.confirmed_at_prompt(user, &confirmation)?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn start(client: &mut Client, args: &EnrollArgs) -> Result<(Enrollment, Qr), Error> {
+async fn start(client: &mut Client, new: &NewDevice<'_>) -> Result<(Enrollment, Qr), Error> {
+    let totp = new.totp;
     let request = EnrollStartRequest {
-        user: args.user.as_bytes().to_vec().into(),
-        issuer: args.issuer.clone().unwrap_or_default(),
-        device: String::new(),
-        add_device: false,
-        algorithm: match args.algorithm {
+        user: new.user.as_bytes().to_vec().into(),
+        issuer: totp.issuer.clone().unwrap_or_default(),
+        device: new.device.to_owned(),
+        add_device: new.add_device,
+        algorithm: match totp.algorithm {
             None => pb::Algorithm::Unspecified,
             Some(Algorithm::Sha1) => pb::Algorithm::Sha1,
             Some(Algorithm::Sha256) => pb::Algorithm::Sha256,
             Some(Algorithm::Sha512) => pb::Algorithm::Sha512,
         }
         .into(),
-        digits: match args.digits {
+        digits: match totp.digits {
             None => 0,
             Some(Digits::Six) => 6,
             Some(Digits::Eight) => 8,
         },
-        period: args.period.unwrap_or(0),
+        period: totp.period.unwrap_or(0),
     };
-    let enrollment = Enrollment::from(client.enroll_start(request).await?.into_inner());
+    let response = client
+        .enroll_start(request)
+        .await
+        .map_err(|s| Error::for_device(s, new.user, None, Some(new.device)))?
+        .into_inner();
+    let enrollment = Enrollment::new(response, new.device);
     let qr = Qr::new(&enrollment.otpauth_uri)?;
     Ok((enrollment, qr))
 }

@@ -1,9 +1,12 @@
 //! One module per subcommand; each turns its arguments into one or two RPCs
 //! and hands the answer to the [`Printer`].
 
+pub mod app_password;
 pub mod backup_codes;
 pub mod confirm;
+pub mod device;
 pub mod enroll;
+pub mod rekey;
 pub mod reset;
 pub mod status;
 pub mod unlock;
@@ -22,6 +25,9 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Enroll(args) => enroll::run(&mut client, p, args).await,
         Command::Confirm(args) => confirm::run(&mut client, p, args).await,
+        Command::Device(command) => device::run(&mut client, p, command).await,
+        Command::AppPassword(command) => app_password::run(&mut client, p, command).await,
+        Command::Rekey => rekey::run(&mut client, p).await,
         Command::Status { user } => status::run(&mut client, p, user).await,
         Command::BackupCodes(args) => backup_codes::run(&mut client, p, args).await,
         Command::Unlock(args) => unlock::run(&mut client, p, args).await,

@@ -1,4 +1,5 @@
-//! `otpctl status [USER]`: GetStatus for one user, ListUsers for all.
+//! `otpctl status [USER]`: GetStatus for one user, ListUsers page by page
+//! for all.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,9 @@ use otpd_proto::v1::{GetStatusRequest, ListUsersRequest};
 use crate::client::Client;
 use crate::error::Error;
 use crate::output::Printer;
+
+/// Users asked for per ListUsers call.
+pub const PAGE: u32 = 1000;
 
 pub async fn run(
     client: &mut Client,
@@ -19,15 +23,67 @@ pub async fn run(
                 user: user.into_bytes().into(),
             };
             let status = client.get_status(request).await?.into_inner();
-            p.status(&[status], &[])?;
+            let mut listing = p.status_listing()?;
+            listing.page(&[status], &[])?;
+            listing.finish()?;
         }
         None => {
-            let list = client
-                .list_users(ListUsersRequest::default())
-                .await?
-                .into_inner();
-            p.status(&list.users, &list.unreadable)?;
+            // Page by page, printing as it goes: memory stays bounded by
+            // one page however many users there are.
+            let mut listing = p.status_listing()?;
+            let mut after = String::new();
+            loop {
+                let request = ListUsersRequest {
+                    after: after.clone(),
+                    limit: PAGE,
+                };
+                let page = client.list_users(request).await?.into_inner();
+                listing.page(&page.users, &page.unreadable)?;
+                match next_page(&after, page.next_after)? {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            listing.finish()?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the listing goes on after a page that ended at `next_after`:
+/// `None` when it is complete. Names only grow: a daemon that does not move
+/// on would have us ask for the same page forever.
+fn next_page(after: &str, next_after: String) -> Result<Option<String>, Error> {
+    if next_after.is_empty() {
+        Ok(None)
+    } else if next_after.as_str() <= after {
+        Err(Error::ListingStuck {
+            after: after.to_owned(),
+        })
+    } else {
+        Ok(Some(next_after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_ends_on_an_empty_next_after_and_never_goes_back() {
+        assert!(matches!(next_page("", String::new()), Ok(None)));
+        assert!(matches!(next_page("bob", String::new()), Ok(None)));
+        assert_eq!(
+            next_page("", "bob".into()).ok().flatten().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            next_page("bob", "carol".into()).ok().flatten().as_deref(),
+            Some("carol")
+        );
+        for stuck in ["bob", "alice"] {
+            let e = next_page("bob", stuck.into()).err();
+            assert!(matches!(e, Some(Error::ListingStuck { .. })), "{stuck}");
+        }
+    }
 }
