@@ -518,6 +518,10 @@ pub fn finish(
                     cfg,
                 );
             };
+            if let Err(refusal) = p.admits(&ctx.service, now) {
+                // Expired while it was hashed.
+                return fail(rec, bucket, Rejection::AppPassword(refusal), now, cfg);
+            }
             match p.matches(probe, hash) {
                 None => unchanged(Verdict::Busy),
                 Some(true) => {
