@@ -867,8 +867,13 @@ mod tests {
         w.put(&key, committed("carol", &rec), true)?;
         drop(w);
         let w = Watermarks::open(&p, &[&key])?;
-        assert_eq!(w.get("bob").and_then(|m| m.step), Some(7));
-        assert_eq!(w.get("carol").and_then(|m| m.step), Some(7));
+        let step = |u| {
+            w.get(u)
+                .and_then(|m| m.devices)
+                .and_then(|d| d.first().and_then(|d| d.step))
+        };
+        assert_eq!(step("bob"), Some(7));
+        assert_eq!(step("carol"), Some(7));
         assert!(w.get("alice").is_some());
         Ok(())
     }

@@ -89,8 +89,20 @@ impl SledBackend {
 }
 
 impl Backend for SledBackend {
+    /// Opens the database; a reopen right after the previous handle was
+    /// dropped may find sled's file lock still held for a moment by that
+    /// handle's background flusher, so a lock is retried for up to 5 s.
     fn open(&self) -> Result<Box<dyn Store>, Error> {
-        Ok(Box::new(SledStore::open(&self.path)?))
+        let mut tries = 0;
+        loop {
+            match SledStore::open(&self.path) {
+                Err(Error::StoreLocked { .. }) if tries < 100 => {
+                    tries += 1;
+                    thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return Ok(Box::new(other?)),
+            }
+        }
     }
 
     fn optimistic(&self) -> bool {
