@@ -23,6 +23,14 @@ pub enum Error {
         /// The user.
         user: String,
     },
+    /// A further device needs an active one to join.
+    #[error(
+        "user {user:?} has no active device to add one beside; enroll first with `otpctl enroll`"
+    )]
+    NoActiveDevice {
+        /// The user.
+        user: String,
+    },
     /// Confirm was called without a pending enrollment.
     #[error("user {user:?} has no pending enrollment; start one with `otpctl enroll`")]
     NoPendingEnrollment {

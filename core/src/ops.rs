@@ -663,7 +663,7 @@ pub fn enroll_start(
     let name = opts.device.unwrap_or_else(DeviceName::default_name);
     if opts.add {
         if !rec.is_enrolled() {
-            return Err(Error::NotEnrolled {
+            return Err(Error::NoActiveDevice {
                 user: user.to_string(),
             });
         }

@@ -287,7 +287,7 @@ struct Keys {
 /// What an operation does with the record.
 enum Change {
     Keep,
-    Save(UserRecord),
+    Save(Box<UserRecord>),
 }
 
 const STRIPES: usize = 64;
@@ -528,7 +528,8 @@ impl Engine {
             let write = match change {
                 Change::Keep => Write::Keep,
                 Change::Save(mut rec) => {
-                    let (bytes, m) = self.prepare(user, &mut rec)?;
+                    let rec = &mut *rec;
+                    let (bytes, m) = self.prepare(user, rec)?;
                     mark = m;
                     Write::Put(bytes)
                 }
@@ -552,7 +553,7 @@ impl Engine {
         self.transact(user, |rec| {
             let mut rec = rec.ok_or_else(|| not_enrolled(user))?;
             let v = f(&mut rec)?;
-            Ok((v, Change::Save(rec)))
+            Ok((v, Change::Save(Box::new(rec))))
         })
     }
 
@@ -599,7 +600,7 @@ impl Engine {
                 },
             );
             let change = match &step {
-                Step::Done { changed: true, .. } => Change::Save(rec),
+                Step::Done { changed: true, .. } => Change::Save(Box::new(rec)),
                 _ => Change::Keep,
             };
             Ok((step, change))
@@ -661,7 +662,7 @@ impl Engine {
                 Step::Done {
                     verdict,
                     changed: true,
-                } => Ok((verdict, Change::Save(rec))),
+                } => Ok((verdict, Change::Save(Box::new(rec)))),
                 Step::Done {
                     verdict,
                     changed: false,
@@ -697,7 +698,7 @@ impl Engine {
             let mut rec = rec.unwrap_or_else(UserRecord::new);
             let started =
                 ops::enroll_start(&mut rec, user, opts.clone(), now, &self.cfg, &mut OsRng)?;
-            Ok((started, Change::Save(rec)))
+            Ok((started, Change::Save(Box::new(rec))))
         })
     }
 
@@ -717,7 +718,7 @@ impl Engine {
                 &mut OsRng,
                 &self.kdf_mem,
             )?;
-            Ok((confirmed, Change::Save(rec)))
+            Ok((confirmed, Change::Save(Box::new(rec))))
         })
     }
 
@@ -763,7 +764,10 @@ impl Engine {
                 &mut OsRng,
                 &self.kdf_mem,
             )?;
-            Ok(((shown, AppPasswordStatus::from(&stored)), Change::Save(rec)))
+            Ok((
+                (shown, AppPasswordStatus::from(&stored)),
+                Change::Save(Box::new(rec)),
+            ))
         })
     }
 
@@ -786,7 +790,7 @@ impl Engine {
                 id: id.to_owned(),
             })?;
             ops::revoke_app_password(&mut rec, user, id)?;
-            Ok(((), Change::Save(rec)))
+            Ok(((), Change::Save(Box::new(rec))))
         })
     }
 

@@ -171,6 +171,7 @@ impl From<Error> for Status {
                 | otpd_core::Error::NoSuchDevice { .. }
                 | otpd_core::Error::NoSuchAppPassword { .. } => Status::not_found(msg),
                 otpd_core::Error::NoPendingEnrollment { .. }
+                | otpd_core::Error::NoActiveDevice { .. }
                 | otpd_core::Error::LastDevice { .. }
                 | otpd_core::Error::TooMany { .. } => Status::failed_precondition(msg),
                 otpd_core::Error::DeviceExists { .. } => Status::already_exists(msg),

@@ -310,7 +310,7 @@ fn adding_needs_an_enrolled_user_a_free_name_and_room() -> Result<(), Error> {
     };
     assert!(matches!(
         enroll_start(&mut fresh, &user(), add("phone"), T0, &cfg(), &mut rng),
-        Err(Error::NotEnrolled { .. })
+        Err(Error::NoActiveDevice { .. })
     ));
     assert!(fresh.pending.is_none());
 
