@@ -101,6 +101,12 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
 
 /// Connects a client to a socket.
 pub async fn connect(socket: &Path) -> OtpdClient<Channel> {
+    try_connect(socket).await.expect("connect to the daemon")
+}
+
+/// Connects a client to a socket; the error if the daemon refuses or drops
+/// the connection.
+pub async fn try_connect(socket: &Path) -> Result<OtpdClient<Channel>, tonic::transport::Error> {
     let path = socket.to_owned();
     let channel = Endpoint::try_from("http://[::]:50051")
         .unwrap()
@@ -112,9 +118,8 @@ pub async fn connect(socket: &Path) -> OtpdClient<Channel> {
                 ))
             }
         }))
-        .await
-        .expect("connect to the daemon");
-    OtpdClient::new(channel)
+        .await?;
+    Ok(OtpdClient::new(channel))
 }
 
 /// The daemon library serving in a thread of its own, with a manual clock.
