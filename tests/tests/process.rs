@@ -417,17 +417,14 @@ async fn out_of_descriptors_the_daemon_idles_and_recovers() {
     // it sheds new connections at once, so a client tries again.
     let served = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
-            match try_connect(&d.socket).await {
-                Ok(mut c) => match c
+            if let Ok(mut c) = try_connect(&d.socket).await
+                && let Ok(reply) = c
                     .get_status(pb::GetStatusRequest {
                         user: b"alice".to_vec().into(),
                     })
                     .await
-                {
-                    Ok(reply) => break reply.into_inner(),
-                    Err(_) => {}
-                },
-                Err(_) => {}
+            {
+                break reply.into_inner();
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
