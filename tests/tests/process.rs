@@ -477,3 +477,87 @@ async fn a_missing_key_beside_sealed_records_stops_the_start_instead_of_a_new_ke
     let s = status(&mut c, "alice").await;
     assert_eq!(pb::State::try_from(s.state), Ok(pb::State::Active));
 }
+
+/// `otpctl rekey` interrupted anywhere loses nothing: with the new key
+/// written beside the old one (the rotation's first step) otpd opens
+/// records sealed under either key and seals new writes under the new one;
+/// a crash with the records half re-sealed changes nothing; a new Rekey
+/// finishes the job, the key file is replaced and the old key is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotation_interrupted_anywhere_loses_nothing() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = shared_tempdir();
+    let key = dir.path().join("state/master.key");
+    let next = dir.path().join("state/master.key.new");
+    let d = Process::start(dir.path());
+    let mut c = connect(&d.socket).await;
+    let (mut alice, _) = Codes::enroll(&mut c, "alice").await;
+    let (mut bob, _) = Codes::enroll(&mut c, "bob").await;
+    let (_carol, carol_backup) = Codes::enroll(&mut c, "carol").await;
+    drop(c);
+    d.stop();
+    let old_key = std::fs::read(&key).unwrap();
+
+    // The rotation's first step, then a crash: the new key beside the old.
+    let new_key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    assert_ne!(new_key, old_key);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&next)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &new_key))
+        .unwrap();
+    let d = Process::start(dir.path());
+    let mut c = connect(&d.socket).await;
+    // alice's record is rewritten (sealed under the new key); bob's and
+    // carol's stay sealed under the old one.
+    let alice_code = alice.fresh();
+    let v = verify(&mut c, "alice", &alice_code).await;
+    assert_eq!(v.decision(), Decision::Accepted, "{v:?}");
+    drop(c);
+    d.crash();
+
+    // Half re-sealed, after a crash: every user still opens.
+    let d = Process::start(dir.path());
+    let mut c = connect(&d.socket).await;
+    for user in ["alice", "bob", "carol"] {
+        let s = status(&mut c, user).await;
+        assert_eq!(
+            pb::State::try_from(s.state),
+            Ok(pb::State::Active),
+            "{user}"
+        );
+    }
+    let v = verify(&mut c, "alice", &alice_code).await;
+    assert_eq!(v.reason(), Reason::Replayed, "a used code came back: {v:?}");
+
+    // A new Rekey finishes the rotation with the key already written.
+    let r = c.rekey(pb::RekeyRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.records, 2, "bob's and carol's records were re-sealed");
+    assert!(!next.exists(), "master.key.new is gone");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        new_key,
+        "the key file is the new key"
+    );
+    drop(c);
+    d.crash();
+
+    // Only the new key left: everything opens, used codes stay used.
+    let d = Process::start(dir.path());
+    let mut c = connect(&d.socket).await;
+    let v = verify(&mut c, "alice", &alice_code).await;
+    assert_eq!(v.reason(), Reason::Replayed, "{v:?}");
+    let v = verify(&mut c, "bob", &bob.fresh()).await;
+    assert_eq!(v.decision(), Decision::Accepted, "{v:?}");
+    let v = verify(&mut c, "carol", &carol_backup[0]).await;
+    assert_eq!(v.decision(), Decision::Accepted, "{v:?}");
+    assert_eq!(v.backup_codes_left, 9);
+    let v = verify(&mut c, "carol", &carol_backup[0]).await;
+    assert_eq!(
+        v.decision(),
+        Decision::Rejected,
+        "a backup code worked twice"
+    );
+}
