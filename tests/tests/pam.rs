@@ -895,3 +895,197 @@ fn a_code_from_a_device_with_a_wrong_clock_gets_a_hint() {
         "{out}"
     );
 }
+
+/// The in-process daemon (a clock the test sets) with a blocking gRPC
+/// client, for PAM tests that need more codes of one user than the real
+/// clock hands out.
+struct ClockedDaemon {
+    // Dropped first: the connection closes before the daemon stops.
+    client: pb::otpd_client::OtpdClient<tonic::transport::Channel>,
+    rt: tokio::runtime::Runtime,
+    d: otpd_tests::InProcess,
+}
+
+impl ClockedDaemon {
+    fn start() -> Self {
+        let d = otpd_tests::InProcess::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(d.client());
+        Self { client, rt, d }
+    }
+
+    fn now(&self) -> u64 {
+        use otpd::Clock;
+        self.d.clock.now()
+    }
+
+    /// Moves the clock one 30-second step on.
+    fn next_step(&self) -> u64 {
+        self.d.clock.advance(30);
+        self.now()
+    }
+
+    /// Enrolls `user`'s first device, named `device`, with a code of now.
+    fn enroll(&self, user: &str, device: &str) -> otpd_tests::App {
+        self.start_enrollment(user, device, false)
+    }
+
+    /// Adds `device` beside `user`'s active devices (what `otpctl device
+    /// add` does), confirmed with a code of the new device at now.
+    fn add_device(&self, user: &str, device: &str) -> otpd_tests::App {
+        self.start_enrollment(user, device, true)
+    }
+
+    fn start_enrollment(&self, user: &str, device: &str, add: bool) -> otpd_tests::App {
+        let mut c = self.client.clone();
+        let started = self
+            .rt
+            .block_on(c.enroll_start(pb::EnrollStartRequest {
+                user: user.as_bytes().to_vec().into(),
+                device: device.into(),
+                add_device: add,
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner();
+        assert_eq!(started.device, device);
+        let app = otpd_tests::App::from_uri(&started.otpauth_uri);
+        let confirmed = self
+            .rt
+            .block_on(c.enroll_confirm(pb::EnrollConfirmRequest {
+                user: user.as_bytes().to_vec().into(),
+                code: app.code_at(self.now()).into_bytes().into(),
+            }))
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (confirmed.device.as_str(), confirmed.added_device),
+            (device, add)
+        );
+        // Adding a device keeps the backup codes: none are handed out.
+        assert_eq!(confirmed.backup_codes.is_empty(), add);
+        app
+    }
+
+    fn remove_device(&self, user: &str, device: &str) -> u32 {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.remove_device(pb::RemoveDeviceRequest {
+                user: user.as_bytes().to_vec().into(),
+                name: device.into(),
+                allow_last: false,
+            }))
+            .unwrap()
+            .into_inner()
+            .devices_left
+    }
+
+    fn status(&self, user: &str) -> pb::UserStatus {
+        let mut c = self.client.clone();
+        self.rt.block_on(otpd_tests::status(&mut c, user))
+    }
+
+    /// The device of the last accepted code, and when it was accepted.
+    fn last_device(&self, user: &str) -> (String, i64) {
+        let last = self.status(user).last_success.expect("a success recorded");
+        assert_eq!(Method::try_from(last.method), Ok(Method::Totp));
+        (last.device, last.time)
+    }
+
+    /// The names of `user`'s active devices.
+    fn devices(&self, user: &str) -> Vec<String> {
+        self.status(user)
+            .devices
+            .into_iter()
+            .map(|d| d.name)
+            .collect()
+    }
+}
+
+/// Two devices through the PAM module: a code of either logs in, a used
+/// code is refused on the device it belongs to only, and a removed device's
+/// codes stop working at once while the other's keep working.
+#[test]
+fn a_user_with_two_devices_logs_in_with_either_and_a_removed_one_stops_working() {
+    require_root();
+    let d = ClockedDaemon::start();
+    let phone = d.enroll("ivy", "phone");
+    d.next_step();
+    let tablet = d.add_device("ivy", "tablet");
+    assert_eq!(d.devices("ivy"), ["phone", "tablet"]);
+    let svc = PamService::new("otpd-devices", &otpd_line(d.d.socket(), "debug"));
+    let login = |code: &str| svc.pamtester("ivy").item("rhost", RHOST).answer(code).run();
+
+    // A current code of either device logs in, and the daemon says which.
+    let t = d.next_step();
+    let (p, tb) = (phone.code_at(t), tablet.code_at(t));
+    assert_ne!(
+        p, tb,
+        "the devices' codes coincide at {t}: pick another step"
+    );
+    login(&p)
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_logged(6, &["user ivy: code accepted"])
+        .assert_not_logged(&[&p]);
+    assert_eq!(d.last_device("ivy"), ("phone".to_owned(), t as i64));
+    login(&tb)
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_not_logged(&[&tb]);
+    assert_eq!(d.last_device("ivy"), ("tablet".to_owned(), t as i64));
+
+    // A tablet code used once is a replay; the phone's code of the same
+    // step is unused (each device has its own watermark) and logs in.
+    let t = d.next_step();
+    let (p, tb) = (phone.code_at(t), tablet.code_at(t));
+    assert_ne!(
+        p, tb,
+        "the devices' codes coincide at {t}: pick another step"
+    );
+    login(&tb).assert_success();
+    login(&tb)
+        .assert_failure(AUTH_ERR)
+        .assert_user_sees("", &format!("{PROMPT}{REPLAYED}\npamtester: {AUTH_ERR}\n"))
+        .assert_logged(5, &["user ivy: code already used; refused"])
+        .assert_not_logged(&[&tb]);
+    assert_eq!(d.last_device("ivy"), ("tablet".to_owned(), t as i64));
+    login(&p)
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT);
+    assert_eq!(d.last_device("ivy"), ("phone".to_owned(), t as i64));
+
+    // The phone is removed: its codes are wrong codes from now on; the
+    // tablet keeps working.
+    assert_eq!(d.remove_device("ivy", "phone"), 1);
+    assert_eq!(d.devices("ivy"), ["tablet"]);
+    let t = d.next_step();
+    let (p, tb) = (phone.code_at(t), tablet.code_at(t));
+    let tablet_near: Vec<String> = (t - 300..=t + 300)
+        .step_by(30)
+        .map(|s| tablet.code_at(s))
+        .collect();
+    assert!(
+        !tablet_near.contains(&p),
+        "the phone's code at {t} is also a tablet code: pick another step"
+    );
+    login(&p)
+        .assert_failure(AUTH_ERR)
+        .assert_user_sees("", &refused())
+        .assert_logged(5, &["user ivy: wrong code; refused"])
+        .assert_not_logged(&[&p]);
+    login(&tb)
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_not_logged(&[&tb]);
+    assert_eq!(d.last_device("ivy"), ("tablet".to_owned(), t as i64));
+    let st = d.status("ivy");
+    assert_eq!(
+        (st.consecutive_failures, st.strangers_consecutive_failures),
+        (0, 0),
+        "{st:?}"
+    );
+}

@@ -251,3 +251,56 @@ async fn key_then_code_logs_in_and_a_wrong_code_fails() {
     assert_eq!(login.prompts(), ["Verification code:"], "{login}");
     assert_eq!(login.output(), [rig.name()], "{login}");
 }
+
+/// A second device added after the first (`otpctl device add`: EnrollStart
+/// with `add_device`, confirmed with a code of the new device) logs in
+/// through sshd, and otpd records which device it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_from_a_second_device_logs_in_through_sshd() {
+    let (mut rig, _, _) = Rig::start(Methods::PasswordAndCode).await;
+    let name = rig.name().to_owned();
+    let started = rig
+        .client
+        .enroll_start(pb::EnrollStartRequest {
+            user: name.as_bytes().to_vec().into(),
+            device: "tablet".into(),
+            add_device: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A device of its own: the tablet's step budget is its own too.
+    let mut tablet = Codes::new(App::from_uri(&started.otpauth_uri));
+    let confirmed = rig
+        .client
+        .enroll_confirm(pb::EnrollConfirmRequest {
+            user: name.as_bytes().to_vec().into(),
+            code: tablet.fresh().into_bytes().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (confirmed.device.as_str(), confirmed.added_device),
+        ("tablet", true)
+    );
+    let s = status(&mut rig.client, &name).await;
+    let devices: Vec<&str> = s.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(devices, ["default", "tablet"], "{s:?}");
+
+    let login = rig.login(&tablet.fresh());
+    login.expect(Outcome::LoggedIn);
+    assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
+    assert_eq!(login.output(), [name.as_str()], "{login}");
+
+    let last = status(&mut rig.client, &name)
+        .await
+        .last_success
+        .expect("the login is recorded");
+    assert_eq!(
+        (pb::Method::try_from(last.method), last.device.as_str()),
+        (Ok(pb::Method::Totp), "tablet"),
+        "{last:?}"
+    );
+}
