@@ -351,6 +351,19 @@ fn gate(cfg: &Config, rec: &UserRecord, bucket: Bucket, now: u64) -> Option<Verd
     }
 }
 
+/// Whether an attempt may be checked at all: the user has a device, and the
+/// counters of the attempt's bucket let it through. `Ok`: that bucket.
+fn admit(rec: &UserRecord, ctx: &LoginContext, now: u64, cfg: &Config) -> Result<Bucket, Verdict> {
+    if !rec.is_enrolled() {
+        return Err(Verdict::NotEnrolled);
+    }
+    let bucket = ctx.bucket(rec);
+    match gate(cfg, rec, bucket, now) {
+        Some(refused) => Err(refused),
+        None => Ok(bucket),
+    }
+}
+
 /// What the TOTP codes of every active device say about `code`: the first
 /// device that accepts it wins; otherwise the most telling refusal.
 fn check_devices(
@@ -412,13 +425,10 @@ pub fn verify(
     cfg: &Config,
     take_slot: &mut dyn FnMut() -> bool,
 ) -> Step {
-    if !rec.is_enrolled() {
-        return unchanged(Verdict::NotEnrolled);
-    }
-    let bucket = ctx.bucket(rec);
-    if let Some(refused) = gate(cfg, rec, bucket, now) {
-        return unchanged(refused);
-    }
+    let bucket = match admit(rec, ctx, now, cfg) {
+        Ok(bucket) => bucket,
+        Err(refused) => return unchanged(refused),
+    };
     match attempt {
         Attempt::AppPassword(input) => {
             let id = input.id();
@@ -478,13 +488,10 @@ pub fn finish(
     now: u64,
     cfg: &Config,
 ) -> Step {
-    if !rec.is_enrolled() {
-        return unchanged(Verdict::NotEnrolled);
-    }
-    let bucket = ctx.bucket(rec);
-    if let Some(refused) = gate(cfg, rec, bucket, now) {
-        return unchanged(refused);
-    }
+    let bucket = match admit(rec, ctx, now, cfg) {
+        Ok(bucket) => bucket,
+        Err(refused) => return unchanged(refused),
+    };
     let Some(hash) = hash else {
         return fail(rec, bucket, Rejection::WrongCode, now, cfg);
     };
