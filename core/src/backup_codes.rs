@@ -86,6 +86,38 @@ impl BackupCodeSet {
         Ok((plain, Self { kdf, salt, hashes }))
     }
 
+    /// Takes over codes issued by another tool (google-authenticator's
+    /// scratch codes): each must be [`DIGITS`] digits; repeats count once.
+    /// Only their hashes are kept.
+    pub fn from_plain(
+        codes: &[Code],
+        kdf: KdfParams,
+        rng: &mut dyn Random,
+        scratch: &dyn Scratch,
+    ) -> Result<Self, Error> {
+        if codes.iter().any(|c| c.len() != DIGITS) {
+            return Err(Error::InvalidArgument(format!(
+                "backup codes must be {DIGITS} digits"
+            )));
+        }
+        if codes.len() > 4 * COUNT {
+            return Err(Error::InvalidArgument(format!(
+                "at most {} backup codes",
+                4 * COUNT
+            )));
+        }
+        let mut salt = [0u8; 16];
+        rng.fill(&mut salt);
+        let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(codes.len());
+        for c in codes {
+            let h = *kdf::hash(kdf, &salt, c.as_bytes(), scratch)?.expose();
+            if !hashes.contains(&h) {
+                hashes.push(h);
+            }
+        }
+        Ok(Self { kdf, salt, hashes })
+    }
+
     /// Codes not used yet.
     pub fn remaining(&self) -> usize {
         self.hashes.len()

@@ -31,6 +31,15 @@ pub enum Error {
         /// The user.
         user: String,
     },
+    /// An import for a user who is enrolled already, without `replace`.
+    #[error(
+        "user {user:?} is enrolled already; the import would replace their devices \
+         (use --replace to do so)"
+    )]
+    AlreadyEnrolled {
+        /// The user.
+        user: String,
+    },
     /// Confirm was called without a pending enrollment.
     #[error("user {user:?} has no pending enrollment; start one with `otpctl enroll`")]
     NoPendingEnrollment {

@@ -905,6 +905,104 @@ pub fn revoke_app_password(rec: &mut UserRecord, user: &UserName, id: &str) -> R
     Ok(())
 }
 
+/// A device moved over from another tool.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// Its name.
+    pub device: DeviceName,
+    /// The key.
+    pub secret: TotpSecret,
+    /// Algorithm, digits, period.
+    pub params: TotpParams,
+    /// Issuer (default: configured).
+    pub issuer: Option<String>,
+    /// The old tool's single-use codes, to become the backup codes; empty:
+    /// backup codes unchanged.
+    pub backup_codes: Vec<Code>,
+    /// The last step the old tool saw used.
+    pub last_used_step: Option<u64>,
+    /// Replace the devices of an enrolled user.
+    pub replace: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The device's name.
+    pub device: DeviceName,
+    /// The user had devices, now replaced.
+    pub replaced: bool,
+    /// Backup codes the user has afterwards.
+    pub backup_codes: u32,
+}
+
+/// Shortest and longest imported key, in bytes (80 bits is the RFC 4226
+/// minimum and google-authenticator's size; 64 bytes is SHA-512's block).
+pub const IMPORT_SECRET_LEN: std::ops::RangeInclusive<usize> = 10..=64;
+
+/// Makes an imported device the user's (active at once: the user has the
+/// secret in their app already). A user who is enrolled is refused unless
+/// `replace`; then the devices are replaced, the counters cleared and a
+/// pending enrollment dropped.
+pub fn import_device(
+    rec: &mut UserRecord,
+    user: &UserName,
+    import: Import,
+    now: u64,
+    cfg: &Config,
+    rng: &mut dyn Random,
+    scratch: &dyn Scratch,
+) -> Result<Imported, Error> {
+    validate_params(import.params)?;
+    if !IMPORT_SECRET_LEN.contains(&import.secret.expose().len()) {
+        return Err(Error::InvalidArgument(
+            "the imported key must be 10 to 64 bytes".into(),
+        ));
+    }
+    let issuer = import.issuer.unwrap_or_else(|| cfg.issuer.clone());
+    validate_issuer(&issuer)?;
+    let replaced = rec.is_enrolled();
+    if replaced && !import.replace {
+        return Err(Error::AlreadyEnrolled {
+            user: user.to_string(),
+        });
+    }
+    let backup = if import.backup_codes.is_empty() {
+        None
+    } else {
+        Some(BackupCodeSet::from_plain(
+            &import.backup_codes,
+            cfg.kdf,
+            rng,
+            scratch,
+        )?)
+    };
+    let device = Device {
+        id: rng.next_u64(),
+        name: import.device.clone(),
+        secret: import.secret,
+        params: import.params,
+        issuer,
+        enrolled_at: now,
+        last_used_step: import.last_used_step,
+        spent_ahead: Vec::new(),
+        clock_skew_seconds: 0,
+        last_used_at: None,
+    };
+    rec.devices = vec![device];
+    rec.pending = None;
+    if let Some(set) = backup {
+        rec.backup_codes = Some(set);
+    }
+    rec.counters = Default::default();
+    rec.stranger_counters = Default::default();
+    Ok(Imported {
+        device: import.device,
+        replaced,
+        backup_codes: backup_codes_left(rec),
+    })
+}
+
 /// Issues new backup codes; all earlier ones become invalid.
 pub fn regenerate_backup_codes(
     rec: &mut UserRecord,

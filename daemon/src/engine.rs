@@ -722,6 +722,35 @@ impl Engine {
         })
     }
 
+    /// Imports a device moved over from another tool (see
+    /// [`ops::import_device`]); with `dry_run` decides without writing.
+    pub fn import_device(
+        &self,
+        user: &UserName,
+        import: ops::Import,
+        dry_run: bool,
+    ) -> Result<ops::Imported, Error> {
+        let now = self.clock.now();
+        self.transact(user, |rec| {
+            let mut rec = rec.unwrap_or_else(UserRecord::new);
+            let imported = ops::import_device(
+                &mut rec,
+                user,
+                import.clone(),
+                now,
+                &self.cfg,
+                &mut OsRng,
+                &self.kdf_mem,
+            )?;
+            let change = if dry_run {
+                Change::Keep
+            } else {
+                Change::Save(Box::new(rec))
+            };
+            Ok((imported, change))
+        })
+    }
+
     /// Renames a device.
     pub fn rename_device(
         &self,

@@ -171,6 +171,7 @@ impl From<Error> for Status {
                 | otpd_core::Error::NoSuchDevice { .. }
                 | otpd_core::Error::NoSuchAppPassword { .. } => Status::not_found(msg),
                 otpd_core::Error::NoPendingEnrollment { .. }
+                | otpd_core::Error::AlreadyEnrolled { .. }
                 | otpd_core::Error::NoActiveDevice { .. }
                 | otpd_core::Error::LastDevice { .. }
                 | otpd_core::Error::TooMany { .. } => Status::failed_precondition(msg),
@@ -348,6 +349,47 @@ fn app_password_to_wire(p: engine::AppPasswordStatus) -> pb::AppPassword {
     }
 }
 
+/// The core's import from its wire form (the key never appears in an
+/// error).
+fn import_from_wire(r: pb::ImportDeviceRequest) -> Result<otpd_core::ops::Import, Error> {
+    let algorithm = match pb::Algorithm::try_from(r.algorithm) {
+        Ok(pb::Algorithm::Unspecified | pb::Algorithm::Sha1) => Algorithm::Sha1,
+        Ok(pb::Algorithm::Sha256) => Algorithm::Sha256,
+        Ok(pb::Algorithm::Sha512) => Algorithm::Sha512,
+        Err(_) => return Err(invalid(format!("unknown algorithm {}", r.algorithm))),
+    };
+    let digits = match r.digits {
+        0 => 6,
+        d => u8::try_from(d).map_err(|_| invalid(format!("digits must be 6 or 8, not {d}")))?,
+    };
+    let backup_codes = r
+        .backup_codes
+        .iter()
+        .map(|c| Code::parse(c.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(otpd_core::ops::Import {
+        device: if r.device.is_empty() {
+            DeviceName::default_name()
+        } else {
+            device_name(&r.device)?
+        },
+        secret: crate::secret::TotpSecret::from_bytes(r.secret.to_vec()),
+        params: crate::totp::TotpParams {
+            algorithm,
+            digits,
+            period: if r.period == 0 {
+                30
+            } else {
+                u64::from(r.period)
+            },
+        },
+        issuer: (!r.issuer.is_empty()).then_some(r.issuer),
+        backup_codes,
+        last_used_step: (r.last_used_step > 0).then_some(r.last_used_step),
+        replace: r.replace,
+    })
+}
+
 fn device_name(raw: &str) -> Result<DeviceName, Error> {
     Ok(DeviceName::parse(raw)?)
 }
@@ -459,6 +501,54 @@ fn local_requester(caller: &Caller, wire: Option<pb::LocalRequester>) -> Option<
 
 #[tonic::async_trait]
 impl Otpd for OtpdService {
+    async fn import_device(
+        &self,
+        request: Request<pb::ImportDeviceRequest>,
+    ) -> Result<Response<pb::ImportDeviceResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let dry_run = r.dry_run;
+        let source = context_field(r.source.clone());
+        let user = String::from_utf8_lossy(&r.user).into_owned();
+        let raw_user = r.user.clone();
+        let imported = self
+            .admin_call(
+                &caller,
+                &raw_user,
+                if dry_run {
+                    "import_device_dry_run"
+                } else {
+                    "import_device"
+                },
+                "importing devices",
+                move |e, u| {
+                    let import = import_from_wire(r)?;
+                    e.import_device(u, import, dry_run)
+                },
+            )
+            .await?;
+        if !dry_run {
+            tracing::info!(
+                target: audit::TARGET,
+                event = "import",
+                user = audit::clip(&user),
+                device = imported.device.as_str(),
+                replaced = imported.replaced,
+                backup_codes = imported.backup_codes,
+                source = audit::clip(&source),
+                peer_uid = caller.uid,
+                "device imported"
+            );
+        }
+        Ok(Response::new(pb::ImportDeviceResponse {
+            user,
+            device: imported.device.to_string(),
+            replaced: imported.replaced,
+            backup_codes: imported.backup_codes,
+            dry_run,
+        }))
+    }
+
     async fn rename_device(
         &self,
         request: Request<pb::RenameDeviceRequest>,

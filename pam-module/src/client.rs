@@ -442,6 +442,12 @@ mod tests {
         async fn rekey(&self, _: Request<pb::RekeyRequest>) -> Reply<pb::RekeyResponse> {
             Err(tonic::Status::unimplemented("fake"))
         }
+        async fn import_device(
+            &self,
+            _: Request<pb::ImportDeviceRequest>,
+        ) -> Reply<pb::ImportDeviceResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
     }
 
     /// The fake otpd on a socket in a temp dir, on its own thread; stopped
