@@ -1,0 +1,1 @@
+//! google-authenticator-libpam's `~/.google_authenticator` file (in progress).

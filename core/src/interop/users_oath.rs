@@ -1,0 +1,1 @@
+//! pam_oath's `/etc/users.oath` (in progress).
