@@ -1736,3 +1736,115 @@ proptest! {
         interleaving(seed, &ops)?;
     }
 }
+
+fn ga_import(secret: &[u8], backup: &[&str], last_used_step: Option<u64>, replace: bool) -> Import {
+    Import {
+        device: DeviceName::default_name(),
+        secret: TotpSecret::from_bytes(secret.to_vec()),
+        params: TotpParams::default(),
+        issuer: None,
+        backup_codes: backup.iter().map(|c| code(c)).collect(),
+        last_used_step,
+        replace,
+    }
+}
+
+#[test]
+fn an_imported_device_logs_in_at_once_keeps_its_replay_state_and_scratch_codes() -> Result<(), Error>
+{
+    let mut rng = rng();
+    let mut rec = UserRecord::new();
+    let step = totp::step_of(TotpParams::default(), T0);
+    let import = ga_import(
+        b"0123456789abcdef",
+        &["12345678", "87654321"],
+        Some(step),
+        false,
+    );
+    let imported = import_device(&mut rec, &user(), import, T0, &cfg(), &mut rng, &Fresh)?;
+    assert_eq!(imported.device.as_str(), "default");
+    assert_eq!((imported.replaced, imported.backup_codes), (false, 2));
+    // The step the old tool saw used stays used; the next one logs in.
+    let used = code_now(&rec, "default", T0, 0)?;
+    assert_rejected(&run_code(&mut rec, &used, T0)?, Rejection::Replayed);
+    let next = code_now(&rec, "default", T0 + 30, 0)?;
+    assert_accepted(&run_code(&mut rec, &next, T0 + 30)?, &totp_via("default"));
+    // A scratch code is a backup code, once.
+    assert_accepted(
+        &run_code(&mut rec, &code("87654321"), T0 + 31)?,
+        &Via::BackupCode,
+    );
+    assert_rejected(
+        &run_code(&mut rec, &code("87654321"), T0 + 32)?,
+        Rejection::WrongCode,
+    );
+    Ok(())
+}
+
+#[test]
+fn an_import_over_an_enrolled_user_needs_replace_and_then_replaces_everything() -> Result<(), Error>
+{
+    let (mut rec, old_codes, mut rng) = enrolled()?;
+    let before = snapshot(&rec)?;
+    assert!(matches!(
+        import_device(
+            &mut rec,
+            &user(),
+            ga_import(b"0123456789abcdef", &[], None, false),
+            T0,
+            &cfg(),
+            &mut rng,
+            &Fresh
+        ),
+        Err(Error::AlreadyEnrolled { .. })
+    ));
+    assert_eq!(
+        snapshot(&rec)?,
+        before,
+        "a refused import changed the record"
+    );
+    let imported = import_device(
+        &mut rec,
+        &user(),
+        ga_import(b"0123456789abcdef", &["11112222"], None, true),
+        T0 + 60,
+        &cfg(),
+        &mut rng,
+        &Fresh,
+    )?;
+    assert!(imported.replaced);
+    assert_eq!(rec.devices.len(), 1);
+    assert!(
+        rec.device(&name("phone")).is_none(),
+        "the old device is gone"
+    );
+    // The old backup codes are replaced by the imported ones.
+    assert_rejected(
+        &run_code(&mut rec, &code(&old_codes[0]), T0 + 61)?,
+        Rejection::WrongCode,
+    );
+    assert_accepted(
+        &run_code(&mut rec, &code("11112222"), T0 + 62)?,
+        &Via::BackupCode,
+    );
+    Ok(())
+}
+
+#[test]
+fn imports_with_bad_keys_or_codes_change_nothing() -> Result<(), Error> {
+    let mut rng = rng();
+    let mut rec = UserRecord::new();
+    let before = snapshot(&rec)?;
+    for import in [
+        ga_import(b"short", &[], None, false),
+        ga_import(&[7u8; 65], &[], None, false),
+        ga_import(b"0123456789abcdef", &["123456"], None, false),
+    ] {
+        assert!(matches!(
+            import_device(&mut rec, &user(), import, T0, &cfg(), &mut rng, &Fresh),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(snapshot(&rec)?, before);
+    }
+    Ok(())
+}
