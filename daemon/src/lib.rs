@@ -10,7 +10,9 @@
 /// Sealing under the master key (pure, in the core); the key file is
 /// [`keyfile`].
 pub use otpd_core::seal as crypto;
-pub use otpd_core::{app_password, backup_codes, device, kdf, ops, policy, record, secret, totp};
+pub use otpd_core::{
+    app_password, backup_codes, device, interop, kdf, ops, policy, record, secret, totp,
+};
 
 pub mod clock;
 pub mod engine;

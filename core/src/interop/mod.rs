@@ -3,4 +3,5 @@
 //! to import, never printing a secret in an error.
 
 pub mod google_authenticator;
+pub mod otpauth;
 pub mod users_oath;
