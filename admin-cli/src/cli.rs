@@ -15,7 +15,7 @@ Exit codes:
   3  otpd unreachable
   4  permission denied
   5  other error (not found, failed precondition, data loss, unavailable, internal, local I/O;
-     device remove: the last device without --force)
+     device remove: the last device without --force; import: at least one user failed)
   6  no such device or app password (device rename/remove, app-password revoke)
   7  the device name is already in use (device add, enroll --device, device rename)";
 
@@ -83,6 +83,9 @@ pub enum Command {
     Reset(UserArgs),
     /// Check a TOTP or backup code (a used code is consumed). Exits 0 if accepted, 1 if not.
     Verify(VerifyArgs),
+    /// Import devices from other tools (users keep the secret in their app).
+    #[command(subcommand)]
+    Import(ImportCommand),
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +245,65 @@ pub struct VerifyArgs {
     /// The service name recorded in the audit log.
     #[arg(long, value_name = "NAME", default_value = "otpctl")]
     pub service: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import google-authenticator-libpam's ~/.google_authenticator files.
+    ///
+    /// Each user's key, time step, replay state (DISALLOW_REUSE) and
+    /// scratch codes (which become the backup codes, stored hashed) become
+    /// one active device, in one atomic step per user. WINDOW_SIZE and
+    /// RATE_LIMIT are reported, not taken over: otpd applies its own window
+    /// and limits. A user who is enrolled already is skipped unless
+    /// --replace; HOTP (counter-based) files are skipped. Re-running is
+    /// harmless. The report has one line per user: imported, skipped or
+    /// failed with the reason (file and line for a malformed file); the key
+    /// and the codes are never shown. Exits 0 if no user failed, 5 if any
+    /// did.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["user", "all_homes"])))]
+    GoogleAuthenticator(GoogleAuthenticatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GoogleAuthenticatorArgs {
+    /// Import FILE for this login name.
+    #[arg(long, value_name = "USER", requires = "file")]
+    pub user: Option<String>,
+    /// The user's google-authenticator file (with --user).
+    #[arg(value_name = "FILE", requires = "user")]
+    pub file: Option<PathBuf>,
+    /// Import every account of the passwd file that has a file (a file must
+    /// belong to its account).
+    #[arg(long, conflicts_with_all = ["user", "file"])]
+    pub all_homes: bool,
+    /// Where each account's file is (with --all-homes), like
+    /// pam_google_authenticator's secret= option: ${USER} and ${HOME} are
+    /// replaced, a leading ~ is the home [default: ${HOME}/.google_authenticator].
+    #[arg(long, value_name = "TEMPLATE", requires = "all_homes")]
+    pub path_template: Option<String>,
+    /// The passwd file walked by --all-homes (accounts only in LDAP or SSSD
+    /// need --user) [default: /etc/passwd].
+    #[arg(long, value_name = "FILE", requires = "all_homes")]
+    pub passwd: Option<PathBuf>,
+    /// The name of the imported device.
+    #[arg(long, value_name = "NAME", default_value = "google-authenticator")]
+    pub device: String,
+    /// Replace the devices (and backup codes) of users who are enrolled.
+    #[arg(long)]
+    pub replace: bool,
+    /// Show what would happen; change nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Move each imported file out of the home into --originals-dir (as
+    /// USER.google_authenticator, mode 0600, never overwriting), so that no
+    /// plaintext key stays in a home directory.
+    #[arg(long)]
+    pub remove_originals: bool,
+    /// Where --remove-originals puts the files (created mode 0700; must be
+    /// root's and closed to others) [default: /var/lib/otpd/imported].
+    #[arg(long, value_name = "DIR", requires = "remove_originals")]
+    pub originals_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

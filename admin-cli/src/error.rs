@@ -21,7 +21,7 @@ pub mod exit {
     /// Any other error: other daemon statuses (NOT_FOUND,
     /// FAILED_PRECONDITION, DATA_LOSS, UNAVAILABLE, INTERNAL, ...) and
     /// local I/O errors; `device remove` of the last active device without
-    /// `--force`.
+    /// `--force`; `import` when at least one user failed.
     pub const OTHER: u8 = 5;
     /// No such device (device rename/remove) or app password (app-password
     /// revoke): daemon status NOT_FOUND from those RPCs.
@@ -125,6 +125,10 @@ pub enum Error {
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
 
+    /// `otpctl import`: a file it needs (the passwd file) cannot be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    ImportRead { path: PathBuf, source: io::Error },
+
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -156,7 +160,8 @@ impl Error {
             | Error::Qr(_)
             | Error::Prompt(_)
             | Error::Output(_)
-            | Error::Runtime(_) => exit::OTHER,
+            | Error::Runtime(_)
+            | Error::ImportRead { .. } => exit::OTHER,
         }
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::commands::confirm::Confirmation;
 use crate::commands::enroll::Enrollment;
+use crate::commands::import::{Outcome as ImportOutcome, Result_ as ImportResult};
 use crate::error::Error;
 
 /// The prompt of an interactive `otpctl enroll`.
@@ -889,6 +890,60 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         text.push('\n');
     }
     text
+}
+
+/// `otpctl import`: one line per user and a summary (`--json`: the array
+/// of outcomes). Never shows a key or a code.
+impl Printer<'_> {
+    pub fn import_report(&mut self, report: &[ImportOutcome]) -> io::Result<()> {
+        if self.json {
+            return self.json_line(&report);
+        }
+        let (mut imported, mut skipped, mut failed) = (0, 0, 0);
+        for o in report {
+            match (o.result, &o.import) {
+                (ImportResult::Imported, Some(i)) => {
+                    imported += 1;
+                    let verb = if i.dry_run {
+                        "would import"
+                    } else {
+                        "imported"
+                    };
+                    let replaced = if i.replaced {
+                        ", replacing their devices"
+                    } else {
+                        ""
+                    };
+                    writeln!(
+                        self.out,
+                        "{}: {verb} {} as device \"{}\" ({}s steps, {} backup codes{replaced})",
+                        o.user, o.file, i.device, i.period, i.backup_codes
+                    )?;
+                    if let Some(to) = &i.moved_to {
+                        writeln!(self.out, "  moved the file to {to}")?;
+                    }
+                    if let Some(e) = &i.move_error {
+                        failed += 1;
+                        writeln!(self.out, "  failed to move the file aside: {e}")?;
+                    }
+                }
+                (ImportResult::Skipped, _) => {
+                    skipped += 1;
+                    let reason = o.reason.as_deref().unwrap_or("");
+                    writeln!(self.out, "{}: skipped: {reason} ({})", o.user, o.file)?;
+                }
+                _ => {
+                    failed += 1;
+                    let reason = o.reason.as_deref().unwrap_or("");
+                    writeln!(self.out, "{}: failed: {reason}", o.user)?;
+                }
+            }
+        }
+        writeln!(
+            self.out,
+            "{imported} imported, {skipped} skipped, {failed} failed"
+        )
+    }
 }
 
 /// Unix seconds as RFC 3339 UTC to the second; `None` for 0 (no time).

@@ -1,0 +1,458 @@
+//! `otpctl import google-authenticator`: devices moved over from
+//! google-authenticator-libpam (`~/.google_authenticator` files).
+//!
+//! Per user: read the file (a regular file, no symbolic link, at most 64
+//! KiB), parse it in the core, send it in one ImportDevice call (atomic per
+//! user), and, with `--remove-originals`, move the file out of the home
+//! into a root-only directory. Every user gets one line of the report:
+//! imported, skipped (already enrolled, HOTP, no file) or failed with the
+//! reason. The key and the scratch codes never appear in it.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use otpd_core::interop::google_authenticator::{self as ga, Kind};
+use otpd_proto::v1::{Algorithm, ImportDeviceRequest};
+use serde::Serialize;
+use tonic::Code;
+use zeroize::Zeroizing;
+
+use crate::cli::{GoogleAuthenticatorArgs, ImportCommand};
+use crate::client::Client;
+use crate::error::{Error, exit};
+use crate::output::Printer;
+
+/// Where `--all-homes` looks unless `--path-template` says otherwise (the
+/// default of pam_google_authenticator's `secret=` option).
+pub const DEFAULT_TEMPLATE: &str = "${HOME}/.google_authenticator";
+
+/// Where `--remove-originals` moves the files unless `--originals-dir`
+/// says otherwise.
+pub const DEFAULT_ORIGINALS_DIR: &str = "/var/lib/otpd/imported";
+
+/// The passwd file `--all-homes` walks unless `--passwd` says otherwise.
+pub const DEFAULT_PASSWD: &str = "/etc/passwd";
+
+/// What happened to one user.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub user: String,
+    /// The file read (or looked for).
+    pub file: String,
+    pub result: Result_,
+    /// Why it was skipped or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Imported (or, with --dry-run, would be): the details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<Imported>,
+}
+
+/// The outcome's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Result_ {
+    Imported,
+    Skipped,
+    Failed,
+}
+
+/// Details of an import.
+#[derive(Debug, Serialize)]
+pub struct Imported {
+    pub device: String,
+    pub dry_run: bool,
+    /// The user had devices, now replaced.
+    pub replaced: bool,
+    pub period: u64,
+    pub backup_codes: u32,
+    /// The last used time step carried over (replay state), if any.
+    pub last_used_step: Option<u64>,
+    /// google-authenticator settings otpd does not take over (it applies
+    /// its own window and limits).
+    pub window_size: Option<u32>,
+    pub rate_limit: Option<String>,
+    /// Where the file was moved (--remove-originals).
+    pub moved_to: Option<String>,
+    /// Imported, but the file could not be moved aside (counts as a
+    /// failure for the exit code).
+    pub move_error: Option<String>,
+}
+
+impl Outcome {
+    fn skipped(user: &str, file: &Path, reason: impl Into<String>) -> Self {
+        Self::new(user, file, Result_::Skipped, Some(reason.into()))
+    }
+
+    fn failed(user: &str, file: &Path, reason: impl Into<String>) -> Self {
+        Self::new(user, file, Result_::Failed, Some(reason.into()))
+    }
+
+    fn new(user: &str, file: &Path, result: Result_, reason: Option<String>) -> Self {
+        Outcome {
+            user: user.to_owned(),
+            file: file.display().to_string(),
+            result,
+            reason,
+            import: None,
+        }
+    }
+
+    /// Failed, or imported without the file moved aside.
+    pub fn is_failure(&self) -> bool {
+        self.result == Result_::Failed
+            || self.import.as_ref().is_some_and(|i| i.move_error.is_some())
+    }
+}
+
+pub async fn run(
+    client: &mut Client,
+    p: &mut Printer<'_>,
+    command: ImportCommand,
+) -> Result<ExitCode, Error> {
+    match command {
+        ImportCommand::GoogleAuthenticator(args) => google_authenticator(client, p, args).await,
+    }
+}
+
+async fn google_authenticator(
+    client: &mut Client,
+    p: &mut Printer<'_>,
+    args: GoogleAuthenticatorArgs,
+) -> Result<ExitCode, Error> {
+    let mut report = Vec::new();
+    if let (Some(user), Some(file)) = (&args.user, &args.file) {
+        report.push(import_one(client, &args, user, file, None, true).await?);
+    } else {
+        let passwd = args
+            .passwd
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PASSWD));
+        let text = fs::read_to_string(&passwd).map_err(|source| Error::ImportRead {
+            path: passwd.clone(),
+            source,
+        })?;
+        let template = args.path_template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+        let mut seen = std::collections::HashSet::new();
+        for entry in passwd_entries(&text) {
+            if !seen.insert(entry.name.to_owned()) {
+                continue;
+            }
+            let file = PathBuf::from(expand(template, entry.name, entry.home));
+            let outcome = import_one(client, &args, entry.name, &file, Some(entry.uid), false);
+            report.push(outcome.await?);
+        }
+    }
+    p.import_report(&report)?;
+    Ok(if report.iter().any(Outcome::is_failure) {
+        ExitCode::from(exit::OTHER)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One user's import. `owner`: the uid the file must belong to (homes
+/// walked with --all-homes). `explicit`: the admin named the file, so its
+/// absence is a failure, not "no file".
+async fn import_one(
+    client: &mut Client,
+    args: &GoogleAuthenticatorArgs,
+    user: &str,
+    file: &Path,
+    owner: Option<u32>,
+    explicit: bool,
+) -> Result<Outcome, Error> {
+    let bytes = match read_file(file, owner) {
+        Ok(bytes) => bytes,
+        Err(ReadError::Missing) if !explicit => {
+            return Ok(Outcome::skipped(user, file, "no file"));
+        }
+        Err(e) => return Ok(Outcome::failed(user, file, e.to_string())),
+    };
+    let parsed = match ga::parse(&bytes) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return Ok(Outcome::failed(
+                user,
+                file,
+                format!("{}: {e}", file.display()),
+            ));
+        }
+    };
+    let step_size = match parsed.kind {
+        Kind::Totp { step_size } => step_size,
+        Kind::Hotp { .. } => {
+            return Ok(Outcome::skipped(
+                user,
+                file,
+                "HOTP devices are not supported yet",
+            ));
+        }
+    };
+    let request = ImportDeviceRequest {
+        user: user.as_bytes().to_vec().into(),
+        device: args.device.clone(),
+        secret: parsed.secret.expose().to_vec().into(),
+        algorithm: Algorithm::Sha1.into(),
+        digits: 6,
+        period: u32::try_from(step_size).unwrap_or(u32::MAX),
+        issuer: String::new(),
+        backup_codes: parsed
+            .scratch_codes
+            .iter()
+            .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned())
+            .collect(),
+        last_used_step: parsed.last_used_step.unwrap_or(0),
+        replace: args.replace,
+        dry_run: args.dry_run,
+        source: file.display().to_string(),
+        ..Default::default()
+    };
+    let response = match client.import_device(request).await {
+        Ok(r) => r.into_inner(),
+        // Not allowed at all: stop, as every other command does.
+        Err(s) if s.code() == Code::PermissionDenied => return Err(Error::Status(s)),
+        Err(s) if s.code() == Code::FailedPrecondition => {
+            return Ok(Outcome::skipped(
+                user,
+                file,
+                "already enrolled (--replace replaces their devices)",
+            ));
+        }
+        Err(s) => return Ok(Outcome::failed(user, file, Error::Status(s).to_string())),
+    };
+    let mut imported = Imported {
+        device: response.device,
+        dry_run: response.dry_run,
+        replaced: response.replaced,
+        period: step_size,
+        backup_codes: response.backup_codes,
+        last_used_step: parsed.last_used_step,
+        window_size: parsed.window_size,
+        rate_limit: parsed
+            .rate_limit
+            .map(|r| format!("{} per {}s", r.attempts, r.seconds)),
+        moved_to: None,
+        move_error: None,
+    };
+    if args.remove_originals && !args.dry_run {
+        let dir = args
+            .originals_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ORIGINALS_DIR));
+        match move_aside(file, &bytes, &dir, user) {
+            Ok(to) => imported.moved_to = Some(to.display().to_string()),
+            Err(e) => imported.move_error = Some(e),
+        }
+    }
+    let mut outcome = Outcome::new(user, file, Result_::Imported, None);
+    outcome.import = Some(imported);
+    Ok(outcome)
+}
+
+/// Why a file could not be read. Never holds the file's content.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("no such file")]
+    Missing,
+    #[error("refusing a symbolic link")]
+    Symlink,
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("larger than {} bytes", ga::MAX_FILE_LEN)]
+    TooLarge,
+    #[error("owned by uid {0}, not by the user")]
+    WrongOwner(u32),
+    #[error("cannot read: {0}")]
+    Io(io::Error),
+}
+
+/// Reads a file as root without following a symbolic link in its last
+/// component, refusing anything but a regular file of at most 64 KiB
+/// (O_NONBLOCK: a FIFO planted in a home cannot make us wait).
+fn read_file(path: &Path, owner: Option<u32>) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => ReadError::Missing,
+            Some(libc::ELOOP) => ReadError::Symlink,
+            _ => ReadError::Io(e),
+        })?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if meta.len() > ga::MAX_FILE_LEN as u64 {
+        return Err(ReadError::TooLarge);
+    }
+    if let Some(uid) = owner
+        && meta.uid() != uid
+    {
+        return Err(ReadError::WrongOwner(meta.uid()));
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(4096));
+    (&file)
+        .take(ga::MAX_FILE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() > ga::MAX_FILE_LEN {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// Moves an imported file out of the home: writes what was imported to a
+/// new root-only file in `dir` (created 0700; never overwriting), then
+/// removes the original. Works across file systems.
+fn move_aside(file: &Path, bytes: &[u8], dir: &Path, user: &str) -> Result<PathBuf, String> {
+    if user.is_empty() || user.contains(['/', '\0']) || user.starts_with('.') {
+        return Err("the user name cannot name a file".to_owned());
+    }
+    let shown = dir.display();
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {shown}: {e}"))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| format!("cannot stat {shown}: {e}"))?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{shown} must be a directory owned by root and closed to others (mode 0700)"
+        ));
+    }
+    let (mut out, to) = (1..=1000)
+        .find_map(|n| {
+            let name = if n == 1 {
+                format!("{user}.google_authenticator")
+            } else {
+                format!("{user}.google_authenticator.{n}")
+            };
+            let to = dir.join(name);
+            create_new(&to).ok().map(|f| (f, to))
+        })
+        .ok_or_else(|| format!("cannot create a new file in {shown}"))?;
+    out.write_all(bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    fs::remove_file(file).map_err(|e| {
+        format!(
+            "copied to {}, but cannot remove {}: {e}",
+            to.display(),
+            file.display()
+        )
+    })?;
+    Ok(to)
+}
+
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// One line of a passwd file.
+#[derive(Debug, PartialEq, Eq)]
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    home: &'a str,
+}
+
+/// The well-formed lines of a passwd file (`name:pw:uid:gid:gecos:home:shell`);
+/// comments, NIS `+`/`-` lines and malformed lines are left out.
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let [name, _, uid, _, _, home, _] = fields[..] else {
+            return None;
+        };
+        if name.is_empty() || name.starts_with(['#', '+', '-']) || home.is_empty() {
+            return None;
+        }
+        Some(PasswdEntry {
+            name,
+            uid: uid.parse().ok()?,
+            home,
+        })
+    })
+}
+
+/// pam_google_authenticator's `secret=` expansion: `${USER}`, `${HOME}`,
+/// and a leading `~` for the home.
+fn expand(template: &str, user: &str, home: &str) -> String {
+    let template = match template.strip_prefix('~') {
+        Some(rest) => format!("{home}{rest}"),
+        None => template.to_owned(),
+    };
+    template.replace("${USER}", user).replace("${HOME}", home)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lines_and_templates() {
+        let text = "root:x:0:0:root:/root:/bin/bash\n# c\n+nis::::::\nbad:line\n\
+                    alice:x:1000:1000:Alice,,,:/home/alice:/bin/sh\nnouid:x:z:0::/h:/bin/sh\n";
+        let got: Vec<_> = passwd_entries(text).collect();
+        assert_eq!(
+            got,
+            [
+                PasswdEntry {
+                    name: "root",
+                    uid: 0,
+                    home: "/root"
+                },
+                PasswdEntry {
+                    name: "alice",
+                    uid: 1000,
+                    home: "/home/alice"
+                }
+            ]
+        );
+        assert_eq!(
+            expand(DEFAULT_TEMPLATE, "alice", "/home/alice"),
+            "/home/alice/.google_authenticator"
+        );
+        assert_eq!(
+            expand("/var/ga/${USER}/.ga", "alice", "/home/alice"),
+            "/var/ga/alice/.ga"
+        );
+        assert_eq!(expand("~/.ga", "alice", "/home/alice"), "/home/alice/.ga");
+    }
+
+    #[test]
+    fn refuses_symlinks_fifos_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(read_file(&link, None), Err(ReadError::Symlink)));
+        assert!(matches!(
+            read_file(dir.path(), None),
+            Err(ReadError::NotRegular)
+        ));
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'A'; ga::MAX_FILE_LEN + 1]).unwrap();
+        assert!(matches!(read_file(&big, None), Err(ReadError::TooLarge)));
+        assert!(matches!(
+            read_file(&dir.path().join("none"), None),
+            Err(ReadError::Missing)
+        ));
+        assert!(matches!(
+            read_file(&real, Some(4242)),
+            Err(ReadError::WrongOwner(_))
+        ));
+        assert_eq!(read_file(&real, None).unwrap().as_slice(), b"x");
+    }
+}
