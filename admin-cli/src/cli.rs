@@ -135,6 +135,10 @@ pub struct TotpOptions {
     /// It holds the secret: delete it once scanned.
     #[arg(long, value_name = "FILE")]
     pub qr_png: Option<PathBuf>,
+    /// A counter-based (HOTP) device: a hardware OATH token (YubiKey
+    /// OATH-HOTP, Feitian) or an app set to counters; --period is ignored.
+    #[arg(long)]
+    pub hotp: bool,
 }
 
 #[derive(Debug, Subcommand)]

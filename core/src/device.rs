@@ -82,6 +82,17 @@ impl std::fmt::Display for DeviceName {
     }
 }
 
+/// Time-based or counter-based.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// TOTP (RFC 6238): `last_used_step` is a time step.
+    #[default]
+    Totp,
+    /// HOTP (RFC 4226): `last_used_step` is the last accepted counter.
+    Hotp,
+}
+
 /// One authenticator of a user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Device {
@@ -112,6 +123,17 @@ pub struct Device {
     /// When its last code was accepted, Unix seconds.
     #[serde(default)]
     pub last_used_at: Option<u64>,
+    /// TOTP or HOTP (records written before HOTP existed: TOTP).
+    #[serde(default, skip_serializing_if = "is_totp")]
+    pub kind: Kind,
+    /// HOTP: a counter matched far ahead, armed for resynchronisation (see
+    /// [`crate::hotp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotp_resync: Option<u64>,
+}
+
+fn is_totp(k: &Kind) -> bool {
+    *k == Kind::Totp
 }
 
 impl Device {
@@ -174,6 +196,8 @@ mod tests {
             spent_ahead: Vec::new(),
             clock_skew_seconds: 0,
             last_used_at: None,
+            kind: Kind::Totp,
+            hotp_resync: None,
         }
     }
 

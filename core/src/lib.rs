@@ -22,6 +22,7 @@ pub mod app_password;
 pub mod backup_codes;
 pub mod device;
 pub mod error;
+pub mod hotp;
 pub mod interop;
 pub mod kdf;
 pub mod ops;

@@ -14,8 +14,9 @@ use zeroize::Zeroizing;
 use crate::Random;
 use crate::app_password::{self, AppPassword, AppPasswordInput, AppProbe, Refusal};
 use crate::backup_codes::{BackupCodeSet, PlainCode, Probe};
-use crate::device::{Device, DeviceName, MAX_DEVICES};
+use crate::device::{Device, DeviceName, Kind as DeviceKind, MAX_DEVICES};
 use crate::error::Error;
+use crate::hotp::{self, HotpMatch};
 use crate::kdf::{KdfHash, KdfParams, Scratch};
 use crate::policy::{Gate, Policy};
 use crate::record::{Bucket, LastSuccess, Method, Pending, UserName, UserRecord};
@@ -149,6 +150,9 @@ pub enum Rejection {
     },
     /// An app password that was not accepted.
     AppPassword(Refusal),
+    /// An HOTP code far ahead of the device's counter: not accepted; the
+    /// token's next code resynchronises it.
+    OutOfSync,
 }
 
 /// The answer to a Verify. One variant per outcome, so it cannot say
@@ -218,6 +222,8 @@ pub enum Reason {
     ClockSkew,
     /// An app password that was not accepted.
     AppPassword(Refusal),
+    /// An HOTP code far ahead; the next one resynchronises.
+    OutOfSync,
     /// Locked out.
     Locked,
     /// Throttled.
@@ -237,6 +243,7 @@ impl Reason {
             Self::Replayed => "replayed",
             Self::ClockSkew => "clock_skew",
             Self::AppPassword(r) => r.name(),
+            Self::OutOfSync => "hotp_out_of_sync",
             Self::Locked => "locked",
             Self::Throttled => "throttled",
             Self::Busy => "busy",
@@ -266,6 +273,7 @@ impl Verdict {
                 Rejection::Replayed => Reason::Replayed,
                 Rejection::ClockSkew { .. } => Reason::ClockSkew,
                 Rejection::AppPassword(r) => Reason::AppPassword(*r),
+                Rejection::OutOfSync => Reason::OutOfSync,
             },
             Self::Locked { .. } => Reason::Locked,
             Self::Throttled { .. } => Reason::Throttled,
@@ -374,7 +382,31 @@ fn check_devices(
 ) -> Result<DeviceName, Option<Rejection>> {
     let mut replayed = false;
     let mut skew = None;
+    let mut out_of_sync = false;
     for device in &mut rec.devices {
+        if device.kind == DeviceKind::Hotp {
+            match hotp::check(
+                &device.secret,
+                device.params,
+                code,
+                device.last_used_step,
+                device.hotp_resync,
+            ) {
+                HotpMatch::Accepted { counter } => {
+                    device.use_step(counter);
+                    device.hotp_resync = None;
+                    device.last_used_at = Some(now);
+                    return Ok(device.name.clone());
+                }
+                HotpMatch::Replayed => replayed = true,
+                HotpMatch::OutOfSync { counter } => {
+                    device.hotp_resync = Some(counter);
+                    out_of_sync = true;
+                }
+                HotpMatch::NoMatch => {}
+            }
+            continue;
+        }
         let period = i64::try_from(device.params.period).unwrap_or(i64::MAX);
         match totp::check(
             &device.secret,
@@ -407,6 +439,8 @@ fn check_devices(
     }
     Err(if replayed {
         Some(Rejection::Replayed)
+    } else if out_of_sync {
+        Some(Rejection::OutOfSync)
     } else {
         skew.map(|skew_seconds| Rejection::ClockSkew { skew_seconds })
     })
@@ -623,6 +657,8 @@ pub struct EnrollOptions {
     pub digits: Option<u8>,
     /// 15..=300 seconds (default: configured).
     pub period: Option<u64>,
+    /// A counter-based (HOTP) device instead of a time-based one.
+    pub hotp: bool,
 }
 
 /// A started enrollment, to show once.
@@ -689,7 +725,15 @@ pub fn enroll_start(
         }
     }
     let secret = TotpSecret::generate(rng);
-    let otpauth_uri = otpauth_uri(&secret, params, &issuer, user)?;
+    let kind = if opts.hotp {
+        DeviceKind::Hotp
+    } else {
+        DeviceKind::Totp
+    };
+    let otpauth_uri = match kind {
+        DeviceKind::Totp => otpauth_uri(&secret, params, &issuer, user)?,
+        DeviceKind::Hotp => hotp_uri(&secret, params, &issuer, user),
+    };
     let secret_base32 = secret.to_base32();
     rec.pending = Some(Pending {
         device: Device {
@@ -703,6 +747,8 @@ pub fn enroll_start(
             spent_ahead: Vec::new(),
             clock_skew_seconds: 0,
             last_used_at: None,
+            kind,
+            hotp_resync: None,
         },
         adds: opts.add,
     });
@@ -743,15 +789,30 @@ pub fn enroll_confirm(
             user: user.to_string(),
         });
     };
-    let TotpMatch::Accepted { step, skew_steps } = totp::check(
-        &pending.device.secret,
-        pending.device.params,
-        code,
-        now,
-        cfg.window,
-        totp::UsedSteps::NONE,
-    ) else {
-        return Err(Error::ConfirmMismatch);
+    let (step, skew_steps) = match pending.device.kind {
+        DeviceKind::Totp => match totp::check(
+            &pending.device.secret,
+            pending.device.params,
+            code,
+            now,
+            cfg.window,
+            totp::UsedSteps::NONE,
+        ) {
+            TotpMatch::Accepted { step, skew_steps } => (step, skew_steps),
+            _ => return Err(Error::ConfirmMismatch),
+        },
+        // A new token (or app) starts at counter 0; it may have been
+        // pressed a few times already.
+        DeviceKind::Hotp => match hotp::check(
+            &pending.device.secret,
+            pending.device.params,
+            code,
+            None,
+            None,
+        ) {
+            HotpMatch::Accepted { counter } => (counter, 0),
+            _ => return Err(Error::ConfirmMismatch),
+        },
     };
     let adds = pending.adds && rec.is_enrolled();
     if adds && rec.device(&pending.device.name).is_some() {
@@ -923,6 +984,8 @@ pub struct Import {
     pub last_used_step: Option<u64>,
     /// Replace the devices of an enrolled user.
     pub replace: bool,
+    /// Counter-based: `last_used_step` is then the last used counter.
+    pub hotp: bool,
 }
 
 /// What an import did.
@@ -988,6 +1051,12 @@ pub fn import_device(
         spent_ahead: Vec::new(),
         clock_skew_seconds: 0,
         last_used_at: None,
+        kind: if import.hotp {
+            DeviceKind::Hotp
+        } else {
+            DeviceKind::Totp
+        },
+        hotp_resync: None,
     };
     rec.devices = vec![device];
     rec.pending = None;
@@ -1054,6 +1123,36 @@ fn validate_issuer(issuer: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// The otpauth:// URI of a new HOTP device (totp-rs writes TOTP URIs
+/// only): Google's Key Uri Format, counter 0.
+fn hotp_uri(
+    secret: &TotpSecret,
+    params: TotpParams,
+    issuer: &str,
+    user: &UserName,
+) -> Zeroizing<String> {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    Zeroizing::new(format!(
+        "otpauth://hotp/{}:{}?secret={}&issuer={}&algorithm={}&digits={}&counter=0",
+        enc(issuer),
+        enc(user.as_str()),
+        secret.to_base32().as_str(),
+        enc(issuer),
+        params.algorithm.name().to_ascii_uppercase(),
+        params.digits
+    ))
 }
 
 fn otpauth_uri(

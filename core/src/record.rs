@@ -352,6 +352,8 @@ mod v1 {
                     spent_ahead: self.spent_ahead,
                     clock_skew_seconds: self.clock_skew_seconds,
                     last_used_at: last_totp,
+                    kind: crate::device::Kind::Totp,
+                    hotp_resync: None,
                 })
                 .into_iter()
                 .collect();
@@ -367,6 +369,8 @@ mod v1 {
                     spent_ahead: Vec::new(),
                     clock_skew_seconds: 0,
                     last_used_at: None,
+                    kind: crate::device::Kind::Totp,
+                    hotp_resync: None,
                 },
                 adds: false,
             });

@@ -183,6 +183,8 @@ pub struct DeviceStatus {
     pub last_used: Option<u64>,
     /// Skew of its last accepted code, seconds.
     pub clock_skew_seconds: i64,
+    /// HOTP: the next counter value expected; `None` for TOTP.
+    pub hotp_counter: Option<u64>,
 }
 
 /// One app password, as `app-password list` shows it (no password).
@@ -960,6 +962,8 @@ impl Engine {
                     enrolled_at: d.enrolled_at,
                     last_used: d.last_used_at,
                     clock_skew_seconds: d.clock_skew_seconds,
+                    hotp_counter: (d.kind == otpd_core::device::Kind::Hotp)
+                        .then(|| d.last_used_step.map_or(0, |c| c.saturating_add(1))),
                 })
                 .collect(),
             app_passwords: u32::try_from(rec.app_passwords.len()).unwrap_or(u32::MAX),

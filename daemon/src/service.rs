@@ -246,7 +246,9 @@ fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
         reason: match v.reason() {
             Reason::Ok => pb::Reason::Ok,
             // The caller learns "wrong", not which check failed.
-            Reason::WrongCode | Reason::AppPassword(_) => pb::Reason::WrongCode,
+            Reason::WrongCode | Reason::AppPassword(_) | Reason::OutOfSync => {
+                pb::Reason::WrongCode
+            }
             Reason::Replayed => pb::Reason::Replayed,
             Reason::ClockSkew => pb::Reason::ClockSkew,
             Reason::Locked => pb::Reason::Locked,
@@ -331,6 +333,8 @@ fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
                 enrolled_at: clamp_i64(d.enrolled_at),
                 last_used: clamp_i64(d.last_used.unwrap_or(0)),
                 clock_skew_seconds: d.clock_skew_seconds,
+                hotp: d.hotp_counter.is_some(),
+                counter: d.hotp_counter.unwrap_or(0),
             })
             .collect(),
         pending_device: s.pending_device.unwrap_or_default(),
@@ -385,8 +389,13 @@ fn import_from_wire(r: pb::ImportDeviceRequest) -> Result<otpd_core::ops::Import
         },
         issuer: (!r.issuer.is_empty()).then_some(r.issuer),
         backup_codes,
-        last_used_step: (r.last_used_step > 0).then_some(r.last_used_step),
+        last_used_step: if r.hotp {
+            r.hotp_counter.checked_sub(1)
+        } else {
+            (r.last_used_step > 0).then_some(r.last_used_step)
+        },
         replace: r.replace,
+        hotp: r.hotp,
     })
 }
 
@@ -419,6 +428,7 @@ fn enroll_options(r: &pb::EnrollStartRequest) -> Result<EnrollOptions, Error> {
             Some(device_name(&r.device)?)
         },
         add: r.add_device,
+        hotp: r.hotp,
         issuer: (!r.issuer.is_empty()).then(|| r.issuer.clone()),
         algorithm,
         digits,

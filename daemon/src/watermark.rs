@@ -613,6 +613,8 @@ mod tests {
                 spent_ahead: Vec::new(),
                 clock_skew_seconds: 0,
                 last_used_at: None,
+                kind: crate::device::Kind::Totp,
+                hotp_resync: None,
             }],
             generation,
             ..UserRecord::new()

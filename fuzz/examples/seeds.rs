@@ -104,6 +104,8 @@ fn main() {
             spent_ahead: Vec::new(),
             clock_skew_seconds: 0,
             last_used_at: None,
+            kind: otpd::device::Kind::Totp,
+            hotp_resync: None,
         }],
         backup_codes: Some(backup),
         ..UserRecord::new()

@@ -153,6 +153,8 @@ impl ServiceFixture {
             spent_ahead: Vec::new(),
             clock_skew_seconds: 0,
             last_used_at: None,
+            kind: otpd::device::Kind::Totp,
+            hotp_resync: None,
         };
         let alice = UserRecord {
             devices: vec![device(T0 - 3600)],

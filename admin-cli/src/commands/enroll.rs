@@ -149,6 +149,7 @@ async fn start(client: &mut Client, new: &NewDevice<'_>) -> Result<(Enrollment, 
             Some(Digits::Eight) => 8,
         },
         period: totp.period.unwrap_or(0),
+        hotp: totp.hotp,
     };
     let response = client
         .enroll_start(request)

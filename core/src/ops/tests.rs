@@ -1746,6 +1746,7 @@ fn ga_import(secret: &[u8], backup: &[&str], last_used_step: Option<u64>, replac
         backup_codes: backup.iter().map(|c| code(c)).collect(),
         last_used_step,
         replace,
+        hotp: false,
     }
 }
 
@@ -1846,5 +1847,86 @@ fn imports_with_bad_keys_or_codes_change_nothing() -> Result<(), Error> {
         ));
         assert_eq!(snapshot(&rec)?, before);
     }
+    Ok(())
+}
+
+fn hotp_code(rec: &UserRecord, n: &str, counter: u64) -> Result<Code, Error> {
+    let d = dev(rec, n)?;
+    Ok(code(&crate::hotp::code_at(&d.secret, d.params, counter)))
+}
+
+#[test]
+fn an_hotp_device_takes_each_counter_once_and_resyncs_from_two_consecutive_codes()
+-> Result<(), Error> {
+    let mut rng = rng();
+    let mut rec = UserRecord::new();
+    let started = enroll_start(
+        &mut rec,
+        &user(),
+        EnrollOptions {
+            device: Some(name("yubikey")),
+            hotp: true,
+            ..EnrollOptions::default()
+        },
+        T0,
+        &cfg(),
+        &mut rng,
+    )?;
+    assert!(started.otpauth_uri.starts_with("otpauth://hotp/"));
+    assert!(started.otpauth_uri.contains("counter=0"));
+    let pending = rec
+        .pending
+        .as_ref()
+        .map(|p| p.device.clone())
+        .ok_or(Error::Internal("no pending device"))?;
+    let first = code(&crate::hotp::code_at(&pending.secret, pending.params, 2));
+    // Time does not matter for counters: confirm much later.
+    enroll_confirm(
+        &mut rec,
+        &user(),
+        &first,
+        T0 + 9999,
+        &cfg(),
+        &mut rng,
+        &Fresh,
+    )?;
+    let now = T0 + 10_000;
+    assert_rejected(&run_code(&mut rec, &first, now)?, Rejection::Replayed);
+    let c3 = hotp_code(&rec, "yubikey", 3)?;
+    assert_accepted(&run_code(&mut rec, &c3, now)?, &totp_via("yubikey"));
+    // The same code twice within a second: the second is a replay.
+    let c5 = hotp_code(&rec, "yubikey", 5)?;
+    assert_accepted(&run_code(&mut rec, &c5, now)?, &totp_via("yubikey"));
+    assert_rejected(&run_code(&mut rec, &c5, now)?, Rejection::Replayed);
+    // Pressed 40 times without a login: out of sync, then the next code
+    // resynchronises; a non-consecutive one does not.
+    let (c46, c48, c49) = (
+        hotp_code(&rec, "yubikey", 46)?,
+        hotp_code(&rec, "yubikey", 48)?,
+        hotp_code(&rec, "yubikey", 49)?,
+    );
+    assert_rejected(&run_code(&mut rec, &c46, now)?, Rejection::OutOfSync);
+    assert_rejected(&run_code(&mut rec, &c48, now)?, Rejection::OutOfSync);
+    assert_accepted(&run_code(&mut rec, &c49, now)?, &totp_via("yubikey"));
+    assert_eq!(dev(&rec, "yubikey")?.last_used_step, Some(49));
+    Ok(())
+}
+
+#[test]
+fn an_imported_hotp_device_starts_at_the_old_tools_counter() -> Result<(), Error> {
+    let mut rng = rng();
+    let mut rec = UserRecord::new();
+    let mut import = ga_import(b"12345678901234567890", &[], Some(6), false);
+    import.hotp = true;
+    import_device(&mut rec, &user(), import, T0, &cfg(), &mut rng, &Fresh)?;
+    // RFC 4226 Appendix D: counter 6 is "287922" (used), 7 is "162583".
+    assert_rejected(
+        &run_code(&mut rec, &code("287922"), T0)?,
+        Rejection::Replayed,
+    );
+    assert_accepted(
+        &run_code(&mut rec, &code("162583"), T0)?,
+        &totp_via("default"),
+    );
     Ok(())
 }
