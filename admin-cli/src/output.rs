@@ -1121,6 +1121,8 @@ mod tests {
             enrolled_at: T0,
             last_used: T0 + 60,
             clock_skew_seconds: -30,
+            hotp: false,
+            counter: 0,
         }
     }
 
@@ -1134,6 +1136,8 @@ mod tests {
             enrolled_at: T0 + 3_600,
             last_used: 0,
             clock_skew_seconds: 0,
+            hotp: false,
+            counter: 0,
         }
     }
 
