@@ -187,6 +187,7 @@ fn main() {
             pb::EnrollStartRequest {
                 device: String::new(),
                 add_device: false,
+                hotp: false,
                 user: b"carol".to_vec().into(),
                 issuer: "Example".into(),
                 algorithm: pb::Algorithm::Sha256 as i32,
@@ -203,6 +204,7 @@ fn main() {
             pb::EnrollStartRequest {
                 device: String::new(),
                 add_device: false,
+                hotp: false,
                 user: b"carol".to_vec().into(),
                 issuer: "a:b".into(),
                 algorithm: 9,
