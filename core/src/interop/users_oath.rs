@@ -40,7 +40,8 @@
 //! [`parse`] returns one `Result` per credential line: a bad line imports
 //! nothing from itself ([`LineError`] says which line and why, never with
 //! the secret, the PIN or the last code), and every other line still
-//! imports. Only a file over [`MAX_FILE_LEN`] is refused as a whole.
+//! imports. Only a file over [`MAX_FILE_LEN`], or one with more than
+//! [`MAX_BAD_LINES`] bad lines, is refused as a whole ([`FileError`]).
 //! [`parse_line`] does the same for one line, for a caller that streams.
 //!
 //! Stricter than liboath, on purpose: a key of fewer than
@@ -59,10 +60,21 @@ use crate::secret::TotpSecret;
 use crate::totp::{Algorithm, TotpParams, code_at_step};
 
 /// Largest file [`parse`] reads: 256 MiB. A million users written by
-/// liboath take about 100 bytes a line (type, name, PIN, a 20-byte key in
-/// hex, counter, last code, time), so the bulk import of 10^6 users fits
-/// with room to spare while the memory stays bounded.
+/// liboath take about 80 to 130 bytes a line (type, name, PIN, a 20 to
+/// 32-byte key in hex, counter, last code, time), so the bulk import of
+/// 10^6 users fits with room to spare.
+///
+/// Memory: the shortest credential line is 30 bytes (`HOTP a - ` and a
+/// 10-byte key) and becomes about 190 bytes (the 120-byte result, the
+/// name's and the key's allocations), so [`parse`] holds at most about
+/// 6.5 times the file (under 1.7 GiB at this bound; about 190 MB for a
+/// million users), plus at most [`MAX_BAD_LINES`] errors. A caller that
+/// wants less streams the lines through [`parse_line`] itself.
 pub const MAX_FILE_LEN: usize = 256 * 1024 * 1024;
+
+/// Most bad lines [`parse`] reports before it refuses the whole file (a
+/// file of `x` lines must not become a hundred million error values).
+pub const MAX_BAD_LINES: usize = 10_000;
 
 /// Longest line, in bytes (without its `\n`): 4 KiB.
 pub const MAX_LINE_LEN: usize = 4096;
@@ -209,6 +221,17 @@ pub enum FileError {
         /// Its length.
         len: usize,
     },
+    /// More than [`MAX_BAD_LINES`] lines are not credentials: not a users
+    /// file, or one damaged beyond a line-by-line report.
+    #[error(
+        "more than {max} lines are not valid users.oath lines (the last one read is line {line}); \
+         is this a users.oath file?",
+        max = MAX_BAD_LINES
+    )]
+    TooManyBadLines {
+        /// The line at which the limit was passed.
+        line: usize,
+    },
 }
 
 /// Why one line imports nothing. No variant carries the secret, the PIN or
@@ -307,11 +330,22 @@ fn parse_bounded(bytes: &[u8], max_len: usize) -> Result<Vec<Result<Entry, LineE
     if bytes.len() > max_len {
         return Err(FileError::TooLarge { len: bytes.len() });
     }
-    Ok(bytes
-        .split(|&b| b == b'\n')
-        .zip(1..)
-        .filter_map(|(raw, line)| parse_line(line, raw))
-        .collect())
+    // No capacity up front: a file of blank lines reserves nothing.
+    let mut out = Vec::new();
+    let mut bad = 0usize;
+    for (raw, line) in bytes.split(|&b| b == b'\n').zip(1..) {
+        let Some(result) = parse_line(line, raw) else {
+            continue;
+        };
+        if result.is_err() {
+            bad += 1;
+            if bad > MAX_BAD_LINES {
+                return Err(FileError::TooManyBadLines { line });
+            }
+        }
+        out.push(result);
+    }
+    Ok(out)
 }
 
 /// Parses one line (without its `\n`; a trailing `\r` is whitespace):
@@ -324,14 +358,7 @@ pub fn parse_line(line: usize, raw: &[u8]) -> Option<Result<Entry, LineError>> {
     if first.starts_with(b"#") {
         return None;
     }
-    let mut user = None;
-    Some(
-        parse_fields(line, raw, first, fields, &mut user).map_err(|reason| LineError {
-            line,
-            user,
-            reason,
-        }),
-    )
+    Some(parse_fields(line, raw, first, fields))
 }
 
 fn parse_fields<'a>(
@@ -339,20 +366,54 @@ fn parse_fields<'a>(
     raw: &[u8],
     first: &[u8],
     mut fields: impl Iterator<Item = &'a [u8]>,
-    user_out: &mut Option<UserName>,
-) -> Result<Entry, Reason> {
+) -> Result<Entry, LineError> {
+    let fail = |user, reason| LineError { line, user, reason };
     if raw.len() > MAX_LINE_LEN {
-        return Err(Reason::LineTooLong);
+        return Err(fail(None, Reason::LineTooLong));
     }
     if raw.contains(&0) {
-        return Err(Reason::NulByte);
+        return Err(fail(None, Reason::NulByte));
     }
-    let (period, digits) = parse_type(first)?;
-    let user = UserName::parse(fields.next().ok_or(Reason::MissingUser)?).map_err(|e| match e {
-        Error::InvalidUser(why) => Reason::InvalidUser(why),
-        _ => Reason::InvalidUser("not acceptable"),
-    })?;
-    *user_out = Some(user.clone());
+    let (period, digits) = parse_type(first).map_err(|r| fail(None, r))?;
+    let user = fields
+        .next()
+        .ok_or(Reason::MissingUser)
+        .and_then(|f| {
+            UserName::parse(f).map_err(|e| match e {
+                Error::InvalidUser(why) => Reason::InvalidUser(why),
+                _ => Reason::InvalidUser("not acceptable"),
+            })
+        })
+        .map_err(|r| fail(None, r))?;
+    match parse_credential(period, digits, fields) {
+        Ok((kind, pin, secret, last_otp, last_login)) => Ok(Entry {
+            line,
+            user,
+            kind,
+            digits,
+            pin,
+            secret,
+            last_login,
+            last_otp,
+        }),
+        Err(reason) => Err(fail(Some(user), reason)),
+    }
+}
+
+type Credential = (
+    Kind,
+    Pin,
+    TotpSecret,
+    Option<LastOtp>,
+    Option<LocalTimestamp>,
+);
+
+/// The fields after the user: `PIN SECRET [COUNTER [LASTOTP [TIME]]]`.
+fn parse_credential<'a>(
+    period: Option<u64>,
+    digits: u8,
+    mut fields: impl Iterator<Item = &'a [u8]>,
+) -> Result<Credential, Reason> {
     let pin = match fields.next().ok_or(Reason::MissingPin)? {
         b"-" => Pin::None,
         b"+" => Pin::External,
@@ -375,16 +436,7 @@ fn parse_fields<'a>(
             },
         },
     };
-    Ok(Entry {
-        line,
-        user,
-        kind,
-        digits,
-        pin,
-        secret,
-        last_login,
-        last_otp,
-    })
+    Ok((kind, pin, secret, last_otp, last_login))
 }
 
 /// `(Some(period) for a time token, digits)`.
@@ -1034,6 +1086,23 @@ HOTP/T30\talice\t-\t3132333435363738393031323334353637383931
         );
         assert_eq!(parse_bounded(text.as_bytes(), text.len()).unwrap().len(), 1);
         assert_eq!(MAX_FILE_LEN, 1 << 28);
+    }
+
+    #[test]
+    fn memory_stays_bounded_for_junk() {
+        // Blank lines and comments reserve nothing.
+        let blank = "\n \r\n# c\n".repeat(100_000);
+        assert_eq!(parse(blank.as_bytes()).unwrap().capacity(), 0);
+        // Bad lines are reported up to MAX_BAD_LINES, then the file is refused.
+        let junk = "x\n".repeat(MAX_BAD_LINES);
+        assert_eq!(parse(junk.as_bytes()).unwrap().len(), MAX_BAD_LINES);
+        let more = format!("HOTP/T30 alice - {RFC_KEY}\n{junk}x\n");
+        assert_eq!(
+            parse(more.as_bytes()).unwrap_err(),
+            FileError::TooManyBadLines {
+                line: MAX_BAD_LINES + 2
+            }
+        );
     }
 
     #[test]
