@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
             for (i, c) in f.scratch_codes.iter().enumerate() {
                 assert_eq!(c.len(), 8);
                 assert!(c.as_bytes().iter().all(u8::is_ascii_digit));
-                assert!(f.scratch_codes[..i].iter().all(|d| d.as_bytes() != c.as_bytes()));
+                assert!(
+                    f.scratch_codes[..i]
+                        .iter()
+                        .all(|d| d.as_bytes() != c.as_bytes())
+                );
             }
         }
         Err(e) => {

@@ -454,5 +454,10 @@ mod tests {
             Err(ReadError::WrongOwner(_))
         ));
         assert_eq!(read_file(&real, None).unwrap().as_slice(), b"x");
+        // A FIFO is refused at once (O_NONBLOCK), not waited on.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        assert!(matches!(read_file(&fifo, None), Err(ReadError::NotRegular)));
     }
 }
