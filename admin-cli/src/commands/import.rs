@@ -170,7 +170,13 @@ async fn import_one(
         Err(ReadError::Missing) if !explicit => {
             return Ok(Outcome::skipped(user, file, "no file"));
         }
-        Err(e) => return Ok(Outcome::failed(user, file, e.to_string())),
+        Err(e) => {
+            return Ok(Outcome::failed(
+                user,
+                file,
+                format!("{}: {e}", file.display()),
+            ));
+        }
     };
     let parsed = match ga::parse(&bytes) {
         Ok(parsed) => parsed,

@@ -625,6 +625,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes, and the real file with bytes changed: never a
+        /// panic; a refusal names a line the input has.
+        #[test]
+        fn never_panics_and_names_real_lines(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            edits in proptest::collection::vec((0usize..135, proptest::num::u8::ANY), 0..6),
+        ) {
+            let mut real = REAL_TOTP.as_bytes().to_vec();
+            for (at, b) in edits {
+                real[at % REAL_TOTP.len()] = b;
+            }
+            for input in [&noise[..], &real[..]] {
+                if let Err(e) = parse(input) {
+                    let lines = 1 + input.iter().filter(|&&b| b == b'\n').count();
+                    proptest::prop_assert!(e.line().is_none_or(|l| (1..=lines).contains(&l)));
+                }
+            }
+        }
+    }
+
     #[test]
     fn debug_hides_the_key_and_codes() {
         let shown = format!("{:?}", ok(REAL_TOTP));
