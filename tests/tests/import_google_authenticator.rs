@@ -49,6 +49,20 @@ impl GaFile {
         };
         code_at_step(&self.secret, params, t / self.step_size).to_string()
     }
+
+    /// The same code from `oathtool`, a third implementation.
+    fn oathtool_code_at(&self, t: u64) -> String {
+        let out = Command::new("oathtool")
+            .arg("--totp")
+            .arg(format!("--time-step-size={}s", self.step_size))
+            .arg(format!("--now=@{t}"))
+            .arg("--base32")
+            .arg(&*self.secret.to_base32())
+            .output()
+            .expect("oathtool (Debian package oathtool) must be installed");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
 }
 
 /// Runs `google-authenticator` non-interactively to write `path`.
@@ -138,8 +152,9 @@ fn imported_key_logs_in_scratch_code_once_used_steps_stay_used() {
     let r = verify(&d, "alice", &ga.code_at(now));
     assert_eq!(r["accepted"], false, "{r}");
     assert_eq!(r["reason"], "replayed", "{r}");
-    // The next step's code logs in.
+    // The next step's code logs in (the code oathtool computes too).
     d.clock.advance(30);
+    assert_eq!(ga.oathtool_code_at(now + 30), ga.code_at(now + 30));
     let r = verify(&d, "alice", &ga.code_at(now + 30));
     assert_eq!(r["accepted"], true, "{r}");
 
@@ -201,6 +216,7 @@ fn enrolled_users_are_skipped_unless_replace_and_dry_run_writes_nothing() {
     let now = d.clock.now();
     let r = verify(&d, "bob", &first.code_at(now));
     assert_eq!(r["accepted"], false, "{r}");
+    assert_eq!(second.oathtool_code_at(now), second.code_at(now));
     let r = verify(&d, "bob", &second.code_at(now));
     assert_eq!(r["accepted"], true, "{r}");
     // The first file's scratch codes are gone with it.
