@@ -8,8 +8,10 @@
 //! imported, skipped (already enrolled, HOTP, no file) or failed with the
 //! reason. The key and the scratch codes never appear in it.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -165,8 +167,8 @@ async fn import_one(
     owner: Option<u32>,
     explicit: bool,
 ) -> Result<Outcome, Error> {
-    let bytes = match read_file(file, owner) {
-        Ok(bytes) => bytes,
+    let read = match read_file(file, owner) {
+        Ok(read) => read,
         Err(ReadError::Missing) if !explicit => {
             return Ok(Outcome::skipped(user, file, "no file"));
         }
@@ -178,7 +180,7 @@ async fn import_one(
             ));
         }
     };
-    let parsed = match ga::parse(&bytes) {
+    let parsed = match ga::parse(&read.bytes) {
         Ok(parsed) => parsed,
         Err(e) => {
             return Ok(Outcome::failed(
@@ -249,7 +251,7 @@ async fn import_one(
             .originals_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ORIGINALS_DIR));
-        match move_aside(file, &bytes, &dir, user) {
+        match move_aside(file, &read, &dir, user) {
             Ok(to) => imported.moved_to = Some(to.display().to_string()),
             Err(e) => imported.move_error = Some(e),
         }
@@ -276,19 +278,60 @@ enum ReadError {
     Io(io::Error),
 }
 
+/// A file read for import.
+struct ReadFile {
+    bytes: Zeroizing<Vec<u8>>,
+    /// Its directory, held open: the file is removed later through it, so a
+    /// symbolic link swapped into the path meanwhile cannot redirect the
+    /// removal to another file.
+    dir: File,
+    name: OsString,
+    /// Which file it was (device, inode).
+    id: (u64, u64),
+}
+
+impl ReadFile {
+    /// The file's path through the open directory.
+    fn path(&self) -> PathBuf {
+        in_dir(&self.dir, &self.name)
+    }
+}
+
+/// `name` inside the open directory `dir` (Linux's /proc/self/fd link
+/// resolves to that very directory, whatever its path has become).
+fn in_dir(dir: &File, name: &OsStr) -> PathBuf {
+    Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name)
+}
+
+fn open_error(e: io::Error) -> ReadError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => ReadError::Missing,
+        Some(libc::ELOOP) => ReadError::Symlink,
+        _ => ReadError::Io(e),
+    }
+}
+
 /// Reads a file as root without following a symbolic link in its last
 /// component, refusing anything but a regular file of at most 64 KiB
 /// (O_NONBLOCK: a FIFO planted in a home cannot make us wait).
-fn read_file(path: &Path, owner: Option<u32>) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+fn read_file(path: &Path, owner: Option<u32>) -> Result<ReadFile, ReadError> {
+    let name = path.file_name().ok_or(ReadError::NotRegular)?.to_owned();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(parent)
+        .map_err(open_error)?;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) => ReadError::Missing,
-            Some(libc::ELOOP) => ReadError::Symlink,
-            _ => ReadError::Io(e),
-        })?;
+        .open(in_dir(&dir, &name))
+        .map_err(open_error)?;
     let meta = file.metadata().map_err(ReadError::Io)?;
     if !meta.file_type().is_file() {
         return Err(ReadError::NotRegular);
@@ -309,13 +352,19 @@ fn read_file(path: &Path, owner: Option<u32>) -> Result<Zeroizing<Vec<u8>>, Read
     if bytes.len() > ga::MAX_FILE_LEN {
         return Err(ReadError::TooLarge);
     }
-    Ok(bytes)
+    Ok(ReadFile {
+        bytes,
+        dir,
+        name,
+        id: (meta.dev(), meta.ino()),
+    })
 }
 
 /// Moves an imported file out of the home: writes what was imported to a
 /// new root-only file in `dir` (created 0700; never overwriting), then
-/// removes the original. Works across file systems.
-fn move_aside(file: &Path, bytes: &[u8], dir: &Path, user: &str) -> Result<PathBuf, String> {
+/// removes the original (through its open directory, and only if it is
+/// still the file that was read). Works across file systems.
+fn move_aside(file: &Path, read: &ReadFile, dir: &Path, user: &str) -> Result<PathBuf, String> {
     if user.is_empty() || user.contains(['/', '\0']) || user.starts_with('.') {
         return Err("the user name cannot name a file".to_owned());
     }
@@ -339,13 +388,27 @@ fn move_aside(file: &Path, bytes: &[u8], dir: &Path, user: &str) -> Result<PathB
                 format!("{user}.google_authenticator.{n}")
             };
             let to = dir.join(name);
-            create_new(&to).ok().map(|f| (f, to))
+            match create_new(&to) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
+                created => Some(created.map(|f| (f, to))),
+            }
         })
-        .ok_or_else(|| format!("cannot create a new file in {shown}"))?;
-    out.write_all(bytes)
+        .unwrap_or_else(|| Err(io::Error::from(io::ErrorKind::AlreadyExists)))
+        .map_err(|e| format!("cannot create a new file in {shown}: {e}"))?;
+    out.write_all(&read.bytes)
         .and_then(|()| out.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-    fs::remove_file(file).map_err(|e| {
+    let still = fs::symlink_metadata(read.path())
+        .map(|m| (m.dev(), m.ino()) == read.id)
+        .unwrap_or(false);
+    if !still {
+        return Err(format!(
+            "copied to {}, but {} changed since it was read: left in place",
+            to.display(),
+            file.display()
+        ));
+    }
+    fs::remove_file(read.path()).map_err(|e| {
         format!(
             "copied to {}, but cannot remove {}: {e}",
             to.display(),
@@ -437,6 +500,38 @@ mod tests {
     }
 
     #[test]
+    fn removal_goes_through_the_directory_that_was_read() {
+        let root = tempfile::tempdir().unwrap();
+        let (home, originals) = (root.path().join("home"), root.path().join("imported"));
+        fs::create_dir(&home).unwrap();
+        let path = home.join("ga");
+        fs::write(&path, b"key").unwrap();
+        let read = read_file(&path, None).unwrap();
+        // The path now leads elsewhere: the home moved, a link in its place.
+        let (moved, other) = (root.path().join("moved"), root.path().join("other"));
+        fs::rename(&home, &moved).unwrap();
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("ga"), b"victim").unwrap();
+        std::os::unix::fs::symlink(&other, &home).unwrap();
+        let to = move_aside(&path, &read, &originals, "alice").unwrap();
+        assert_eq!(to, originals.join("alice.google_authenticator"));
+        assert_eq!(fs::read(&to).unwrap(), b"key");
+        assert!(!moved.join("ga").exists());
+        assert_eq!(fs::read(other.join("ga")).unwrap(), b"victim");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&to), mode(&originals)), (0o600, 0o700));
+
+        // A file replaced since it was read stays; the copy gets a new name.
+        let read = read_file(&other.join("ga"), None).unwrap();
+        fs::remove_file(other.join("ga")).unwrap();
+        fs::write(other.join("ga"), b"new").unwrap();
+        let e = move_aside(&path, &read, &originals, "alice").unwrap_err();
+        assert!(e.contains("changed since it was read"), "{e}");
+        assert_eq!(fs::read(other.join("ga")).unwrap(), b"new");
+        assert!(originals.join("alice.google_authenticator.2").exists());
+    }
+
+    #[test]
     fn refuses_symlinks_fifos_and_large_files() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real");
@@ -459,7 +554,7 @@ mod tests {
             read_file(&real, Some(4242)),
             Err(ReadError::WrongOwner(_))
         ));
-        assert_eq!(read_file(&real, None).unwrap().as_slice(), b"x");
+        assert_eq!(read_file(&real, None).unwrap().bytes.as_slice(), b"x");
         // A FIFO is refused at once (O_NONBLOCK), not waited on.
         let fifo = dir.path().join("fifo");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
