@@ -284,11 +284,11 @@ pub struct GoogleAuthenticatorArgs {
     /// Where each account's file is (with --all-homes), like
     /// pam_google_authenticator's secret= option: ${USER} and ${HOME} are
     /// replaced, a leading ~ is the home [default: ${HOME}/.google_authenticator].
-    #[arg(long, value_name = "TEMPLATE", requires = "all_homes")]
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "user")]
     pub path_template: Option<String>,
     /// The passwd file walked by --all-homes (accounts only in LDAP or SSSD
     /// need --user) [default: /etc/passwd].
-    #[arg(long, value_name = "FILE", requires = "all_homes")]
+    #[arg(long, value_name = "FILE", conflicts_with = "user")]
     pub passwd: Option<PathBuf>,
     /// The name of the imported device.
     #[arg(long, value_name = "NAME", default_value = "google-authenticator")]
@@ -370,6 +370,77 @@ mod tests {
         match Cli::try_parse_from(std::iter::once("otpctl").chain(args.iter().copied())) {
             Ok(cli) => cli.command,
             Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn parses_import_google_authenticator() {
+        let Command::Import(ImportCommand::GoogleAuthenticator(a)) = parse(&[
+            "import",
+            "google-authenticator",
+            "--user",
+            "alice",
+            "/home/alice/.google_authenticator",
+            "--dry-run",
+        ]) else {
+            panic!("not import")
+        };
+        assert_eq!(a.user.as_deref(), Some("alice"));
+        assert!(a.dry_run && !a.all_homes && !a.replace);
+        assert_eq!(a.device, "google-authenticator");
+        let Command::Import(ImportCommand::GoogleAuthenticator(a)) = parse(&[
+            "import",
+            "google-authenticator",
+            "--all-homes",
+            "--path-template",
+            "/var/ga/${USER}",
+            "--remove-originals",
+            "--originals-dir",
+            "/root/ga",
+        ]) else {
+            panic!("not import")
+        };
+        assert!(a.all_homes && a.remove_originals && a.user.is_none());
+        for bad in [
+            &["import", "google-authenticator"][..],
+            &["import", "google-authenticator", "--user", "alice"],
+            &["import", "google-authenticator", "/f"],
+            &[
+                "import",
+                "google-authenticator",
+                "--all-homes",
+                "--user",
+                "a",
+                "/f",
+            ],
+            &[
+                "import",
+                "google-authenticator",
+                "--user",
+                "a",
+                "/f",
+                "--path-template",
+                "x",
+            ],
+            &[
+                "import",
+                "google-authenticator",
+                "--user",
+                "a",
+                "/f",
+                "--passwd",
+                "/p",
+            ],
+            &[
+                "import",
+                "google-authenticator",
+                "--all-homes",
+                "--originals-dir",
+                "/d",
+            ],
+        ] {
+            let args = std::iter::once("otpctl").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
     }
 
