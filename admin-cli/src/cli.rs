@@ -255,13 +255,12 @@ pub struct VerifyArgs {
 pub enum ImportCommand {
     /// Import google-authenticator-libpam's ~/.google_authenticator files.
     ///
-    /// Each user's key, time step, replay state (DISALLOW_REUSE) and
-    /// scratch codes (which become the backup codes, stored hashed) become
-    /// one active device, in one atomic step per user. WINDOW_SIZE and
-    /// RATE_LIMIT are reported, not taken over: otpd applies its own window
-    /// and limits. A user who is enrolled already is skipped unless
-    /// --replace; HOTP (counter-based) files are skipped. Re-running is
-    /// harmless. The report has one line per user: imported, skipped or
+    /// Each user's key, time step (or HOTP counter), replay state
+    /// (DISALLOW_REUSE) and scratch codes (which become the backup codes,
+    /// stored hashed) become one active device, in one atomic step per
+    /// user. WINDOW_SIZE and RATE_LIMIT are reported, not taken over: otpd
+    /// applies its own window and limits. A user who is enrolled already is
+    /// skipped unless --replace. Re-running is harmless. The report has one line per user: imported, skipped or
     /// failed with the reason (file and line for a malformed file); the key
     /// and the codes are never shown. Exits 0 if no user failed, 5 if any
     /// did.

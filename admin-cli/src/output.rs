@@ -914,10 +914,14 @@ impl Printer<'_> {
                     } else {
                         ""
                     };
+                    let kind = match (i.period, i.counter) {
+                        (_, Some(counter)) => format!("HOTP at counter {counter}"),
+                        (period, None) => format!("{}s steps", period.unwrap_or(30)),
+                    };
                     writeln!(
                         self.out,
-                        "{}: {verb} {} as device \"{}\" ({}s steps, {} backup codes{replaced})",
-                        o.user, o.file, i.device, i.period, i.backup_codes
+                        "{}: {verb} {} as device \"{}\" ({kind}, {} backup codes{replaced})",
+                        o.user, o.file, i.device, i.backup_codes
                     )?;
                     if let Some(to) = &i.moved_to {
                         writeln!(self.out, "  moved the file to {to}")?;

@@ -225,7 +225,7 @@ fn enrolled_users_are_skipped_unless_replace_and_dry_run_writes_nothing() {
 }
 
 #[test]
-fn malformed_file_names_file_and_line_and_imports_nothing_hotp_is_skipped() {
+fn malformed_file_names_file_and_line_and_imports_nothing() {
     let d = InProcess::start();
     let dir = tempfile::tempdir().unwrap();
     let ga = totp_file(&dir.path().join("bad"));
@@ -246,15 +246,6 @@ fn malformed_file_names_file_and_line_and_imports_nothing_hotp_is_skipped() {
     let r = verify(&d, "carol", &ga.code_at(d.clock.now()));
     assert_eq!(r["reason"], "not_enrolled", "{r}");
 
-    // A counter-based file: reported as skipped, nothing imported.
-    let hotp = google_authenticator(&dir.path().join("hotp"), &["-c"]);
-    let h = hotp.path.to_str().unwrap();
-    import(&d, &["--user", "carol", h])
-        .success()
-        .stdout_eq(format!(
-            "carol: skipped: HOTP devices are not supported yet ({h})\n\
-         0 imported, 1 skipped, 0 failed\n"
-        ));
     // A file that does not exist, named explicitly: failed.
     import(
         &d,
@@ -265,6 +256,48 @@ fn malformed_file_names_file_and_line_and_imports_nothing_hotp_is_skipped() {
         "carol: failed: /nonexistent/.google_authenticator: no such file\n\
          0 imported, 0 skipped, 1 failed\n",
     );
+}
+
+/// The HOTP code of `secret` at `counter`, from oathtool.
+fn oathtool_hotp(secret: &TotpSecret, counter: u64) -> String {
+    let out = Command::new("oathtool")
+        .arg("--hotp")
+        .arg(format!("--counter={counter}"))
+        .arg("--base32")
+        .arg(&*secret.to_base32())
+        .output()
+        .expect("oathtool (Debian package oathtool) must be installed");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn counter_based_file_imports_at_its_counter() {
+    let d = InProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    // `-c`: HOTP; the CLI shows the code of counter 0 and writes
+    // HOTP_COUNTER 1 (the next one it accepts).
+    let hotp = google_authenticator(&dir.path().join("hotp"), &["-c"]);
+    let h = hotp.path.to_str().unwrap();
+    assert!(
+        fs::read_to_string(h)
+            .unwrap()
+            .contains("\" HOTP_COUNTER 1\n")
+    );
+    import(&d, &["--user", "erin", h]).success().stdout_eq(format!(
+        "erin: imported {h} as device \"google-authenticator\" (HOTP at counter 1, 5 backup codes)\n\
+         1 imported, 0 skipped, 0 failed\n"
+    ));
+    // Counter 0 was used up under google-authenticator: refused.
+    let r = verify(&d, "erin", &oathtool_hotp(&hotp.secret, 0));
+    assert_eq!(r["accepted"], false, "{r}");
+    let next = oathtool_hotp(&hotp.secret, 1);
+    let r = verify(&d, "erin", &next);
+    assert_eq!(r["accepted"], true, "{r}");
+    let r = verify(&d, "erin", &next);
+    assert_eq!(r["accepted"], false, "{r}");
+    let r = verify(&d, "erin", &hotp.scratch[0]);
+    assert_eq!(r["method"], "backup_code", "{r}");
 }
 
 #[test]

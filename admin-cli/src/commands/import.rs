@@ -5,7 +5,7 @@
 //! KiB), parse it in the core, send it in one ImportDevice call (atomic per
 //! user), and, with `--remove-originals`, move the file out of the home
 //! into a root-only directory. Every user gets one line of the report:
-//! imported, skipped (already enrolled, HOTP, no file) or failed with the
+//! imported, skipped (already enrolled, no file) or failed with the
 //! reason. The key and the scratch codes never appear in it.
 
 use std::ffi::{OsStr, OsString};
@@ -69,7 +69,10 @@ pub struct Imported {
     pub dry_run: bool,
     /// The user had devices, now replaced.
     pub replaced: bool,
-    pub period: u64,
+    /// TOTP: seconds per code.
+    pub period: Option<u64>,
+    /// HOTP: the next counter value.
+    pub counter: Option<u64>,
     pub backup_codes: u32,
     /// The last used time step carried over (replay state), if any.
     pub last_used_step: Option<u64>,
@@ -190,15 +193,11 @@ async fn import_one(
             ));
         }
     };
-    let step_size = match parsed.kind {
-        Kind::Totp { step_size } => step_size,
-        Kind::Hotp { .. } => {
-            return Ok(Outcome::skipped(
-                user,
-                file,
-                "HOTP devices are not supported yet",
-            ));
-        }
+    // google-authenticator's HOTP_COUNTER is the next counter it accepts,
+    // as ImportDevice's hotp_counter.
+    let (period, counter) = match parsed.kind {
+        Kind::Totp { step_size } => (Some(step_size), None),
+        Kind::Hotp { counter } => (None, Some(counter)),
     };
     let request = ImportDeviceRequest {
         user: user.as_bytes().to_vec().into(),
@@ -206,7 +205,7 @@ async fn import_one(
         secret: parsed.secret.expose().to_vec().into(),
         algorithm: Algorithm::Sha1.into(),
         digits: 6,
-        period: u32::try_from(step_size).unwrap_or(u32::MAX),
+        period: period.map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX)),
         issuer: String::new(),
         backup_codes: parsed
             .scratch_codes
@@ -214,10 +213,11 @@ async fn import_one(
             .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned())
             .collect(),
         last_used_step: parsed.last_used_step.unwrap_or(0),
+        hotp: counter.is_some(),
+        hotp_counter: counter.unwrap_or(0),
         replace: args.replace,
         dry_run: args.dry_run,
         source: file.display().to_string(),
-        ..Default::default()
     };
     let response = match client.import_device(request).await {
         Ok(r) => r.into_inner(),
@@ -236,7 +236,8 @@ async fn import_one(
         device: response.device,
         dry_run: response.dry_run,
         replaced: response.replaced,
-        period: step_size,
+        period,
+        counter,
         backup_codes: response.backup_codes,
         last_used_step: parsed.last_used_step,
         window_size: parsed.window_size,
