@@ -246,9 +246,7 @@ fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
         reason: match v.reason() {
             Reason::Ok => pb::Reason::Ok,
             // The caller learns "wrong", not which check failed.
-            Reason::WrongCode | Reason::AppPassword(_) | Reason::OutOfSync => {
-                pb::Reason::WrongCode
-            }
+            Reason::WrongCode | Reason::AppPassword(_) | Reason::OutOfSync => pb::Reason::WrongCode,
             Reason::Replayed => pb::Reason::Replayed,
             Reason::ClockSkew => pb::Reason::ClockSkew,
             Reason::Locked => pb::Reason::Locked,
