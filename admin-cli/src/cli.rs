@@ -266,6 +266,36 @@ pub enum ImportCommand {
     /// did.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["user", "all_homes"])))]
     GoogleAuthenticator(GoogleAuthenticatorArgs),
+    /// Import pam_oath's users file (/etc/users.oath).
+    ///
+    /// Every line (HOTP, HOTP/E, HOTP/T30, HOTP/T60, with /6 or /8 digits)
+    /// becomes an active device of its user, in one atomic step per user:
+    /// time tokens as TOTP devices, counter tokens (pam_oath's counter,
+    /// YubiKey or Feitian OATH-HOTP) as HOTP devices at their next counter.
+    /// Users with a PIN are reported and skipped: otpd has no PIN (the
+    /// account password is the first factor); remove the PIN from the line
+    /// or enroll them. A user's further lines (more tokens) are reported;
+    /// add such tokens with `otpctl device add --hotp`. A malformed line is
+    /// reported with its number and imports nothing; the other lines still
+    /// import. The key is never shown. Exits 0 if no line failed, 5 if any
+    /// did.
+    PamOath(PamOathArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PamOathArgs {
+    /// The users file [default: /etc/users.oath].
+    #[arg(value_name = "FILE", default_value = "/etc/users.oath")]
+    pub file: PathBuf,
+    /// The name of the imported devices.
+    #[arg(long, value_name = "NAME", default_value = "oath-token")]
+    pub device: String,
+    /// Replace the devices of users who are enrolled.
+    #[arg(long)]
+    pub replace: bool,
+    /// Show what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tonic::Code;
 use zeroize::Zeroizing;
 
-use crate::cli::{GoogleAuthenticatorArgs, ImportCommand};
+use crate::cli::{GoogleAuthenticatorArgs, ImportCommand, PamOathArgs};
 use crate::client::Client;
 use crate::error::{Error, exit};
 use crate::output::Printer;
@@ -120,7 +120,154 @@ pub async fn run(
 ) -> Result<ExitCode, Error> {
     match command {
         ImportCommand::GoogleAuthenticator(args) => google_authenticator(client, p, args).await,
+        ImportCommand::PamOath(args) => pam_oath(client, p, args).await,
     }
+}
+
+/// Reads a whole root-owned file (no symlink, a regular file, at most
+/// `max` bytes).
+fn read_bounded(path: &Path, max: usize) -> Result<Zeroizing<Vec<u8>>, String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("{}: {}", path.display(), open_error(e)))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    (&mut file)
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() > max {
+        return Err(format!("{}: larger than {max} bytes", path.display()));
+    }
+    Ok(bytes)
+}
+
+async fn pam_oath(
+    client: &mut Client,
+    p: &mut Printer<'_>,
+    args: PamOathArgs,
+) -> Result<ExitCode, Error> {
+    use otpd_core::interop::users_oath::{self as oath, Kind as OathKind, Pin};
+    let bytes =
+        read_bounded(&args.file, oath::MAX_FILE_LEN).map_err(|reason| Error::ImportRead {
+            path: args.file.clone(),
+            source: io::Error::other(reason),
+        })?;
+    let lines = oath::parse(&bytes).map_err(|e| Error::ImportRead {
+        path: args.file.clone(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    // Every code a line's token showed before now is spent: the current
+    // time step at the import (a TOTP code seen by pam_oath within its
+    // window cannot be replayed here; the user's next code works).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut report = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for line in lines {
+        let entry = match line {
+            Ok(entry) => entry,
+            Err(e) => {
+                let user = e.user.as_ref().map_or("?", |u| u.as_str()).to_owned();
+                let place = format!("{}:{}", args.file.display(), e.line);
+                report.push(Outcome::failed(
+                    &user,
+                    Path::new(&place),
+                    format!("{place}: {e}"),
+                ));
+                continue;
+            }
+        };
+        let user = entry.user.as_str().to_owned();
+        let place = PathBuf::from(format!("{}:{}", args.file.display(), entry.line));
+        if entry.pin == Pin::Set {
+            report.push(Outcome::skipped(
+                &user,
+                &place,
+                "has a PIN: otpd has no PIN (the account password is the first factor); \
+                 remove it from the line or enroll the user",
+            ));
+            continue;
+        }
+        if !seen.insert(user.clone()) {
+            report.push(Outcome::skipped(
+                &user,
+                &place,
+                "a further token of this user: only the first line is imported \
+                 (add more with `otpctl device add --hotp`)",
+            ));
+            continue;
+        }
+        let (period, counter, last_used_step) = match entry.kind {
+            OathKind::Totp { period } => {
+                let used = (entry.has_last_otp() || entry.last_login.is_some())
+                    .then(|| now / period.max(1));
+                (Some(period), None, used)
+            }
+            OathKind::Hotp { next_counter } => (None, Some(next_counter), None),
+        };
+        let request = ImportDeviceRequest {
+            user: user.as_bytes().to_vec().into(),
+            device: args.device.clone(),
+            secret: entry.secret.expose().to_vec().into(),
+            algorithm: Algorithm::Sha1.into(),
+            digits: u32::from(entry.digits),
+            period: period.map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX)),
+            issuer: String::new(),
+            backup_codes: Vec::new(),
+            last_used_step: last_used_step.unwrap_or(0),
+            hotp: counter.is_some(),
+            hotp_counter: counter.unwrap_or(0),
+            replace: args.replace,
+            dry_run: args.dry_run,
+            source: place.display().to_string(),
+        };
+        let response = match client.import_device(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::PermissionDenied => return Err(Error::Status(s)),
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                report.push(Outcome::skipped(
+                    &user,
+                    &place,
+                    "already enrolled (--replace replaces their devices)",
+                ));
+                continue;
+            }
+            Err(s) => {
+                report.push(Outcome::failed(&user, &place, Error::Status(s).to_string()));
+                continue;
+            }
+        };
+        let mut outcome = Outcome::new(&user, &place, Result_::Imported, None);
+        outcome.import = Some(Imported {
+            device: response.device,
+            dry_run: response.dry_run,
+            replaced: response.replaced,
+            period,
+            counter,
+            backup_codes: response.backup_codes,
+            last_used_step,
+            window_size: None,
+            rate_limit: None,
+            moved_to: None,
+            move_error: None,
+        });
+        report.push(outcome);
+    }
+    p.import_report(&report)?;
+    Ok(if report.iter().any(Outcome::is_failure) {
+        ExitCode::from(exit::OTHER)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn google_authenticator(
