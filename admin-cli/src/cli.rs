@@ -280,6 +280,40 @@ pub enum ImportCommand {
     /// import. The key is never shown. Exits 0 if no line failed, 5 if any
     /// did.
     PamOath(PamOathArgs),
+    /// Import otpauth:// URIs (one per line; `-` reads standard input).
+    ///
+    /// Each URI (otpauth://totp/... or otpauth://hotp/..., as authenticator
+    /// apps export them) becomes an active device: of --user, or of the
+    /// user --map names for the URI's account. One device per user and
+    /// run; further URIs of a user are reported. Blank lines and lines
+    /// starting with # are skipped. A malformed URI is reported with its
+    /// line number and imports nothing. The key is never shown. Exits 0 if
+    /// no line failed, 5 if any did.
+    #[command(group(clap::ArgGroup::new("whose").required(true).args(["user", "map"])))]
+    Otpauth(OtpauthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OtpauthArgs {
+    /// The file of URIs, `-` for standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Import for this login name.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// A file of `ACCOUNT USER` lines: the URI whose account (the label
+    /// after `issuer:`) is ACCOUNT goes to USER.
+    #[arg(long, value_name = "FILE", conflicts_with = "user")]
+    pub map: Option<PathBuf>,
+    /// The name of the imported devices.
+    #[arg(long, value_name = "NAME", default_value = "imported")]
+    pub device: String,
+    /// Replace the devices of users who are enrolled.
+    #[arg(long)]
+    pub replace: bool,
+    /// Show what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

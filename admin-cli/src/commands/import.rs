@@ -22,7 +22,7 @@ use serde::Serialize;
 use tonic::Code;
 use zeroize::Zeroizing;
 
-use crate::cli::{GoogleAuthenticatorArgs, ImportCommand, PamOathArgs};
+use crate::cli::{GoogleAuthenticatorArgs, ImportCommand, OtpauthArgs, PamOathArgs};
 use crate::client::Client;
 use crate::error::{Error, exit};
 use crate::output::Printer;
@@ -121,7 +121,171 @@ pub async fn run(
     match command {
         ImportCommand::GoogleAuthenticator(args) => google_authenticator(client, p, args).await,
         ImportCommand::PamOath(args) => pam_oath(client, p, args).await,
+        ImportCommand::Otpauth(args) => otpauth(client, p, args).await,
     }
+}
+
+/// Sends one user's import; the outcome for the report. Only a refusal of
+/// the caller stops the whole run.
+async fn submit(
+    client: &mut Client,
+    user: &str,
+    place: &Path,
+    request: ImportDeviceRequest,
+    period: Option<u64>,
+    counter: Option<u64>,
+    last_used_step: Option<u64>,
+) -> Result<Outcome, Error> {
+    let response = match client.import_device(request).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == Code::PermissionDenied => return Err(Error::Status(s)),
+        Err(s) if s.code() == Code::FailedPrecondition => {
+            return Ok(Outcome::skipped(
+                user,
+                place,
+                "already enrolled (--replace replaces their devices)",
+            ));
+        }
+        Err(s) => return Ok(Outcome::failed(user, place, Error::Status(s).to_string())),
+    };
+    let mut outcome = Outcome::new(user, place, Result_::Imported, None);
+    outcome.import = Some(Imported {
+        device: response.device,
+        dry_run: response.dry_run,
+        replaced: response.replaced,
+        period,
+        counter,
+        backup_codes: response.backup_codes,
+        last_used_step,
+        window_size: None,
+        rate_limit: None,
+        moved_to: None,
+        move_error: None,
+    });
+    Ok(outcome)
+}
+
+/// Most bytes of URIs read.
+const MAX_URI_FILE: usize = 16 << 20;
+
+async fn otpauth(
+    client: &mut Client,
+    p: &mut Printer<'_>,
+    args: OtpauthArgs,
+) -> Result<ExitCode, Error> {
+    use otpd_core::interop::otpauth::{self as uri, Kind as UriKind};
+    let read_err = |reason: String| Error::ImportRead {
+        path: args.file.clone(),
+        source: io::Error::other(reason),
+    };
+    let bytes = if args.file.as_os_str() == "-" {
+        let mut bytes = Zeroizing::new(Vec::new());
+        io::stdin()
+            .take(MAX_URI_FILE as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| read_err(e.to_string()))?;
+        if bytes.len() > MAX_URI_FILE {
+            return Err(read_err(format!("larger than {MAX_URI_FILE} bytes")));
+        }
+        bytes
+    } else {
+        read_bounded(&args.file, MAX_URI_FILE).map_err(read_err)?
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| read_err("not UTF-8 text".into()))?;
+    let map: Option<Vec<(String, String)>> = match &args.map {
+        None => None,
+        Some(path) => {
+            let raw = read_bounded(path, 1 << 20).map_err(|reason| Error::ImportRead {
+                path: path.clone(),
+                source: io::Error::other(reason),
+            })?;
+            Some(
+                String::from_utf8_lossy(&raw)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                    .filter_map(|l| {
+                        let mut f = l.split_whitespace();
+                        Some((f.next()?.to_owned(), f.next()?.to_owned()))
+                    })
+                    .collect(),
+            )
+        }
+    };
+    let mut report = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let place = PathBuf::from(format!("{}:{}", args.file.display(), i + 1));
+        let parsed = match uri::parse(line) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                report.push(Outcome::failed(
+                    "?",
+                    &place,
+                    format!("{}: {e}", place.display()),
+                ));
+                continue;
+            }
+        };
+        let user = match (&args.user, &map) {
+            (Some(user), _) => user.clone(),
+            (None, Some(map)) => match map.iter().find(|(a, _)| *a == parsed.account) {
+                Some((_, user)) => user.clone(),
+                None => {
+                    report.push(Outcome::skipped(
+                        &parsed.account,
+                        &place,
+                        "no user for this account in --map",
+                    ));
+                    continue;
+                }
+            },
+            (None, None) => return Err(read_err("--user or --map is required".into())),
+        };
+        if !seen.insert(user.clone()) {
+            report.push(Outcome::skipped(
+                &user,
+                &place,
+                "a further URI for this user: only the first is imported",
+            ));
+            continue;
+        }
+        let (period, counter) = match parsed.kind {
+            UriKind::Totp => (Some(parsed.params.period), None),
+            UriKind::Hotp { counter } => (None, Some(counter)),
+        };
+        let request = ImportDeviceRequest {
+            user: user.as_bytes().to_vec().into(),
+            device: args.device.clone(),
+            secret: parsed.secret.expose().to_vec().into(),
+            algorithm: match parsed.params.algorithm {
+                otpd_core::totp::Algorithm::Sha1 => Algorithm::Sha1,
+                otpd_core::totp::Algorithm::Sha256 => Algorithm::Sha256,
+                otpd_core::totp::Algorithm::Sha512 => Algorithm::Sha512,
+            }
+            .into(),
+            digits: u32::from(parsed.params.digits),
+            period: period.map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX)),
+            issuer: parsed.issuer.clone().unwrap_or_default(),
+            backup_codes: Vec::new(),
+            last_used_step: 0,
+            hotp: counter.is_some(),
+            hotp_counter: counter.unwrap_or(0),
+            replace: args.replace,
+            dry_run: args.dry_run,
+            source: place.display().to_string(),
+        };
+        report.push(submit(client, &user, &place, request, period, counter, None).await?);
+    }
+    p.import_report(&report)?;
+    Ok(if report.iter().any(Outcome::is_failure) {
+        ExitCode::from(exit::OTHER)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Reads a whole root-owned file (no symlink, a regular file, at most
@@ -230,37 +394,18 @@ async fn pam_oath(
             dry_run: args.dry_run,
             source: place.display().to_string(),
         };
-        let response = match client.import_device(request).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::PermissionDenied => return Err(Error::Status(s)),
-            Err(s) if s.code() == Code::FailedPrecondition => {
-                report.push(Outcome::skipped(
-                    &user,
-                    &place,
-                    "already enrolled (--replace replaces their devices)",
-                ));
-                continue;
-            }
-            Err(s) => {
-                report.push(Outcome::failed(&user, &place, Error::Status(s).to_string()));
-                continue;
-            }
-        };
-        let mut outcome = Outcome::new(&user, &place, Result_::Imported, None);
-        outcome.import = Some(Imported {
-            device: response.device,
-            dry_run: response.dry_run,
-            replaced: response.replaced,
-            period,
-            counter,
-            backup_codes: response.backup_codes,
-            last_used_step,
-            window_size: None,
-            rate_limit: None,
-            moved_to: None,
-            move_error: None,
-        });
-        report.push(outcome);
+        report.push(
+            submit(
+                client,
+                &user,
+                &place,
+                request,
+                period,
+                counter,
+                last_used_step,
+            )
+            .await?,
+        );
     }
     p.import_report(&report)?;
     Ok(if report.iter().any(Outcome::is_failure) {
