@@ -568,7 +568,15 @@ fn device_cells(d: &Device) -> Vec<String> {
     vec![
         d.name.clone(),
         "active".to_owned(),
-        totp_text(d.algorithm(), d.digits, d.period),
+        if d.hotp {
+            // Counter-based: the next counter instead of a period.
+            match algorithm_name(d.algorithm()) {
+                Some(alg) => format!("hotp {alg}/{} #{}", d.digits, d.counter),
+                None => "-".to_owned(),
+            }
+        } else {
+            totp_text(d.algorithm(), d.digits, d.period)
+        },
         time_or_dash(d.enrolled_at),
         time_or_dash(d.last_used),
         skew,
@@ -776,6 +784,12 @@ struct DeviceJson<'a> {
     algorithm: Option<&'static str>,
     digits: u32,
     period: u32,
+    /// Counter-based (only shown when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hotp: bool,
+    /// HOTP: the next counter expected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counter: Option<u64>,
     issuer: &'a str,
     enrolled_at: Option<String>,
     last_used: Option<String>,
@@ -789,6 +803,8 @@ impl<'a> From<&'a Device> for DeviceJson<'a> {
             algorithm: algorithm_name(d.algorithm()),
             digits: d.digits,
             period: d.period,
+            hotp: d.hotp,
+            counter: d.hotp.then_some(d.counter),
             issuer: &d.issuer,
             enrolled_at: rfc3339(d.enrolled_at),
             last_used: rfc3339(d.last_used),

@@ -106,6 +106,18 @@ async fn a_users_file_imports_time_and_counter_tokens_and_reports_the_rest() {
     assert_eq!(v.reason(), pb::Reason::Replayed, "{v:?}");
     let s = status(&mut c, "bob").await;
     assert!(s.devices[0].hotp && s.devices[0].counter == 6, "{s:?}");
+    let out = otpctl(d.socket())
+        .args(["device", "list", "bob"])
+        .assert()
+        .success();
+    let list = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(list.contains("hotp sha1/6 #6"), "{list}");
+    let out = otpctl(d.socket())
+        .args(["--json", "device", "list", "bob"])
+        .assert()
+        .success();
+    let json: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json["devices"][0]["counter"], 6, "{json}");
     // carol (a PIN) and dave (a bad line) are not enrolled.
     for user in ["carol", "dave"] {
         assert_eq!(status(&mut c, user).await.state(), pb::State::NotEnrolled);
