@@ -304,3 +304,44 @@ async fn a_code_from_a_second_device_logs_in_through_sshd() {
         "{last:?}"
     );
 }
+
+/// A user moved over from pam_oath (`otpctl import pam-oath` sends this
+/// ImportDevice) logs in through sshd with the code `oathtool` shows for
+/// the same key, and the old device is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_device_logs_in_through_sshd_with_an_oathtool_code() {
+    const KEY_HEX: &str = "3132333435363738393031323334353637383930";
+    let (mut rig, _, _) = Rig::start(Methods::PasswordAndCode).await;
+    let name = rig.name().to_owned();
+    let r = rig
+        .client
+        .import_device(pb::ImportDeviceRequest {
+            user: name.as_bytes().to_vec().into(),
+            device: "oath-token".into(),
+            secret: b"12345678901234567890".to_vec().into(),
+            replace: true,
+            source: "/etc/users.oath:2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.replaced, "{r:?}");
+    // A code otpd accepts for at least 10 more seconds: this step's, or
+    // the next one's near the end of a step (the window is ±1 step).
+    let now = unix_now();
+    let t = if now % 30 < 20 { now } else { now + 30 };
+    let out = std::process::Command::new("oathtool")
+        .args(["--totp", &format!("--now=@{t}"), KEY_HEX])
+        .output()
+        .expect("oathtool (Debian package oathtool) must be installed");
+    assert!(out.status.success(), "{out:?}");
+    let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let login = rig.login(&code);
+    login.expect(Outcome::LoggedIn);
+    assert_eq!(login.output(), [name.as_str()], "{login}");
+    let s = status(&mut rig.client, &name).await;
+    let devices: Vec<&str> = s.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(devices, ["oath-token"], "{s:?}");
+}
