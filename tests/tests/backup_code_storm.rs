@@ -10,6 +10,12 @@ use otpd_proto::v1 as pb;
 use otpd_tests::*;
 use pb::{Decision, Reason};
 
+/// The tests of this file one at a time: each measures what its daemon does
+/// under a storm of slow hashes on a 2-core machine, and a storm of
+/// another test at the same time would take the cores its KDF needs (a
+/// check that finds no permit within its deadline is refused unchecked).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn decision(r: &pb::VerifyResponse) -> Decision {
     Decision::try_from(r.decision).unwrap()
 }
@@ -30,6 +36,7 @@ const MIB: u64 = 1024;
 /// concurrent wrong backup codes for 40 users, over 25 connections.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_concurrent_backup_code_guesses_stay_within_256_mib() {
+    let _serial = SERIAL.lock().await;
     const USERS: usize = 40;
     const ATTEMPTS: usize = 1000;
     const CONNECTIONS: usize = 25;
@@ -166,6 +173,7 @@ async fn until_in_flight(d: &InProcess, n: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn totp_logins_complete_while_every_kdf_permit_is_held() {
+    let _serial = SERIAL.lock().await;
     let d = InProcess::start();
     let mut c = d.client().await;
     let mut users = Vec::new();
@@ -211,6 +219,7 @@ async fn totp_logins_complete_while_every_kdf_permit_is_held() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_permit_within_the_callers_deadline_refuses_unchecked() {
+    let _serial = SERIAL.lock().await;
     let d = InProcess::start();
     let mut c = d.client().await;
     let (_, backup) = enroll(&mut c, "late", T0).await;
@@ -242,6 +251,7 @@ async fn no_permit_within_the_callers_deadline_refuses_unchecked() {
 /// unchecked.
 #[tokio::test(flavor = "multi_thread")]
 async fn parallel_backup_code_guessers_get_five_checked_guesses_per_minute() {
+    let _serial = SERIAL.lock().await;
     let d = InProcess::start();
     let mut c = d.client().await;
     let (_, backup) = enroll(&mut c, "many", T0).await;
