@@ -7,10 +7,10 @@
 //! next [`LOOK_AHEAD`] counter values (the token may have been pressed
 //! without a login); a match there is accepted and moves the watermark,
 //! so no code is ever accepted twice. A code that matches further ahead,
-//! up to [`RESYNC_WINDOW`], is not accepted: it is remembered, and the
-//! *next* attempt is accepted only if it is the code of the very next
-//! counter: two consecutive codes resynchronise a token that drifted far
-//! (RFC 4226, section 7.4). Every attempt that is not accepted counts as a
+//! up to [`RESYNC_WINDOW`], is not accepted: it is remembered (the latest
+//! such counter), and a later code of the very next counter is accepted:
+//! two consecutive codes resynchronise a token that drifted far (RFC 4226,
+//! section 7.4). Every attempt that is not accepted counts as a
 //! failure, like a wrong TOTP code.
 //!
 //! Guessing: a random 6-digit guess matches one of the [`LOOK_AHEAD`]
