@@ -138,6 +138,7 @@ async fn submit(
 ) -> Result<Outcome, Error> {
     let response = match client.import_device(request).await {
         Ok(r) => r.into_inner(),
+        // Not allowed at all: stop, as every other command does.
         Err(s) if s.code() == Code::PermissionDenied => return Err(Error::Status(s)),
         Err(s) if s.code() == Code::FailedPrecondition => {
             return Ok(Outcome::skipped(
@@ -511,34 +512,23 @@ async fn import_one(
         dry_run: args.dry_run,
         source: file.display().to_string(),
     };
-    let response = match client.import_device(request).await {
-        Ok(r) => r.into_inner(),
-        // Not allowed at all: stop, as every other command does.
-        Err(s) if s.code() == Code::PermissionDenied => return Err(Error::Status(s)),
-        Err(s) if s.code() == Code::FailedPrecondition => {
-            return Ok(Outcome::skipped(
-                user,
-                file,
-                "already enrolled (--replace replaces their devices)",
-            ));
-        }
-        Err(s) => return Ok(Outcome::failed(user, file, Error::Status(s).to_string())),
-    };
-    let mut imported = Imported {
-        device: response.device,
-        dry_run: response.dry_run,
-        replaced: response.replaced,
+    let mut outcome = submit(
+        client,
+        user,
+        file,
+        request,
         period,
         counter,
-        backup_codes: response.backup_codes,
-        last_used_step: parsed.last_used_step,
-        window_size: parsed.window_size,
-        rate_limit: parsed
-            .rate_limit
-            .map(|r| format!("{} per {}s", r.attempts, r.seconds)),
-        moved_to: None,
-        move_error: None,
+        parsed.last_used_step,
+    )
+    .await?;
+    let Some(imported) = outcome.import.as_mut() else {
+        return Ok(outcome);
     };
+    imported.window_size = parsed.window_size;
+    imported.rate_limit = parsed
+        .rate_limit
+        .map(|r| format!("{} per {}s", r.attempts, r.seconds));
     if args.remove_originals && !args.dry_run {
         let dir = args
             .originals_dir
@@ -549,8 +539,6 @@ async fn import_one(
             Err(e) => imported.move_error = Some(e),
         }
     }
-    let mut outcome = Outcome::new(user, file, Result_::Imported, None);
-    outcome.import = Some(imported);
     Ok(outcome)
 }
 
