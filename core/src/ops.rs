@@ -26,6 +26,9 @@ use crate::totp::{self, Algorithm, TotpMatch, TotpParams};
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod import_tests;
+
 /// Settings the decisions are taken with (from the configuration).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -1006,7 +1009,7 @@ pub const IMPORT_SECRET_LEN: std::ops::RangeInclusive<usize> = 10..=64;
 /// Makes an imported device the user's (active at once: the user has the
 /// secret in their app already). A user who is enrolled is refused unless
 /// `replace`; then the devices are replaced, the counters cleared and a
-/// pending enrollment dropped.
+/// pending enrollment dropped. One device of [`import_devices`].
 pub fn import_device(
     rec: &mut UserRecord,
     user: &UserName,
@@ -1016,57 +1019,146 @@ pub fn import_device(
     rng: &mut dyn Random,
     scratch: &dyn Scratch,
 ) -> Result<Imported, Error> {
-    validate_params(import.params)?;
-    if !IMPORT_SECRET_LEN.contains(&import.secret.expose().len()) {
+    let done = import_devices(rec, user, vec![import], now, cfg, rng, scratch)?;
+    Ok(Imported {
+        device: done
+            .devices
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("an import of one device made none".into()))?,
+        replaced: done.replaced,
+        backup_codes: done.backup_codes,
+    })
+}
+
+/// What an import of several devices of one user did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedDevices {
+    /// The devices' names, in the order given.
+    pub devices: Vec<DeviceName>,
+    /// The user had devices, now replaced.
+    pub replaced: bool,
+    /// Backup codes the user has afterwards.
+    pub backup_codes: u32,
+}
+
+/// The name of a user's `n`-th imported token (from 1) when every token
+/// gets `base`: `base` for the first, `base-2`, `base-3`... for the
+/// others (pam_oath lists a user with several tokens on several lines).
+pub fn numbered_device_name(base: &DeviceName, n: usize) -> Result<DeviceName, Error> {
+    if n <= 1 {
+        return Ok(base.clone());
+    }
+    let suffix = format!("-{n}");
+    let mut stem = base.as_str().to_owned();
+    // Keep the name within its length limit: shorten the stem, not the
+    // number.
+    stem.truncate(crate::device::MAX_NAME_LEN.saturating_sub(suffix.len()));
+    DeviceName::parse(&format!("{stem}{suffix}"))
+}
+
+/// Imports all of a user's devices from another tool in one decision:
+/// either every device becomes the user's (active at once), or nothing
+/// changes. The devices replace the user's devices as [`import_device`]
+/// does (an enrolled user needs `replace`). Every import must agree on
+/// `replace`, have a name of its own, and at most one may carry backup
+/// codes; at most [`MAX_DEVICES`].
+pub fn import_devices(
+    rec: &mut UserRecord,
+    user: &UserName,
+    imports: Vec<Import>,
+    now: u64,
+    cfg: &Config,
+    rng: &mut dyn Random,
+    scratch: &dyn Scratch,
+) -> Result<ImportedDevices, Error> {
+    let Some(first) = imports.first() else {
+        return Err(Error::InvalidArgument("an import needs a device".into()));
+    };
+    let replace = first.replace;
+    if imports.len() > MAX_DEVICES {
+        return Err(Error::TooMany {
+            user: user.to_string(),
+            what: "devices",
+            max: MAX_DEVICES,
+        });
+    }
+    if imports.iter().any(|i| i.replace != replace) {
         return Err(Error::InvalidArgument(
-            "the imported key must be 10 to 64 bytes".into(),
+            "the devices of one import must all replace, or none".into(),
         ));
     }
-    let issuer = import.issuer.unwrap_or_else(|| cfg.issuer.clone());
-    validate_issuer(&issuer)?;
+    if imports.iter().filter(|i| !i.backup_codes.is_empty()).count() > 1 {
+        return Err(Error::InvalidArgument(
+            "only one imported device may bring backup codes".into(),
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut issuers = Vec::with_capacity(imports.len());
+    for import in &imports {
+        validate_params(import.params)?;
+        if !IMPORT_SECRET_LEN.contains(&import.secret.expose().len()) {
+            return Err(Error::InvalidArgument(
+                "the imported key must be 10 to 64 bytes".into(),
+            ));
+        }
+        let issuer = import.issuer.clone().unwrap_or_else(|| cfg.issuer.clone());
+        validate_issuer(&issuer)?;
+        issuers.push(issuer);
+        if !names.insert(import.device.clone()) {
+            return Err(Error::DeviceExists {
+                user: user.to_string(),
+                device: import.device.to_string(),
+            });
+        }
+    }
     let replaced = rec.is_enrolled();
-    if replaced && !import.replace {
+    if replaced && !replace {
         return Err(Error::AlreadyEnrolled {
             user: user.to_string(),
         });
     }
-    let backup = if import.backup_codes.is_empty() {
-        None
-    } else {
-        Some(BackupCodeSet::from_plain(
+    let backup = match imports.iter().find(|i| !i.backup_codes.is_empty()) {
+        None => None,
+        Some(import) => Some(BackupCodeSet::from_plain(
             &import.backup_codes,
             cfg.kdf,
             rng,
             scratch,
-        )?)
+        )?),
     };
-    let device = Device {
-        id: rng.next_u64(),
-        name: import.device.clone(),
-        secret: import.secret,
-        params: import.params,
-        issuer,
-        enrolled_at: now,
-        last_used_step: import.last_used_step,
-        spent_ahead: Vec::new(),
-        clock_skew_seconds: 0,
-        last_used_at: None,
-        kind: if import.hotp {
-            DeviceKind::Hotp
-        } else {
-            DeviceKind::Totp
-        },
-        hotp_resync: None,
-    };
-    rec.devices = vec![device];
+    let mut devices = Vec::with_capacity(imports.len());
+    let mut named = Vec::with_capacity(imports.len());
+    for (import, issuer) in imports.into_iter().zip(issuers) {
+        named.push(import.device.clone());
+        devices.push(Device {
+            id: rng.next_u64(),
+            name: import.device,
+            secret: import.secret,
+            params: import.params,
+            issuer,
+            enrolled_at: now,
+            last_used_step: import.last_used_step,
+            spent_ahead: Vec::new(),
+            clock_skew_seconds: 0,
+            last_used_at: None,
+            kind: if import.hotp {
+                DeviceKind::Hotp
+            } else {
+                DeviceKind::Totp
+            },
+            hotp_resync: None,
+        });
+    }
+    rec.devices = devices;
     rec.pending = None;
     if let Some(set) = backup {
         rec.backup_codes = Some(set);
     }
     rec.counters = Default::default();
     rec.stranger_counters = Default::default();
-    Ok(Imported {
-        device: import.device,
+    Ok(ImportedDevices {
+        devices: named,
         replaced,
         backup_codes: backup_codes_left(rec),
     })
