@@ -6,6 +6,8 @@ mod client;
 mod commands;
 mod error;
 mod output;
+#[allow(dead_code)] // TODO(issue 8): used by export and backup, written now
+mod passphrase;
 mod qr;
 
 use std::io;
