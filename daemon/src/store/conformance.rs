@@ -137,6 +137,20 @@ pub const PROPERTIES: &[(&str, Property)] = &[
         "endless_conflict_ends_in_an_error",
         endless_conflict_ends_in_an_error,
     ),
+    ("batch_writes_every_user_durably", batch_writes_every_user_durably),
+    (
+        "batch_decide_error_fails_only_that_user",
+        batch_decide_error_fails_only_that_user,
+    ),
+    (
+        "batch_failed_before_write_writes_nothing",
+        batch_failed_before_write_writes_nothing,
+    ),
+    ("batch_name_twice_applies_both", batch_name_twice_applies_both),
+    (
+        "batch_write_during_decide_reruns_that_user",
+        batch_write_during_decide_reruns_that_user,
+    ),
 ];
 
 /// Runs every property, each on a fresh backend from `new`.
@@ -167,6 +181,11 @@ macro_rules! store_conformance_tests {
             racing_decides_one_wins,
             a_write_during_decide_reruns_decide,
             endless_conflict_ends_in_an_error,
+            batch_writes_every_user_durably,
+            batch_decide_error_fails_only_that_user,
+            batch_failed_before_write_writes_nothing,
+            batch_name_twice_applies_both,
+            batch_write_during_decide_reruns_that_user,
         );
     };
     (@each $new:path; $($property:ident),* $(,)?) => {
@@ -561,5 +580,187 @@ pub fn endless_conflict_ends_in_an_error(b: &dyn Backend) -> Result<(), Error> {
         s.get(&alice)?,
         Some(format!("theirs-{UPDATE_ATTEMPTS}").into_bytes())
     );
+    Ok(())
+}
+
+/// Appends `+tag` to a record (an absent one is empty).
+fn appended(old: Option<&[u8]>, tag: &str) -> Write {
+    let mut new = old.unwrap_or_default().to_vec();
+    new.extend_from_slice(b"+");
+    new.extend_from_slice(tag.as_bytes());
+    Write::Put(new)
+}
+
+/// A batch puts, keeps and removes records as each user's decision says,
+/// sees each user's current bytes, returns one `Ok` per user, and is on
+/// disk when it returns; `before_write` runs before the writes, and not at
+/// all for a batch that writes nothing (a dry run); an empty batch is
+/// fine.
+pub fn batch_writes_every_user_durably(b: &dyn Backend) -> Result<(), Error> {
+    let users = [name("alice")?, name("bob")?, name("carol")?, name("dave")?];
+    {
+        let s = b.open()?;
+        s.put(&users[0], b"a")?;
+        s.put(&users[2], b"c")?;
+        s.put(&users[3], b"d")?;
+        let mut seen = Vec::new();
+        let mut syncs = 0;
+        let results = s.update_batch(
+            &users,
+            &mut |i, old| {
+                seen.push((i, old.map(<[u8]>::to_vec)));
+                Ok(match i {
+                    0 | 1 => appended(old, "new"),
+                    2 => Write::Keep,
+                    _ => Write::Remove,
+                })
+            },
+            &mut || {
+                syncs += 1;
+                Ok(())
+            },
+        )?;
+        assert_eq!(results.len(), 4);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (0, Some(b"a".to_vec())),
+                (1, None),
+                (2, Some(b"c".to_vec())),
+                (3, Some(b"d".to_vec())),
+            ]
+        );
+        assert!(syncs >= 1, "before_write never ran");
+        // Nothing to write: no before_write.
+        let mut syncs = 0;
+        let results = s.update_batch(
+            &users,
+            &mut |_, _| Ok(Write::Keep),
+            &mut || {
+                syncs += 1;
+                Ok(())
+            },
+        )?;
+        assert_eq!((results.len(), syncs), (4, 0));
+        let empty = s.update_batch(&[], &mut |_, _| Ok(Write::Keep), &mut || {
+            panic!("before_write for an empty batch")
+        })?;
+        assert!(empty.is_empty());
+        // The crash: no further call on this handle.
+    }
+    let s = b.open()?;
+    assert_eq!(s.get(&users[0])?, Some(b"a+new".to_vec()));
+    assert_eq!(s.get(&users[1])?, Some(b"+new".to_vec()));
+    assert_eq!(s.get(&users[2])?, Some(b"c".to_vec()));
+    assert_eq!(s.get(&users[3])?, None);
+    Ok(())
+}
+
+/// One user's failed decision fails that user only: its error comes back
+/// as it is in its place, nothing is written for it, the others are
+/// written.
+pub fn batch_decide_error_fails_only_that_user(b: &dyn Backend) -> Result<(), Error> {
+    let s = b.open()?;
+    let users = [name("alice")?, name("bob")?, name("carol")?];
+    s.put(&users[1], b"b")?;
+    let results = s.update_batch(
+        &users,
+        &mut |i, old| match i {
+            1 => Err(Error::Internal("decided no".into())),
+            _ => Ok(appended(old, "new")),
+        },
+        &mut || Ok(()),
+    )?;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(Error::Internal(m)) if m == "decided no"),
+        "{results:?}"
+    );
+    drop(s);
+    let s = b.open()?;
+    assert_eq!(s.get(&users[0])?, Some(b"+new".to_vec()));
+    assert_eq!(s.get(&users[1])?, Some(b"b".to_vec()));
+    assert_eq!(s.get(&users[2])?, Some(b"+new".to_vec()));
+    Ok(())
+}
+
+/// When `before_write` fails (the replay watermarks cannot be made
+/// durable), the batch fails with its error and writes nothing.
+pub fn batch_failed_before_write_writes_nothing(b: &dyn Backend) -> Result<(), Error> {
+    let s = b.open()?;
+    let users = [name("alice")?, name("bob")?];
+    s.put(&users[0], b"a")?;
+    let r = s.update_batch(
+        &users,
+        &mut |_, old| Ok(appended(old, "new")),
+        &mut || Err(Error::Internal("no sync".into())),
+    );
+    assert!(
+        matches!(&r, Err(Error::Internal(m)) if m == "no sync"),
+        "{r:?}"
+    );
+    drop(s);
+    let s = b.open()?;
+    assert_eq!(s.get(&users[0])?, Some(b"a".to_vec()));
+    assert_eq!(s.get(&users[1])?, None);
+    Ok(())
+}
+
+/// A name listed twice is two updates: the second decides on the first's
+/// write, nothing is lost.
+pub fn batch_name_twice_applies_both(b: &dyn Backend) -> Result<(), Error> {
+    let s = b.open()?;
+    let alice = name("alice")?;
+    s.put(&alice, b"v")?;
+    let results = s.update_batch(
+        &[alice.clone(), alice.clone()],
+        &mut |i, old| Ok(appended(old, &i.to_string())),
+        &mut || Ok(()),
+    )?;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let got = s.get(&alice)?;
+    assert!(
+        got == Some(b"v+0+1".to_vec()) || got == Some(b"v+1+0".to_vec()),
+        "{got:?}"
+    );
+    Ok(())
+}
+
+/// Optimistic backends: another writer commits a user's record while the
+/// batch decides it; that user is decided again on the other writer's
+/// bytes (each user as atomic as one `update`), the others once.
+pub fn batch_write_during_decide_reruns_that_user(b: &dyn Backend) -> Result<(), Error> {
+    if !b.optimistic() {
+        return Ok(());
+    }
+    let s = b.open()?;
+    let s = &*s;
+    let users = [name("alice")?, name("bob")?];
+    s.put(&users[0], b"v1")?;
+    let mut seen = Vec::new();
+    let results = s.update_batch(
+        &users,
+        &mut |i, old| {
+            seen.push((i, old.map(<[u8]>::to_vec)));
+            if i == 0 && seen.len() == 1 {
+                thread::scope(|scope| join(scope.spawn(|| s.put(&users[0], b"theirs"))))?;
+            }
+            Ok(appended(old, "mine"))
+        },
+        &mut || Ok(()),
+    )?;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        seen,
+        [
+            (0, Some(b"v1".to_vec())),
+            (1, None),
+            (0, Some(b"theirs".to_vec())),
+        ]
+    );
+    assert_eq!(s.get(&users[0])?, Some(b"theirs+mine".to_vec()));
+    assert_eq!(s.get(&users[1])?, Some(b"+mine".to_vec()));
     Ok(())
 }

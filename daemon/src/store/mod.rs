@@ -75,6 +75,73 @@ pub trait Store: Send + Sync {
         decide: &mut dyn FnMut(Option<&[u8]>) -> Result<Write, Error>,
     ) -> Result<(), Error>;
 
+    /// Read-decide-write for many users, each as atomic as one
+    /// [`Store::update`], made durable together: one sync for the whole
+    /// batch instead of one per user (a bulk import of a million users).
+    ///
+    /// `decide(i, bytes)` decides for `users[i]` as `update`'s `decide`
+    /// does (it may be called again for the same `i` after a conflict, on
+    /// the bytes that won). Before the first write of the batch, and again
+    /// before the writes of each retry round, `before_write` runs once with
+    /// nothing of that round written yet (the engine makes the replay
+    /// watermarks of the round durable there, with one sync); if it fails,
+    /// nothing more is written and its error is returned.
+    ///
+    /// Returns one result per user, in order: `Ok` (written, or nothing to
+    /// write), or the user's own error (from `decide`, or
+    /// [`Error::StoreContended`]) with nothing written for that user; one
+    /// user's error never fails the others. On `Ok` every write of the
+    /// batch is durable. An `Err` (the store failed, or `before_write`
+    /// did) means no write of the batch is known to be durable: some may
+    /// be in the store, each whole; deciding again on what is there is
+    /// safe. A name listed twice is decided again after its earlier
+    /// entry's write, as with two updates.
+    ///
+    /// The default runs one `update` per user (one sync each); backends
+    /// override it.
+    #[allow(clippy::type_complexity)] // spelled out: the contract callers write against
+    fn update_batch(
+        &self,
+        users: &[UserName],
+        decide: &mut dyn FnMut(usize, Option<&[u8]>) -> Result<Write, Error>,
+        before_write: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let mut results = Vec::with_capacity(users.len());
+        for (i, user) in users.iter().enumerate() {
+            // Whose error an `Err` of `update` is: the user's (decide, a
+            // conflict that did not settle) or the batch's (before_write,
+            // the store).
+            let mut batch_error = false;
+            let mut user_error = false;
+            let r = self.update(user, &mut |current| {
+                let write = match decide(i, current) {
+                    Ok(write) => write,
+                    Err(e) => {
+                        user_error = true;
+                        return Err(e);
+                    }
+                };
+                if write != Write::Keep
+                    && let Err(e) = before_write()
+                {
+                    batch_error = true;
+                    return Err(e);
+                }
+                user_error = false;
+                Ok(write)
+            });
+            match r {
+                Err(e) if batch_error => return Err(e),
+                Err(e) if user_error || matches!(e, Error::StoreContended { .. }) => {
+                    results.push(Err(e));
+                }
+                Err(e) => return Err(e),
+                Ok(()) => results.push(Ok(())),
+            }
+        }
+        Ok(results)
+    }
+
     /// Up to `limit` user names in byte order strictly after `after`
     /// (`None`: from the first). Names that are not valid UTF-8 are
     /// returned lossily decoded. A million users list page by page.

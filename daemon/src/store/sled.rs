@@ -4,7 +4,9 @@
 //! `decide` choose, swap the new value in only if the record still holds
 //! the bytes `decide` saw; otherwise `decide` runs again on the bytes that
 //! won (at most [`UPDATE_ATTEMPTS`] times). A write is flushed (fsynced)
-//! before `update` returns.
+//! before `update` returns. [`Store::update_batch`] runs the same loop for
+//! many users in rounds (read all, decide all, `before_write`, swap each
+//! in; the users that lost a swap are decided again) and flushes once.
 //!
 //! sled latches the first I/O error of its log (a full disk, say) and
 //! returns it from every later call of that handle, even after the cause is
@@ -240,6 +242,90 @@ fn update_on(
     }))
 }
 
+/// Result of a batch on a handle: `Err` is a failure of the store (it
+/// retires the handle), `Ok(Err)` a failure of `before_write`, `Ok(Ok)`
+/// the users' results and whether anything was written.
+type BatchResult = Result<Result<(Vec<Result<(), Error>>, bool), Error>, Error>;
+
+/// [`Store::update_batch`] on one handle: read every record, decide every
+/// user, let `before_write` run, then compare-and-swap each record in;
+/// users whose record changed meanwhile are decided again in the next
+/// round (at most [`UPDATE_ATTEMPTS`] decisions each). One flush at the end.
+#[allow(clippy::type_complexity)] // the types of `Store::update_batch`'s arguments
+fn update_batch_on(
+    h: &Handle,
+    users: &[UserName],
+    decide: &mut dyn FnMut(usize, Option<&[u8]>) -> Result<Write, Error>,
+    before_write: &mut dyn FnMut() -> Result<(), Error>,
+) -> BatchResult {
+    let mut results: Vec<Option<Result<(), Error>>> = (0..users.len()).map(|_| None).collect();
+    let mut current = Vec::with_capacity(users.len());
+    for user in users {
+        current.push(h.users.get(user.as_str().as_bytes()).map_err(store_error)?);
+    }
+    let mut pending: Vec<usize> = (0..users.len()).collect();
+    let mut wrote = false;
+    for _ in 0..UPDATE_ATTEMPTS {
+        if pending.is_empty() {
+            break;
+        }
+        let mut writes = Vec::new();
+        for &i in &pending {
+            match decide(i, current[i].as_deref()) {
+                Ok(Write::Keep) => results[i] = Some(Ok(())),
+                Ok(Write::Remove) if current[i].is_none() => results[i] = Some(Ok(())),
+                Ok(Write::Put(bytes)) => writes.push((i, Some(bytes))),
+                Ok(Write::Remove) => writes.push((i, None)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if writes.is_empty() {
+            pending.clear();
+            break;
+        }
+        if let Err(e) = before_write() {
+            return Ok(Err(e));
+        }
+        let mut again = Vec::new();
+        for (i, new) in writes {
+            let key = users[i].as_str().as_bytes();
+            match h
+                .users
+                .compare_and_swap(key, current[i].as_ref(), new)
+                .map_err(store_error)?
+            {
+                Ok(()) => {
+                    wrote = true;
+                    results[i] = Some(Ok(()));
+                }
+                // Another writer (or an earlier entry of the same name)
+                // changed the record since it was read: decide again.
+                Err(conflict) => {
+                    current[i] = conflict.current;
+                    again.push(i);
+                }
+            }
+        }
+        pending = again;
+    }
+    if wrote {
+        flush(h)?;
+    }
+    let results = results
+        .into_iter()
+        .zip(users)
+        .map(|(r, user)| {
+            r.unwrap_or_else(|| {
+                Err(Error::StoreContended {
+                    user: user.to_string(),
+                    attempts: UPDATE_ATTEMPTS,
+                })
+            })
+        })
+        .collect();
+    Ok(Ok((results, wrote)))
+}
+
 impl Store for SledStore {
     fn get(&self, user: &UserName) -> Result<Option<Vec<u8>>, Error> {
         self.with(
@@ -263,6 +349,19 @@ impl Store for SledStore {
             |h| update_on(h, user, decide),
         )?
         .map(|_| ())
+    }
+
+    fn update_batch(
+        &self,
+        users: &[UserName],
+        decide: &mut dyn FnMut(usize, Option<&[u8]>) -> Result<Write, Error>,
+        before_write: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        self.with(
+            |r: &Result<(Vec<Result<(), Error>>, bool), Error>| matches!(r, Ok((_, true))),
+            |h| update_batch_on(h, users, decide, before_write),
+        )?
+        .map(|(results, _)| results)
     }
 
     fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
