@@ -3,5 +3,6 @@
 //! to import, never printing a secret in an error.
 
 pub mod google_authenticator;
+pub mod google_migration;
 pub mod otpauth;
 pub mod users_oath;
