@@ -11,6 +11,8 @@
 //! - [`policy`]: throttle and lockout arithmetic.
 //! - [`device`], [`record`]: what is stored per user, its schema versions
 //!   and the migration of older ones; [`seal`]: sealing under the master key.
+//! - [`backup`]: the plaintext of encrypted backups (parser) and the
+//!   derivation of the backup key from its passphrase.
 //! - [`ops`]: the decisions (verify, enroll, devices, app passwords, admin)
 //!   and their typed outcomes.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_types, clippy::disallowed_methods))]
 
 pub mod app_password;
+pub mod backup;
 pub mod backup_codes;
 pub mod device;
 pub mod error;
