@@ -29,6 +29,9 @@ mod tests;
 #[cfg(test)]
 mod import_tests;
 
+#[cfg(test)]
+mod export_tests;
+
 /// Settings the decisions are taken with (from the configuration).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -967,6 +970,55 @@ pub fn revoke_app_password(rec: &mut UserRecord, user: &UserName, id: &str) -> R
         });
     }
     Ok(())
+}
+
+/// One active device as an authenticator app needs it, for moving it to a
+/// new phone or another otpd (`otpctl export`). The key is redacted in
+/// `Debug` and zeroized on drop.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// Its name.
+    pub device: DeviceName,
+    /// The key.
+    pub secret: TotpSecret,
+    /// Algorithm, digits, period.
+    pub params: TotpParams,
+    /// Issuer shown in the app.
+    pub issuer: String,
+    /// HOTP: the next counter value the token shows; `None` for TOTP.
+    pub hotp_counter: Option<u64>,
+    /// TOTP: the last time step accepted (so that an importing otpd
+    /// refuses the codes already used here); `None` if none or HOTP.
+    pub last_used_step: Option<u64>,
+}
+
+/// The active device `name` of the user (`None`: the first active one),
+/// read only. A pending device is not exportable: it has not been proven
+/// to work.
+pub fn export_device(
+    rec: &UserRecord,
+    user: &UserName,
+    name: Option<&DeviceName>,
+) -> Result<Exported, Error> {
+    let device = match name {
+        Some(name) => rec
+            .devices
+            .iter()
+            .find(|d| &d.name == name)
+            .ok_or_else(|| no_such_device(user, name))?,
+        None => rec.devices.first().ok_or_else(|| Error::NotEnrolled {
+            user: user.to_string(),
+        })?,
+    };
+    let hotp = device.kind == DeviceKind::Hotp;
+    Ok(Exported {
+        device: device.name.clone(),
+        secret: device.secret.clone(),
+        params: device.params,
+        issuer: device.issuer.clone(),
+        hotp_counter: hotp.then(|| device.last_used_step.map_or(0, |c| c.saturating_add(1))),
+        last_used_step: if hotp { None } else { device.last_used_step },
+    })
 }
 
 /// A device moved over from another tool.

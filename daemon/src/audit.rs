@@ -232,6 +232,23 @@ pub fn admin(caller: &Caller, action: &'static str, user: &str) {
     );
 }
 
+/// A device's key handed out (ExportDevice): who exported whose device,
+/// for what; never the key. Warning level: it is a copy of a secret.
+pub fn export(caller: &Caller, user: &str, device: &str, format: &str) {
+    summarise(Instant::now());
+    tracing::warn!(
+        target: TARGET,
+        event = "export_device",
+        user = clip(user),
+        device = clip(device),
+        format = clip(format),
+        outcome = "ok",
+        peer_uid = caller.uid,
+        peer_user = caller.name.as_deref().unwrap_or_default(),
+        peer_pid = caller.pid.unwrap_or(0),
+    );
+}
+
 /// Whether the refusal of `caller`'s request with `_error` may be logged
 /// one by one. An error is never a decision: whatever it is (bad input,
 /// permission, store down, disk full, a rolled-back or corrupted record),

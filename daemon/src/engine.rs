@@ -487,6 +487,25 @@ impl Engine {
         Ok((sealed, Some(mark)))
     }
 
+    /// Seals `rec` as the next generation under `key`, and its watermark,
+    /// not yet written (a batch writes the marks of many records with one
+    /// sync: [`Engine::import_users`]).
+    fn seal_next(
+        &self,
+        user: &UserName,
+        rec: &mut UserRecord,
+        key: &MasterKey,
+    ) -> Result<(Vec<u8>, Option<Mark>), Error> {
+        let Some(w) = &self.watermarks else {
+            rec.generation = rec.generation.saturating_add(1);
+            return Ok((rec.seal(key, user, &mut OsRng)?, None));
+        };
+        let prev = w.get(user.as_str()).unwrap_or_default();
+        rec.generation = rec.generation.max(prev.generation).saturating_add(1);
+        let sealed = rec.seal(key, user, &mut OsRng)?;
+        Ok((sealed, Some(Mark::of_record(user.as_str(), rec, &prev))))
+    }
+
     /// The watermark of a removal (the journal remembers it, so a
     /// rolled-back store cannot bring the record back).
     fn prepare_removal(&self, user: &UserName) -> Result<Option<Mark>, Error> {
@@ -750,6 +769,154 @@ impl Engine {
                 Change::Save(Box::new(rec))
             };
             Ok((imported, change))
+        })
+    }
+
+    /// One active device's key and parameters (see [`ops::export_device`]);
+    /// `None`: the first. Reads only.
+    pub fn export_device(
+        &self,
+        user: &UserName,
+        device: Option<&DeviceName>,
+    ) -> Result<ops::Exported, Error> {
+        let sealed = self.store.get(user)?;
+        let rec = self
+            .load(user, sealed.as_deref())?
+            .ok_or_else(|| not_enrolled(user))?;
+        Ok(ops::export_device(&rec, user, device)?)
+    }
+
+    /// Imports many users (a bulk import: a million pam_oath users), each
+    /// with all of its devices in one decision ([`ops::import_devices`]),
+    /// each as atomic as [`Engine::import_device`], the whole batch made
+    /// durable together: the replay watermarks of the batch with one sync
+    /// before any record of the batch is written, the records with one
+    /// sync after. One result per user, in order: a user's failure (already
+    /// enrolled, a bad key, listed twice) never fails the others. With
+    /// `dry_run` decides without writing (and without syncing).
+    ///
+    /// `Err`: the batch as a whole failed (the store or the watermark
+    /// journal); no user of it is known to be imported. Importing again
+    /// is safe.
+    pub fn import_users(
+        &self,
+        batch: Vec<(UserName, Vec<ops::Import>)>,
+        dry_run: bool,
+    ) -> Result<Vec<Result<ops::ImportedDevices, Error>>, Error> {
+        let now = self.clock.now();
+        let key = self.keys().0;
+        let (users, imports): (Vec<UserName>, Vec<Vec<ops::Import>>) = batch.into_iter().unzip();
+        let mut first = std::collections::HashMap::with_capacity(users.len());
+        let twice: Vec<bool> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| *first.entry(u.as_str()).or_insert(i) != i)
+            .collect();
+        let mut values: Vec<Option<ops::ImportedDevices>> = vec![None; users.len()];
+        // Per user: the mark of its decided write, staged until
+        // `before_write` makes the round's marks durable; then the mark to
+        // note as committed.
+        let staged: std::cell::RefCell<Vec<Option<Mark>>> =
+            std::cell::RefCell::new(vec![None; users.len()]);
+        let mut written: Vec<Option<Mark>> = vec![None; users.len()];
+        let results = self.store.update_batch(
+            &users,
+            &mut |i, sealed| {
+                let user = &users[i];
+                if twice[i] {
+                    return Err(otpd_core::Error::InvalidArgument(format!(
+                        "user {:?} is listed more than once in this batch",
+                        user.as_str()
+                    ))
+                    .into());
+                }
+                let mut rec = self.load(user, sealed)?.unwrap_or_else(UserRecord::new);
+                let imported = ops::import_devices(
+                    &mut rec,
+                    user,
+                    imports[i].clone(),
+                    now,
+                    &self.cfg,
+                    &mut OsRng,
+                    &self.kdf_mem,
+                )?;
+                values[i] = Some(imported);
+                if dry_run {
+                    return Ok(Write::Keep);
+                }
+                let (bytes, mark) = self.seal_next(user, &mut rec, &key)?;
+                staged.borrow_mut()[i] = mark;
+                Ok(Write::Put(bytes))
+            },
+            &mut || {
+                let Some(w) = &self.watermarks else {
+                    return Ok(());
+                };
+                let mut marks = Vec::new();
+                for (i, slot) in staged.borrow_mut().iter_mut().enumerate() {
+                    if let Some(mark) = slot.take() {
+                        written[i] = Some(mark.clone());
+                        marks.push(mark);
+                    }
+                }
+                w.put_many(&key, marks, true)
+            },
+        )?;
+        let mut committed = Vec::new();
+        let out = results
+            .into_iter()
+            .zip(values)
+            .zip(written)
+            .map(|((r, value), mark)| {
+                r?;
+                if let Some(mark) = mark {
+                    committed.push(Mark {
+                        committed: mark.generation,
+                        ..mark
+                    });
+                }
+                value.ok_or_else(|| Error::Internal("the store's update decided nothing".into()))
+            })
+            .collect();
+        if let Some(w) = &self.watermarks
+            && let Err(e) = w.put_many(&key, committed, false)
+        {
+            tracing::debug!(error = %e, "commit marks not written");
+        }
+        Ok(out)
+    }
+
+    /// The user's record as opened and checked against its replay
+    /// watermark (`None`: no record), for a backup.
+    pub fn record(&self, user: &UserName) -> Result<Option<UserRecord>, Error> {
+        let sealed = self.store.get(user)?;
+        self.load(user, sealed.as_deref())
+    }
+
+    /// Names of the users in the store (and those the watermarks say
+    /// should be there) after `after`, at most `limit`, in name order.
+    pub fn user_names(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
+        self.known_users(after, limit)
+    }
+
+    /// Restores one user's record from a backup over what the store holds
+    /// (see [`otpd_core::backup::merge`]: replay watermarks never move
+    /// backwards), as one atomic update; with `dry_run` decides without
+    /// writing.
+    pub fn restore_user(
+        &self,
+        user: &UserName,
+        record: UserRecord,
+        dry_run: bool,
+    ) -> Result<otpd_core::backup::Merged, Error> {
+        self.transact(user, |stored| {
+            let merged = otpd_core::backup::merge(stored.as_ref(), record.clone());
+            let change = if dry_run {
+                Change::Keep
+            } else {
+                Change::Save(Box::new(merged.record.clone()))
+            };
+            Ok((merged, change))
         })
     }
 

@@ -195,7 +195,9 @@ impl From<Error> for Status {
             | Error::StateDir { .. }
             | Error::Config { .. }
             | Error::Socket { .. }
+            | Error::Backup { .. }
             | Error::Internal(_) => Status::internal(msg),
+            Error::BackupKey(_) => Status::failed_precondition(msg),
         }
     }
 }
@@ -397,6 +399,25 @@ fn import_from_wire(r: pb::ImportDeviceRequest) -> Result<otpd_core::ops::Import
     })
 }
 
+/// Most users in one ImportUsers call.
+pub const MAX_IMPORT_BATCH: usize = 1000;
+
+/// The result of a user whose import failed (or was skipped: enrolled).
+fn import_failed(user: String, e: &Error) -> pb::ImportUserResult {
+    let outcome = match e {
+        Error::Core(otpd_core::Error::AlreadyEnrolled { .. }) => {
+            pb::import_user_result::Outcome::AlreadyEnrolled
+        }
+        _ => pb::import_user_result::Outcome::Failed,
+    };
+    pb::ImportUserResult {
+        user,
+        outcome: outcome as i32,
+        reason: e.to_string(),
+        ..pb::ImportUserResult::default()
+    }
+}
+
 fn device_name(raw: &str) -> Result<DeviceName, Error> {
     Ok(DeviceName::parse(raw)?)
 }
@@ -554,6 +575,170 @@ impl Otpd for OtpdService {
             replaced: imported.replaced,
             backup_codes: imported.backup_codes,
             dry_run,
+        }))
+    }
+
+    async fn export_device(
+        &self,
+        request: Request<pb::ExportDeviceRequest>,
+    ) -> Result<Response<pb::ExportDeviceResponse>, Status> {
+        const ACTION: &str = "export_device";
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let user = parse_user(&r.user, &caller, ACTION)?;
+        // Root only, not the admin group: whoever holds the reply can
+        // compute the user's codes from anywhere, without a trace here.
+        if caller.uid != 0 {
+            let e = Error::PermissionDenied(
+                "only root may export a device's secret (otpctl export)".into(),
+            );
+            return fail(&caller, ACTION, &user, e);
+        }
+        let device = match r.device.as_str() {
+            "" => None,
+            name => match device_name(name) {
+                Ok(name) => Some(name),
+                Err(e) => return fail(&caller, ACTION, &user, e),
+            },
+        };
+        let u = user.clone();
+        let exported = match self
+            .run(move |e| e.export_device(&u, device.as_ref()))
+            .await
+        {
+            Ok(exported) => exported,
+            Err(e) => return fail(&caller, ACTION, &user, e),
+        };
+        audit::export(
+            &caller,
+            user.as_str(),
+            exported.device.as_str(),
+            &context_field(r.format),
+        );
+        let p = exported.params;
+        Ok(Response::new(pb::ExportDeviceResponse {
+            user: user.to_string(),
+            device: exported.device.to_string(),
+            secret: exported.secret.expose().to_vec().into(),
+            algorithm: algorithm_to_wire(p.algorithm) as i32,
+            digits: u32::from(p.digits),
+            period: if exported.hotp_counter.is_some() {
+                0
+            } else {
+                u32::try_from(p.period).unwrap_or(u32::MAX)
+            },
+            issuer: exported.issuer.clone(),
+            hotp: exported.hotp_counter.is_some(),
+            hotp_counter: exported.hotp_counter.unwrap_or(0),
+            last_used_step: exported.last_used_step.unwrap_or(0),
+        }))
+    }
+
+    async fn import_users(
+        &self,
+        request: Request<pb::ImportUsersRequest>,
+    ) -> Result<Response<pb::ImportUsersResponse>, Status> {
+        const ACTION: &str = "import_users";
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        if let Err(e) = caller.require_admin("importing devices") {
+            audit::refused(Some(&caller), ACTION, None, &e);
+            return Err(Status::from(e));
+        }
+        if r.users.is_empty() || r.users.len() > MAX_IMPORT_BATCH {
+            let e = invalid(format!(
+                "a batch holds 1 to {MAX_IMPORT_BATCH} users, not {}",
+                r.users.len()
+            ));
+            audit::refused(Some(&caller), ACTION, None, &e);
+            return Err(Status::from(e));
+        }
+        let dry_run = r.dry_run;
+        // Users whose request does not even parse fail here; the others go
+        // to the engine as one batch.
+        let mut results: Vec<Option<pb::ImportUserResult>> = Vec::with_capacity(r.users.len());
+        let mut batch = Vec::with_capacity(r.users.len());
+        let mut places = Vec::with_capacity(r.users.len());
+        for (i, u) in r.users.into_iter().enumerate() {
+            let name = String::from_utf8_lossy(&u.user).into_owned();
+            let source = context_field(u.source);
+            let parsed = UserName::parse(&u.user)
+                .map_err(Error::from)
+                .and_then(|user| {
+                    let imports = u
+                        .devices
+                        .into_iter()
+                        .map(|d| {
+                            import_from_wire(pb::ImportDeviceRequest {
+                                replace: u.replace,
+                                ..d
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((user, imports))
+                });
+            match parsed {
+                Ok(entry) => {
+                    batch.push(entry);
+                    places.push((i, name, source));
+                    results.push(None);
+                }
+                Err(e) => {
+                    audit::refused(Some(&caller), ACTION, Some(&name), &e);
+                    results.push(Some(import_failed(name, &e)));
+                }
+            }
+        }
+        let outcomes = if batch.is_empty() {
+            Vec::new()
+        } else {
+            match self.run(move |e| e.import_users(batch, dry_run)).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    audit::refused(Some(&caller), ACTION, None, &e);
+                    return Err(Status::from(e));
+                }
+            }
+        };
+        for ((i, user, source), outcome) in places.into_iter().zip(outcomes) {
+            let result = match outcome {
+                Ok(done) => {
+                    if !dry_run {
+                        let devices: Vec<&str> =
+                            done.devices.iter().map(DeviceName::as_str).collect();
+                        let devices = devices.join(",");
+                        tracing::info!(
+                            target: audit::TARGET,
+                            event = "import",
+                            user = audit::clip(&user),
+                            device = audit::clip(&devices),
+                            replaced = done.replaced,
+                            backup_codes = done.backup_codes,
+                            source = audit::clip(&source),
+                            peer_uid = caller.uid,
+                            "devices imported"
+                        );
+                    }
+                    pb::ImportUserResult {
+                        user,
+                        outcome: pb::import_user_result::Outcome::Imported as i32,
+                        reason: String::new(),
+                        devices: done.devices.iter().map(ToString::to_string).collect(),
+                        replaced: done.replaced,
+                        backup_codes: done.backup_codes,
+                    }
+                }
+                Err(e) => {
+                    audit::refused(Some(&caller), ACTION, Some(&user), &e);
+                    import_failed(user, &e)
+                }
+            };
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(result);
+            }
+        }
+        Ok(Response::new(pb::ImportUsersResponse {
+            results: results.into_iter().flatten().collect(),
         }))
     }
 
