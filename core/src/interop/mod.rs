@@ -5,4 +5,5 @@
 pub mod google_authenticator;
 pub mod google_migration;
 pub mod otpauth;
+pub mod otpd_export;
 pub mod users_oath;

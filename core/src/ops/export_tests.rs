@@ -47,7 +47,11 @@ fn import(device: &str, hotp: bool, last_used_step: Option<u64>) -> Import {
 fn enrolled() -> UserRecord {
     let mut rec = UserRecord::new();
     let imports = vec![
-        import("phone", false, Some(totp::step_of(TotpParams::default(), T0))),
+        import(
+            "phone",
+            false,
+            Some(totp::step_of(TotpParams::default(), T0)),
+        ),
         import("token", true, Some(6)),
     ];
     let mut rng = StdRng::seed_from_u64(7);
@@ -68,8 +72,8 @@ fn the_first_or_the_named_device_with_its_counter_and_replay_state() {
         first.last_used_step,
         Some(totp::step_of(TotpParams::default(), T0))
     );
-    let token = export_device(&rec, &user(), Some(&name("token")))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let token =
+        export_device(&rec, &user(), Some(&name("token"))).unwrap_or_else(|e| panic!("{e}"));
     // Counter 6 was used: the token shows 7 next.
     assert_eq!((token.hotp_counter, token.last_used_step), (Some(7), None));
     // Read only; the key never in Debug.
