@@ -448,6 +448,18 @@ mod tests {
         ) -> Reply<pb::ImportDeviceResponse> {
             Err(tonic::Status::unimplemented("fake"))
         }
+        async fn export_device(
+            &self,
+            _: Request<pb::ExportDeviceRequest>,
+        ) -> Reply<pb::ExportDeviceResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn import_users(
+            &self,
+            _: Request<pb::ImportUsersRequest>,
+        ) -> Reply<pb::ImportUsersResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
     }
 
     /// The fake otpd on a socket in a temp dir, on its own thread; stopped
