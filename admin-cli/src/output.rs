@@ -964,6 +964,31 @@ impl Printer<'_> {
             "{imported} imported, {skipped} skipped, {failed} failed"
         )
     }
+
+    /// A large import's report (`--quiet`): only the lines that were
+    /// skipped or failed (`report` holds no others), then the totals.
+    pub fn import_totals(
+        &mut self,
+        report: &[ImportOutcome],
+        imported: usize,
+        skipped: usize,
+        failed: usize,
+    ) -> io::Result<()> {
+        for o in report {
+            let reason = o.reason.as_deref().unwrap_or("");
+            match o.result {
+                ImportResult::Imported => {}
+                ImportResult::Skipped => {
+                    writeln!(self.out, "{}: skipped: {reason} ({})", o.user, o.file)?;
+                }
+                ImportResult::Failed => writeln!(self.out, "{}: failed: {reason}", o.user)?,
+            }
+        }
+        writeln!(
+            self.out,
+            "{imported} imported, {skipped} skipped, {failed} failed"
+        )
+    }
 }
 
 /// Unix seconds as RFC 3339 UTC to the second; `None` for 0 (no time).

@@ -314,12 +314,91 @@ fn read_bounded(path: &Path, max: usize) -> Result<Zeroizing<Vec<u8>>, String> {
     Ok(bytes)
 }
 
+/// Most users per ImportUsers call (otpd takes at most 1000).
+pub const IMPORT_BATCH: usize = 1000;
+
+/// Most bytes of one ImportUsers request, by a generous estimate: otpd
+/// refuses requests over 16 KiB (about 140 pam_oath users fit).
+pub const IMPORT_BATCH_BYTES: usize = 12 * 1024;
+
+impl OathUser {
+    /// An upper bound of the user's size in an ImportUsers request (the
+    /// protobuf framing of each field and varint counted at its largest).
+    fn wire_len(&self) -> usize {
+        let source = self.tokens.first().map_or(0, |t| t.place.as_os_str().len());
+        16 + self.name.len()
+            + source
+            + self
+                .tokens
+                .iter()
+                .map(|t| 40 + t.device.secret.len() + t.device.device.len())
+                .sum::<usize>()
+    }
+}
+
+/// One token line of a user, ready to send.
+struct OathToken {
+    line: usize,
+    place: PathBuf,
+    device: ImportDeviceRequest,
+    period: Option<u64>,
+    counter: Option<u64>,
+    last_used_step: Option<u64>,
+}
+
+/// A user of the users file and every token line of theirs, or why none
+/// of them is imported (reported on each of their lines).
+struct OathUser {
+    name: String,
+    tokens: Vec<OathToken>,
+    /// Skipped (a PIN) or failed (a malformed line): the outcome of every
+    /// line, and no import.
+    refused: Option<(Result_, String)>,
+    /// Lines of the user that are not tokens (malformed), for the report.
+    bad_lines: Vec<(usize, PathBuf)>,
+}
+
+/// Counts and the lines to print of a pam-oath run.
+#[derive(Default)]
+struct OathReport {
+    /// With the line number of each, to print them in file order.
+    outcomes: Vec<(usize, Outcome)>,
+    imported: usize,
+    skipped: usize,
+    failed: usize,
+    quiet: bool,
+}
+
+impl OathReport {
+    fn push(&mut self, line: usize, outcome: Outcome) {
+        match outcome.result {
+            Result_::Imported => self.imported += 1,
+            Result_::Skipped => self.skipped += 1,
+            Result_::Failed => self.failed += 1,
+        }
+        if !self.quiet || outcome.result != Result_::Imported {
+            self.outcomes.push((line, outcome));
+        }
+    }
+
+    /// The outcomes to print, in the order of the file's lines.
+    fn into_outcomes(mut self) -> Vec<Outcome> {
+        self.outcomes.sort_by_key(|(line, _)| *line);
+        self.outcomes.into_iter().map(|(_, o)| o).collect()
+    }
+}
+
 async fn pam_oath(
     client: &mut Client,
     p: &mut Printer<'_>,
     args: PamOathArgs,
 ) -> Result<ExitCode, Error> {
+    use otpd_core::device::DeviceName;
     use otpd_core::interop::users_oath::{self as oath, Kind as OathKind, Pin};
+    let base = DeviceName::parse(&args.device).map_err(|e| Error::ImportRead {
+        path: args.file.clone(),
+        source: io::Error::other(format!("--device: {e}")),
+    })?;
     let bytes =
         read_bounded(&args.file, oath::MAX_FILE_LEN).map_err(|reason| Error::ImportRead {
             path: args.file.clone(),
@@ -329,48 +408,75 @@ async fn pam_oath(
         path: args.file.clone(),
         source: io::Error::other(e.to_string()),
     })?;
+    drop(bytes);
     // Every code a line's token showed before now is spent: the current
     // time step at the import (a TOTP code seen by pam_oath within its
     // window cannot be replayed here; the user's next code works).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut report = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut report = OathReport {
+        quiet: args.quiet,
+        ..OathReport::default()
+    };
+    // Users in the order of their first line; all lines of a user together.
+    let mut users: Vec<OathUser> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for line in lines {
-        let entry = match line {
+        let (name, line_no, entry) = match line {
+            Ok(entry) => (entry.user.as_str().to_owned(), entry.line, Ok(entry)),
+            Err(e) => match e.user.as_ref() {
+                Some(u) => (u.as_str().to_owned(), e.line, Err(e)),
+                None => {
+                    let place = format!("{}:{}", args.file.display(), e.line);
+                    report.push(
+                        e.line,
+                        Outcome::failed("?", Path::new(&place), format!("{place}: {e}")),
+                    );
+                    continue;
+                }
+            },
+        };
+        let place = PathBuf::from(format!("{}:{}", args.file.display(), line_no));
+        let at = *index.entry(name.clone()).or_insert_with(|| {
+            users.push(OathUser {
+                name: name.clone(),
+                tokens: Vec::new(),
+                refused: None,
+                bad_lines: Vec::new(),
+            });
+            users.len() - 1
+        });
+        let user = &mut users[at];
+        let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                let user = e.user.as_ref().map_or("?", |u| u.as_str()).to_owned();
-                let place = format!("{}:{}", args.file.display(), e.line);
-                report.push(Outcome::failed(
-                    &user,
-                    Path::new(&place),
-                    format!("{place}: {e}"),
-                ));
+                let reason = format!("{}: {e}", place.display());
+                user.bad_lines.push((line_no, place));
+                if !matches!(user.refused, Some((Result_::Failed, _))) {
+                    user.refused = Some((
+                        Result_::Failed,
+                        format!("{reason} (none of this user's tokens is imported)"),
+                    ));
+                }
                 continue;
             }
         };
-        let user = entry.user.as_str().to_owned();
-        let place = PathBuf::from(format!("{}:{}", args.file.display(), entry.line));
-        if entry.pin == Pin::Set {
-            report.push(Outcome::skipped(
-                &user,
-                &place,
+        if entry.pin == Pin::Set && user.refused.is_none() {
+            user.refused = Some((
+                Result_::Skipped,
                 "has a PIN: otpd has no PIN (the account password is the first factor); \
-                 remove it from the line or enroll the user",
+                 remove it from the line or enroll the user"
+                    .to_owned(),
             ));
-            continue;
         }
-        if !seen.insert(user.clone()) {
-            report.push(Outcome::skipped(
-                &user,
-                &place,
-                "a further token of this user: only the first line is imported \
-                 (add more with `otpctl device add --hotp`)",
-            ));
-            continue;
-        }
+        let device = match oath_device_name(&base, user.tokens.len() + 1) {
+            Ok(d) => d,
+            Err(e) => {
+                user.refused = Some((Result_::Failed, format!("{}: {e}", place.display())));
+                continue;
+            }
+        };
         let (period, counter, last_used_step) = match entry.kind {
             OathKind::Totp { period } => {
                 let used = (entry.has_last_otp() || entry.last_login.is_some())
@@ -379,41 +485,163 @@ async fn pam_oath(
             }
             OathKind::Hotp { next_counter } => (None, Some(next_counter), None),
         };
-        let request = ImportDeviceRequest {
-            user: user.as_bytes().to_vec().into(),
-            device: args.device.clone(),
-            secret: entry.secret.expose().to_vec().into(),
-            algorithm: Algorithm::Sha1.into(),
-            digits: u32::from(entry.digits),
-            period: period.map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX)),
-            issuer: String::new(),
-            backup_codes: Vec::new(),
-            last_used_step: last_used_step.unwrap_or(0),
-            hotp: counter.is_some(),
-            hotp_counter: counter.unwrap_or(0),
-            replace: args.replace,
-            dry_run: args.dry_run,
-            source: place.display().to_string(),
-        };
-        report.push(
-            submit(
-                client,
-                &user,
-                &place,
-                request,
-                period,
-                counter,
-                last_used_step,
-            )
-            .await?,
-        );
+        user.tokens.push(OathToken {
+            device: ImportDeviceRequest {
+                device: device.to_string(),
+                secret: entry.secret.expose().to_vec().into(),
+                algorithm: Algorithm::Sha1.into(),
+                digits: u32::from(entry.digits),
+                period: period.map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX)),
+                last_used_step: last_used_step.unwrap_or(0),
+                hotp: counter.is_some(),
+                hotp_counter: counter.unwrap_or(0),
+                ..ImportDeviceRequest::default()
+            },
+            line: line_no,
+            place,
+            period,
+            counter,
+            last_used_step,
+        });
     }
-    p.import_report(&report)?;
-    Ok(if report.iter().any(Outcome::is_failure) {
+    drop(index);
+    // Users refused here are reported in file order with the batches.
+    let mut batch: Vec<OathUser> = Vec::with_capacity(IMPORT_BATCH);
+    let mut batch_bytes = 0;
+    for user in users {
+        if let Some((result, reason)) = &user.refused {
+            let lines = user.tokens.iter().map(|t| (t.line, &t.place));
+            for (line, place) in lines.chain(user.bad_lines.iter().map(|(l, p)| (*l, p))) {
+                report.push(
+                    line,
+                    Outcome::new(&user.name, place, *result, Some(reason.clone())),
+                );
+            }
+            continue;
+        }
+        let len = user.wire_len();
+        if !batch.is_empty() && (batch.len() == IMPORT_BATCH || batch_bytes + len > IMPORT_BATCH_BYTES)
+        {
+            send_oath_batch(client, &mut report, std::mem::take(&mut batch), &args).await?;
+            batch_bytes = 0;
+        }
+        batch_bytes += len;
+        batch.push(user);
+    }
+    if !batch.is_empty() {
+        send_oath_batch(client, &mut report, batch, &args).await?;
+    }
+    let (quiet, imported, skipped, failed) =
+        (report.quiet, report.imported, report.skipped, report.failed);
+    let outcomes = report.into_outcomes();
+    if quiet && !p.is_json() {
+        p.import_totals(&outcomes, imported, skipped, failed)?;
+    } else {
+        p.import_report(&outcomes)?;
+    }
+    Ok(if failed > 0 {
         ExitCode::from(exit::OTHER)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The device name of a user's `n`-th token.
+fn oath_device_name(
+    base: &otpd_core::device::DeviceName,
+    n: usize,
+) -> Result<otpd_core::device::DeviceName, otpd_core::Error> {
+    otpd_core::ops::numbered_device_name(base, n)
+}
+
+/// Sends one batch of users; one outcome per token line. Only a refusal
+/// of the caller stops the run; a batch that fails as a whole fails each
+/// of its users (re-running imports them).
+async fn send_oath_batch(
+    client: &mut Client,
+    report: &mut OathReport,
+    users: Vec<OathUser>,
+    args: &PamOathArgs,
+) -> Result<(), Error> {
+    use otpd_proto::v1::{ImportUser, ImportUsersRequest, import_user_result::Outcome as Wire};
+    let request = ImportUsersRequest {
+        users: users
+            .iter()
+            .map(|u| ImportUser {
+                user: u.name.as_bytes().to_vec().into(),
+                devices: u.tokens.iter().map(|t| t.device.clone()).collect(),
+                replace: args.replace,
+                source: u
+                    .tokens
+                    .first()
+                    .map(|t| t.place.display().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        dry_run: args.dry_run,
+    };
+    let results = match client.import_users(request).await {
+        Ok(r) => r.into_inner().results,
+        Err(s) if s.code() == Code::PermissionDenied => return Err(Error::Status(s)),
+        Err(s) => {
+            let reason = Error::Status(s).to_string();
+            for u in &users {
+                for t in &u.tokens {
+                    report.push(t.line, Outcome::failed(&u.name, &t.place, reason.clone()));
+                }
+            }
+            return Ok(());
+        }
+    };
+    if results.len() != users.len() {
+        for u in &users {
+            for t in &u.tokens {
+                report.push(
+                    t.line,
+                    Outcome::failed(
+                        &u.name,
+                        &t.place,
+                        "otpd answered for another number of users; run the import again",
+                    ),
+                );
+            }
+        }
+        return Ok(());
+    }
+    for (u, r) in users.iter().zip(results) {
+        let outcome = Wire::try_from(r.outcome).unwrap_or(Wire::Unspecified);
+        for (i, t) in u.tokens.iter().enumerate() {
+            let o = match outcome {
+                Wire::Imported => {
+                    let mut o = Outcome::new(&u.name, &t.place, Result_::Imported, None);
+                    o.import = Some(Imported {
+                        device: r.devices.get(i).cloned().unwrap_or_else(|| t.device.device.clone()),
+                        dry_run: args.dry_run,
+                        replaced: r.replaced,
+                        period: t.period,
+                        counter: t.counter,
+                        backup_codes: r.backup_codes,
+                        last_used_step: t.last_used_step,
+                        window_size: None,
+                        rate_limit: None,
+                        moved_to: None,
+                        move_error: None,
+                    });
+                    o
+                }
+                Wire::AlreadyEnrolled => Outcome::skipped(
+                    &u.name,
+                    &t.place,
+                    "already enrolled (--replace replaces their devices)",
+                ),
+                Wire::Failed | Wire::Unspecified => {
+                    Outcome::failed(&u.name, &t.place, r.reason.clone())
+                }
+            };
+            report.push(t.line, o);
+        }
+    }
+    Ok(())
 }
 
 async fn google_authenticator(
