@@ -249,6 +249,37 @@ pub fn export(caller: &Caller, user: &str, device: &str, format: &str) {
     );
 }
 
+/// A backup action that succeeded (init, change of passphrase, backup
+/// now): who did it, and the public key or file; never a passphrase or a
+/// secret key.
+pub fn backup(caller: &Caller, action: &'static str, detail: &str) {
+    summarise(Instant::now());
+    tracing::warn!(
+        target: TARGET,
+        event = action,
+        detail = clip(detail),
+        outcome = "ok",
+        peer_uid = caller.uid,
+        peer_pid = caller.pid.unwrap_or(0),
+    );
+}
+
+/// A user restored from a backup: who restored whom, whether a stored
+/// record was replaced, and how many newer stored watermarks were kept.
+pub fn restore(caller: &Caller, user: &str, replaced: bool, watermarks_kept: usize) {
+    summarise(Instant::now());
+    tracing::warn!(
+        target: TARGET,
+        event = "restore",
+        user = clip(user),
+        replaced,
+        watermarks_kept,
+        outcome = "ok",
+        peer_uid = caller.uid,
+        peer_pid = caller.pid.unwrap_or(0),
+    );
+}
+
 /// Whether the refusal of `caller`'s request with `_error` may be logged
 /// one by one. An error is never a decision: whatever it is (bad input,
 /// permission, store down, disk full, a rolled-back or corrupted record),

@@ -63,6 +63,8 @@ pub struct Config {
     pub lockout: LockoutSection,
     /// Backup codes.
     pub backup_codes: BackupCodesSection,
+    /// Encrypted backups of the whole store (`otpctl backup`).
+    pub backup: BackupSection,
 }
 
 /// `[totp]`
@@ -109,6 +111,33 @@ pub struct BackupCodesSection {
     pub low_warning: u32,
 }
 
+/// Default directory of encrypted backups.
+pub const DEFAULT_BACKUP_DIR: &str = "/var/backups/otpd";
+
+/// `[backup]`: where and how often otpd writes encrypted backups once a
+/// backup key is set (`otpctl backup init`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    /// Directory of the backup files (created, mode 0700, if missing).
+    pub directory: PathBuf,
+    /// At most one automatic backup per this many seconds; changes within
+    /// it are in the next one.
+    pub interval_seconds: u64,
+    /// Backup files kept; older ones are removed.
+    pub keep: u32,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        Self {
+            directory: DEFAULT_BACKUP_DIR.into(),
+            interval_seconds: 900,
+            keep: 30,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -123,6 +152,7 @@ impl Default for Config {
             rate_limit: RateLimitSection::default(),
             lockout: LockoutSection::default(),
             backup_codes: BackupCodesSection::default(),
+            backup: BackupSection::default(),
         }
     }
 }
@@ -246,6 +276,12 @@ impl Config {
         if self.lockout.max_duration_seconds < self.lockout.duration_seconds {
             return Err("lockout.max_duration_seconds must be >= duration_seconds".into());
         }
+        if !self.backup.directory.is_absolute() {
+            return Err("backup.directory must be an absolute path".into());
+        }
+        if self.backup.interval_seconds == 0 || self.backup.keep == 0 {
+            return Err("backup.interval_seconds and backup.keep must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -340,6 +376,12 @@ mod tests {
         assert_eq!(explicit.pam_socket(), PathBuf::from(DEFAULT_PAM_SOCKET));
         assert_eq!(shipped.pam_socket(), PathBuf::from(DEFAULT_PAM_SOCKET));
         assert_eq!(explicit.totp.window, 1);
+        let backup = BackupSection::default();
+        assert_eq!(explicit.backup.directory, backup.directory);
+        assert_eq!(
+            (explicit.backup.interval_seconds, explicit.backup.keep),
+            (backup.interval_seconds, backup.keep)
+        );
         assert_eq!(explicit.engine_config().defaults, TotpParams::default());
         Ok(())
     }
@@ -352,6 +394,8 @@ mod tests {
             ("[totp]\nalgorithm = \"md5\"", "unknown variant"),
             ("[lockout]\nthreshold = 0", "at least 1"),
             ("socket = \"relative\"", "absolute"),
+            ("[backup]\ndirectory = \"backups\"", "absolute"),
+            ("[backup]\nkeep = 0", "at least 1"),
             ("pam_socket = \"pam.sock\"", "absolute"),
             ("pam_socket = \"/run/otpd/otpd.sock\"", "different paths"),
             ("this is not toml", "config"),

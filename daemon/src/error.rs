@@ -96,6 +96,19 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The backup key cannot be set as asked (none set yet, one set
+    /// already, another one than expected, malformed).
+    #[error("backup key: {0}")]
+    BackupKey(String),
+    /// A backup could not be written (directory missing or unsafe, disk
+    /// full). Logins are unaffected.
+    #[error("backup {path}: {reason}")]
+    Backup {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A bug or an unexpected failure of a dependency.
     #[error("internal error: {0}")]
     Internal(String),

@@ -25,6 +25,7 @@ pub mod watermark;
 pub use error::Error;
 pub mod accounts;
 pub mod audit;
+pub mod backup;
 pub mod authz;
 pub mod config;
 pub mod connections;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use otpd_proto::v1::otpd_server::OtpdServer;
 
 use crate::authz::Authz;
+use crate::backup::{Backups, Changes, Counting};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::connections::{BACKLOG, Incoming, Limiter, MAX_PER_UID, total_cap};
@@ -38,6 +39,7 @@ pub const PAM_SOCKET_MODE: u32 = 0o600;
 #[derive(Debug)]
 pub struct Daemon {
     engine: Arc<Engine>,
+    backups: Arc<Backups>,
     authz: Arc<Authz>,
     listener: UnixListener,
     socket: PathBuf,
@@ -92,12 +94,24 @@ impl Daemon {
                 return Err(e);
             }
         };
-        let engine = Engine::new(Box::new(store), key, clock, engine_config)
+        // Every write counts towards the next automatic backup.
+        let changes = Arc::new(Changes::default());
+        let store = Counting::new(Box::new(store), Arc::clone(&changes));
+        let engine = Engine::new(Box::new(store), key, Arc::clone(&clock), engine_config)
             .with_watermarks(watermarks)
             .with_key_file(key_file, rotating_to);
         watermark::report_start(&engine);
+        let engine = Arc::new(engine);
+        let backups = Arc::new(Backups::new(
+            Arc::clone(&engine),
+            clock,
+            changes,
+            config.backup.clone(),
+            &config.state_dir,
+        ));
         Ok(Self {
-            engine: Arc::new(engine),
+            engine,
+            backups,
             authz: Arc::new(authz),
             listener,
             socket: config.socket.clone(),
@@ -148,7 +162,9 @@ impl Daemon {
         let owner = nix::unistd::geteuid().as_raw();
         let limiter = Limiter::new(MAX_PER_UID, self.max_total, owner);
         let incoming = Incoming::new(pam_listener, listener, limiter);
-        let service = OtpdService::new(Arc::clone(&self.engine), self.authz);
+        let service = OtpdService::new(Arc::clone(&self.engine), self.authz)
+            .with_backups(Arc::clone(&self.backups));
+        let scheduled = tokio::spawn(Arc::clone(&self.backups).run());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
@@ -177,6 +193,7 @@ impl Daemon {
                 Ok(())
             }
         };
+        scheduled.abort();
         let _ = fs::remove_file(&self.socket);
         let _ = fs::remove_file(&self.pam_socket);
         result.map_err(|e| Error::Socket {

@@ -28,6 +28,8 @@ pub struct OtpdService {
     authz: Arc<Authz>,
     /// A task that gives idle KDF memory back is pending.
     kdf_release_pending: Arc<AtomicBool>,
+    /// Encrypted backups (`None`: the Backup RPCs fail).
+    backups: Option<Arc<crate::backup::Backups>>,
 }
 
 impl OtpdService {
@@ -37,6 +39,34 @@ impl OtpdService {
             engine,
             authz,
             kdf_release_pending: Arc::default(),
+            backups: None,
+        }
+    }
+
+    /// Serves the backup RPCs with `backups`.
+    pub fn with_backups(mut self, backups: Arc<crate::backup::Backups>) -> Self {
+        self.backups = Some(backups);
+        self
+    }
+
+    /// A root-only backup call: checks the caller and that backups exist.
+    fn backup_caller(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+    ) -> Result<Arc<crate::backup::Backups>, Status> {
+        let refused = |e: Error| {
+            audit::refused(Some(caller), action, None, &e);
+            Err(Status::from(e))
+        };
+        if caller.uid != 0 {
+            return refused(Error::PermissionDenied(
+                "backups and restores are for root only".into(),
+            ));
+        }
+        match &self.backups {
+            Some(b) => Ok(Arc::clone(b)),
+            None => refused(Error::Internal("backups are not set up in this daemon".into())),
         }
     }
 
@@ -740,6 +770,160 @@ impl Otpd for OtpdService {
         Ok(Response::new(pb::ImportUsersResponse {
             results: results.into_iter().flatten().collect(),
         }))
+    }
+
+    async fn get_backup_status(
+        &self,
+        request: Request<pb::GetBackupStatusRequest>,
+    ) -> Result<Response<pb::BackupStatus>, Status> {
+        let caller = self.caller(&request).await?;
+        let backups = self.backup_caller(&caller, "backup_status")?;
+        let s = backups.status();
+        let key = s.key.as_ref();
+        let (last_backup_time, last_backup_file) = s
+            .last
+            .map_or((0, String::new()), |(t, f)| (t, f.display().to_string()));
+        let (last_error_time, last_error) = s.last_error.unwrap_or_default();
+        Ok(Response::new(pb::BackupStatus {
+            configured: key.is_some(),
+            recipient: key.map(|k| k.recipient.clone()).unwrap_or_default(),
+            kdf_salt: key.map(|k| k.kdf.salt.clone()).unwrap_or_default(),
+            kdf_m_kib: key.map_or(0, |k| k.kdf.kdf.m_kib),
+            kdf_t: key.map_or(0, |k| k.kdf.kdf.t),
+            kdf_p: key.map_or(0, |k| k.kdf.kdf.p),
+            key_set_at: key.map_or(0, |k| k.set_at),
+            directory: s.config.directory.display().to_string(),
+            interval_seconds: s.config.interval_seconds,
+            keep: s.config.keep,
+            last_backup_time,
+            last_backup_file,
+            last_error_time,
+            last_error,
+            pending: s.pending,
+        }))
+    }
+
+    async fn set_backup_key(
+        &self,
+        request: Request<pb::SetBackupKeyRequest>,
+    ) -> Result<Response<pb::SetBackupKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let action = if r.expected_recipient.is_empty() {
+            "backup_init"
+        } else {
+            "backup_change_passphrase"
+        };
+        let backups = self.backup_caller(&caller, action)?;
+        let kdf = otpd_core::backup::KdfStanza {
+            salt: r.kdf_salt,
+            kdf: otpd_core::backup::BackupKdf {
+                m_kib: r.kdf_m_kib,
+                t: r.kdf_t,
+                p: r.kdf_p,
+            },
+        };
+        let recipient = r.recipient;
+        let expected = (!r.expected_recipient.is_empty()).then_some(r.expected_recipient);
+        let shown = recipient.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            backups.set_key(&recipient, kdf, expected.as_deref())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("worker failed: {e}")))
+        .and_then(|r| r);
+        match done {
+            Ok(()) => {
+                audit::backup(&caller, action, &shown);
+                Ok(Response::new(pb::SetBackupKeyResponse {}))
+            }
+            Err(e) => {
+                audit::refused(Some(&caller), action, None, &e);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn backup_now(
+        &self,
+        request: Request<pb::BackupNowRequest>,
+    ) -> Result<Response<pb::BackupNowResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let backups = self.backup_caller(&caller, "backup_now")?;
+        let done = tokio::task::spawn_blocking(move || backups.backup_now())
+            .await
+            .map_err(|e| Error::Internal(format!("worker failed: {e}")))
+            .and_then(|r| r);
+        match done {
+            Ok(w) => {
+                let file = w.file.display().to_string();
+                audit::backup(&caller, "backup_now", &file);
+                Ok(Response::new(pb::BackupNowResponse {
+                    file,
+                    time: w.time,
+                    users: w.users,
+                    unreadable: w.unreadable,
+                    removed: w.removed,
+                }))
+            }
+            Err(e) => {
+                audit::refused(Some(&caller), "backup_now", None, &e);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn restore_users(
+        &self,
+        request: Request<pb::RestoreUsersRequest>,
+    ) -> Result<Response<pb::RestoreUsersResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let action = "restore";
+        self.backup_caller(&caller, action)?;
+        let r = request.into_inner();
+        let dry_run = r.dry_run;
+        let caller2 = caller.clone();
+        let outcomes = self
+            .run(move |engine| {
+                let mut outcomes = Vec::with_capacity(r.users.len());
+                for u in r.users {
+                    let name = String::from_utf8_lossy(&u.user).into_owned();
+                    let result = UserName::parse(&u.user)
+                        .map_err(Error::from)
+                        .and_then(|user| {
+                            let record = otpd_core::record::UserRecord::decode(&user, &u.record)?;
+                            let merged = engine.restore_user(&user, record, dry_run)?;
+                            Ok((user, merged))
+                        });
+                    outcomes.push(match result {
+                        Ok((user, m)) => {
+                            if !dry_run {
+                                audit::restore(&caller2, user.as_str(), m.replaced, m.watermarks_kept);
+                            }
+                            pb::RestoreOutcome {
+                                user: name,
+                                replaced: m.replaced,
+                                watermarks_kept: u32::try_from(m.watermarks_kept)
+                                    .unwrap_or(u32::MAX),
+                                backup_codes_kept_used: u32::try_from(m.backup_codes_kept_used)
+                                    .unwrap_or(u32::MAX),
+                                error: String::new(),
+                            }
+                        }
+                        Err(e) => {
+                            audit::refused(Some(&caller2), action, Some(&name), &e);
+                            pb::RestoreOutcome {
+                                user: name,
+                                error: e.to_string(),
+                                ..pb::RestoreOutcome::default()
+                            }
+                        }
+                    });
+                }
+                Ok(outcomes)
+            })
+            .await?;
+        Ok(Response::new(pb::RestoreUsersResponse { outcomes }))
     }
 
     async fn rename_device(

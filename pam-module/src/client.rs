@@ -454,6 +454,27 @@ mod tests {
         ) -> Reply<pb::ExportDeviceResponse> {
             Err(tonic::Status::unimplemented("fake"))
         }
+        async fn get_backup_status(
+            &self,
+            _: Request<pb::GetBackupStatusRequest>,
+        ) -> Reply<pb::BackupStatus> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn set_backup_key(
+            &self,
+            _: Request<pb::SetBackupKeyRequest>,
+        ) -> Reply<pb::SetBackupKeyResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn backup_now(&self, _: Request<pb::BackupNowRequest>) -> Reply<pb::BackupNowResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn restore_users(
+            &self,
+            _: Request<pb::RestoreUsersRequest>,
+        ) -> Reply<pb::RestoreUsersResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
         async fn import_users(
             &self,
             _: Request<pb::ImportUsersRequest>,
