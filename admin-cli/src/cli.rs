@@ -295,6 +295,14 @@ pub enum ImportCommand {
     /// starting with # are skipped. A malformed URI is reported with its
     /// line number and imports nothing. The key is never shown. Exits 0 if
     /// no line failed, 5 if any did.
+    ///
+    /// An otpauth-migration:// URI (Google Authenticator: Transfer
+    /// accounts, Export accounts) holds one or more accounts; an account
+    /// otpd cannot use (MD5, 7 digits) is reported and the others import.
+    /// An export of several QR codes must be given whole (every
+    /// otpauth-migration line or picture): if one is missing, nothing is
+    /// imported and the missing numbers are named. --user takes an input
+    /// of one account; with more, --map says whose each one is.
     #[command(group(clap::ArgGroup::new("whose").required(true).args(["user", "map"])))]
     Otpauth(OtpauthArgs),
 }
@@ -302,13 +310,19 @@ pub enum ImportCommand {
 #[derive(Debug, Args)]
 pub struct OtpauthArgs {
     /// The file of URIs, `-` for standard input.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// Import for this login name.
+    #[arg(value_name = "FILE", required_unless_present = "image")]
+    pub file: Option<PathBuf>,
+    /// A screenshot or photo (PNG or JPEG) of QR codes to import, e.g. of
+    /// Google Authenticator's export; repeat it for an export of several
+    /// QR codes. The picture holds the keys: delete it afterwards.
+    #[arg(long, value_name = "FILE")]
+    pub image: Vec<PathBuf>,
+    /// Import for this login name (an input of one account).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
     /// A file of `ACCOUNT USER` lines: the URI whose account (the label
-    /// after `issuer:`) is ACCOUNT goes to USER.
+    /// after `issuer:`) is ACCOUNT goes to USER; ACCOUNT may also be
+    /// `ISSUER:ACCOUNT`, to tell apart accounts of the same name.
     #[arg(long, value_name = "FILE", conflicts_with = "user")]
     pub map: Option<PathBuf>,
     /// The name of the imported devices.

@@ -129,6 +129,26 @@ pub enum Error {
     #[error("cannot read {}: {source}", .path.display())]
     ImportRead { path: PathBuf, source: io::Error },
 
+    /// `otpctl import otpauth`: a Google Authenticator export of several
+    /// QR codes was given in part (`missing`: their numbers, from 1).
+    #[error(
+        "the Google Authenticator export is incomplete: QR code{} {} of {size} missing \
+         (first seen in {seen}); give every QR code of the export (every \
+         otpauth-migration line, or --image once per picture); nothing was imported",
+        if .missing.len() == 1 { "" } else { "s" },
+        .missing.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    ImportIncomplete {
+        missing: Vec<u32>,
+        size: u32,
+        seen: String,
+    },
+
+    /// `otpctl import`: the arguments do not fit the input (e.g. --user
+    /// for an input of several accounts).
+    #[error("{0}")]
+    ImportUsage(String),
+
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -161,7 +181,9 @@ impl Error {
             | Error::Prompt(_)
             | Error::Output(_)
             | Error::Runtime(_)
-            | Error::ImportRead { .. } => exit::OTHER,
+            | Error::ImportRead { .. }
+            | Error::ImportIncomplete { .. } => exit::OTHER,
+            Error::ImportUsage(_) => exit::USAGE,
         }
     }
 

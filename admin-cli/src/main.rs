@@ -9,6 +9,7 @@ mod output;
 #[allow(dead_code)] // TODO(issue 8): used by export and backup, written now
 mod passphrase;
 mod qr;
+mod qr_image;
 
 use std::io;
 use std::process::ExitCode;

@@ -8,6 +8,7 @@
 //! imported, skipped (already enrolled, no file) or failed with the
 //! reason. The key and the scratch codes never appear in it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -169,30 +170,156 @@ async fn submit(
 /// Most bytes of URIs read.
 const MAX_URI_FILE: usize = 16 << 20;
 
+/// One account found in the input, parsed or refused.
+struct Found {
+    /// Where: `FILE:LINE`, `PICTURE QR code N`, with ` account K` for an
+    /// account of an export.
+    place: String,
+    result: Result<otpd_core::interop::otpauth::OtpAuth, String>,
+}
+
+/// The otpauth import: URI lines from a file or stdin, and QR codes from
+/// pictures; otpauth:// URIs give one account each, Google Authenticator's
+/// otpauth-migration:// URIs any number. Everything is read and checked
+/// first (an incomplete export, or --user for several accounts, stops the
+/// run before anything is sent); then one ImportDevice call per user.
 async fn otpauth(
     client: &mut Client,
     p: &mut Printer<'_>,
     args: OtpauthArgs,
 ) -> Result<ExitCode, Error> {
+    use otpd_core::interop::google_migration as gm;
     use otpd_core::interop::otpauth::{self as uri, Kind as UriKind};
-    let read_err = |reason: String| Error::ImportRead {
-        path: args.file.clone(),
-        source: io::Error::other(reason),
-    };
-    let bytes = if args.file.as_os_str() == "-" {
-        let mut bytes = Zeroizing::new(Vec::new());
-        io::stdin()
-            .take(MAX_URI_FILE as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| read_err(e.to_string()))?;
-        if bytes.len() > MAX_URI_FILE {
-            return Err(read_err(format!("larger than {MAX_URI_FILE} bytes")));
+
+    // What to parse: (place, text), text zeroized after use.
+    let mut inputs: Vec<(String, Zeroizing<String>)> = Vec::new();
+    if let Some(file) = &args.file {
+        let read_err = |reason: String| Error::ImportRead {
+            path: file.clone(),
+            source: io::Error::other(reason),
+        };
+        let bytes = if file.as_os_str() == "-" {
+            let mut bytes = Zeroizing::new(Vec::new());
+            io::stdin()
+                .take(MAX_URI_FILE as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| read_err(e.to_string()))?;
+            if bytes.len() > MAX_URI_FILE {
+                return Err(read_err(format!("larger than {MAX_URI_FILE} bytes")));
+            }
+            bytes
+        } else {
+            read_bounded(file, MAX_URI_FILE).map_err(read_err)?
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| read_err("not UTF-8 text".into()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let place = format!("{}:{}", file.display(), i + 1);
+            inputs.push((place, Zeroizing::new(line.to_owned())));
         }
-        bytes
-    } else {
-        read_bounded(&args.file, MAX_URI_FILE).map_err(read_err)?
-    };
-    let text = std::str::from_utf8(&bytes).map_err(|_| read_err("not UTF-8 text".into()))?;
+    }
+    for image in &args.image {
+        let codes = crate::qr_image::read(image).map_err(|e| Error::ImportRead {
+            path: image.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let several = codes.len() > 1;
+        for (n, code) in codes.into_iter().enumerate() {
+            let place = if several {
+                format!("{} QR code {}", image.display(), n + 1)
+            } else {
+                image.display().to_string()
+            };
+            inputs.push((place, code));
+        }
+    }
+
+    let mut report = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
+    // Per export (batch id): its QR code count, the numbers seen, where
+    // the first was.
+    let mut exports: BTreeMap<i32, (u32, BTreeSet<u32>, String)> = BTreeMap::new();
+    for (place, text) in &inputs {
+        if !gm::is_migration_uri(text) {
+            found.push(Found {
+                place: place.clone(),
+                result: uri::parse(text).map_err(|e| format!("{place}: {e}")),
+            });
+            continue;
+        }
+        let payload = match gm::parse(text) {
+            Ok(payload) => payload,
+            Err(e) => {
+                let place = Path::new(place);
+                report.push(Outcome::failed("?", place, format!("{}: {e}", place.display())));
+                continue;
+            }
+        };
+        let batch = payload.batch;
+        let export = exports
+            .entry(batch.id)
+            .or_insert_with(|| (batch.size, BTreeSet::new(), place.clone()));
+        if export.0 != batch.size {
+            return Err(Error::ImportUsage(format!(
+                "{place}: QR code {} of {} does not belong with {} (an export of {} QR codes \
+                 with the same number): give the QR codes of one export at a time",
+                batch.index + 1,
+                batch.size,
+                export.2,
+                export.0
+            )));
+        }
+        if !export.1.insert(batch.index) {
+            report.push(Outcome::skipped(
+                "?",
+                Path::new(place),
+                format!(
+                    "QR code {} of {} of this export again: read once",
+                    batch.index + 1,
+                    batch.size
+                ),
+            ));
+            continue;
+        }
+        let many = payload.accounts.len() > 1;
+        for (k, account) in payload.accounts.into_iter().enumerate() {
+            let place = if many {
+                format!("{place} account {}", k + 1)
+            } else {
+                place.clone()
+            };
+            let result = account
+                .result
+                .map_err(|e| format!("{place}: account \"{}\": {e}", account.name));
+            found.push(Found { place, result });
+        }
+    }
+    for (size, seen, first) in exports.values() {
+        let missing: Vec<u32> = (0..*size)
+            .filter(|i| !seen.contains(i))
+            .map(|i| i + 1)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::ImportIncomplete {
+                missing,
+                size: *size,
+                seen: first.clone(),
+            });
+        }
+    }
+    if args.user.is_some() {
+        let accounts = found.iter().filter(|f| f.result.is_ok()).count();
+        if accounts > 1 {
+            return Err(Error::ImportUsage(format!(
+                "--user takes an input of one account; this one holds {accounts}: \
+                 say whose each is with --map (ACCOUNT USER lines); nothing was imported"
+            )));
+        }
+    }
+
     let map: Option<Vec<(String, String)>> = match &args.map {
         None => None,
         Some(path) => {
@@ -212,39 +339,42 @@ async fn otpauth(
             )
         }
     };
-    let mut report = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let place = PathBuf::from(format!("{}:{}", args.file.display(), i + 1));
-        let parsed = match uri::parse(line) {
+    for Found { place, result } in found {
+        let place = PathBuf::from(place);
+        let parsed = match result {
             Ok(parsed) => parsed,
-            Err(e) => {
-                report.push(Outcome::failed(
-                    "?",
-                    &place,
-                    format!("{}: {e}", place.display()),
-                ));
+            Err(reason) => {
+                report.push(Outcome::failed("?", &place, reason));
                 continue;
             }
         };
         let user = match (&args.user, &map) {
             (Some(user), _) => user.clone(),
-            (None, Some(map)) => match map.iter().find(|(a, _)| *a == parsed.account) {
-                Some((_, user)) => user.clone(),
-                None => {
-                    report.push(Outcome::skipped(
-                        &parsed.account,
-                        &place,
-                        "no user for this account in --map",
-                    ));
-                    continue;
+            (None, Some(map)) => {
+                // ACCOUNT, or ISSUER:ACCOUNT for accounts of the same name.
+                let full = parsed
+                    .issuer
+                    .as_ref()
+                    .map(|issuer| format!("{issuer}:{}", parsed.account));
+                match map
+                    .iter()
+                    .find(|(a, _)| *a == parsed.account || Some(a) == full.as_ref())
+                {
+                    Some((_, user)) => user.clone(),
+                    None => {
+                        report.push(Outcome::skipped(
+                            &parsed.account,
+                            &place,
+                            "no user for this account in --map",
+                        ));
+                        continue;
+                    }
                 }
-            },
-            (None, None) => return Err(read_err("--user or --map is required".into())),
+            }
+            (None, None) => {
+                return Err(Error::ImportUsage("--user or --map is required".into()));
+            }
         };
         if !seen.insert(user.clone()) {
             report.push(Outcome::skipped(
