@@ -152,7 +152,9 @@ mod tests {
     fn reads_the_qr_code_of_a_png_and_a_jpeg() {
         let code = qrcode::QrCode::new(b"otpauth-migration://offline?data=CgA%3D").unwrap();
         let img = image::DynamicImage::ImageLuma8(
-            code.render::<image::Luma<u8>>().min_dimensions(300, 300).build(),
+            code.render::<image::Luma<u8>>()
+                .min_dimensions(300, 300)
+                .build(),
         );
         let got = decode(&png(&img)).unwrap();
         assert_eq!(got.len(), 1);

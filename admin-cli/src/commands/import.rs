@@ -254,7 +254,11 @@ async fn otpauth(
             Ok(payload) => payload,
             Err(e) => {
                 let place = Path::new(place);
-                report.push(Outcome::failed("?", place, format!("{}: {e}", place.display())));
+                report.push(Outcome::failed(
+                    "?",
+                    place,
+                    format!("{}: {e}", place.display()),
+                ));
                 continue;
             }
         };

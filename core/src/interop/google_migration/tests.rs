@@ -114,7 +114,10 @@ fn public_examples() {
         "otpauth-migration://offline?data=CiUKEPqlBekzoNEukL7qlsjBCDYSCWhvdHAgZGVtbyABKAEwATgEEAEYASAAKNuv15j6%2F%2F%2F%2F%2FwE%3D",
     );
     let a = only(&p);
-    assert_eq!((a.kind, a.issuer.as_deref()), (Kind::Hotp { counter: 4 }, None));
+    assert_eq!(
+        (a.kind, a.issuer.as_deref()),
+        (Kind::Hotp { counter: 4 }, None)
+    );
     assert_eq!(a.account, "hotp demo");
 
     // Same file: the name "encoding: ¿äÄéÉ? (demo)", no issuer field.
@@ -144,7 +147,9 @@ fn accounts_batches_and_encodings() {
     ])
     .int(15, 3);
     let mut with_fixed = p.clone();
-    with_fixed.0.extend_from_slice(&[(14 << 3) | 1, 1, 2, 3, 4, 5, 6, 7, 8]);
+    with_fixed
+        .0
+        .extend_from_slice(&[(14 << 3) | 1, 1, 2, 3, 4, 5, 6, 7, 8]);
     with_fixed.0.extend_from_slice(&[(13 << 3) | 5, 1, 2, 3, 4]);
     let got = ok(&with_fixed.uri());
     assert_eq!(got.batch.id, -559038737);
@@ -260,7 +265,9 @@ fn bad_payloads_are_refused_whole_without_the_secret() {
     let good = payload(&[account("a", "")]);
     let cut = Pb(good.0[..good.0.len() / 2].to_vec());
     let long_len = Pb::default().varint(10).varint(1 << 40);
-    let huge_varint = Pb(vec![0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+    let huge_varint = Pb(vec![
+        0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+    ]);
     let group = Pb(vec![0x0b, 0x0c]);
     let wrong_type = Pb::default().int(1, 5);
     let field_zero = Pb(vec![0x00, 0x01]);
@@ -270,7 +277,10 @@ fn bad_payloads_are_refused_whole_without_the_secret() {
     let inner_cut = Pb::default().bytes(1, &account("a", "").0[..5]);
     let uri = |p: &Pb| p.uri();
     for (text, err) in [
-        ("otpauth://totp/x?secret=A".to_owned(), PayloadError::NotMigration),
+        (
+            "otpauth://totp/x?secret=A".to_owned(),
+            PayloadError::NotMigration,
+        ),
         (
             "otpauth-migration://online?data=AA".to_owned(),
             PayloadError::NotMigration,
@@ -310,10 +320,7 @@ fn bad_payloads_are_refused_whole_without_the_secret() {
             uri(&huge_varint),
             PayloadError::Protobuf("varint out of range"),
         ),
-        (
-            uri(&group),
-            PayloadError::Protobuf("unsupported wire type"),
-        ),
+        (uri(&group), PayloadError::Protobuf("unsupported wire type")),
         (
             uri(&wrong_type),
             PayloadError::Protobuf("a field has the wrong type"),
@@ -334,6 +341,9 @@ fn bad_payloads_are_refused_whole_without_the_secret() {
         let got = parse(&text).err();
         assert_eq!(got.as_ref(), Some(&err), "{text:.80}");
         let shown = got.map(|e| e.to_string()).unwrap_or_default();
-        assert!(!shown.contains("1234567890") && !shown.contains("MTIzNDU2"), "{shown}");
+        assert!(
+            !shown.contains("1234567890") && !shown.contains("MTIzNDU2"),
+            "{shown}"
+        );
     }
 }
