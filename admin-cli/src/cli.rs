@@ -86,6 +86,20 @@ pub enum Command {
     /// Import devices from other tools (users keep the secret in their app).
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Export one device of a user (its key), to move it to a new phone or
+    /// to another otpd. Root only; otpd audits who exported whose device.
+    ///
+    /// Exactly one output: the QR code on this terminal (default), a PNG
+    /// of it (--png), the otpauth URI as text (--uri), or a file encrypted
+    /// with a passphrase (--encrypted: the age format, which
+    /// `otpctl import otpd-export` reads back and stock `age -d` opens).
+    /// Whoever sees the key can compute the user's codes for as long as
+    /// the device is enrolled: the URI, and a QR code written into a pipe
+    /// or a file, need --plaintext-secret (and are marked with a warning);
+    /// delete a PNG once it is scanned. The passphrase of --encrypted is
+    /// asked twice on the terminal (or read from --passphrase-file) and
+    /// must be strong: the file can be attacked offline.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +319,65 @@ pub enum ImportCommand {
     /// of one account; with more, --map says whose each one is.
     #[command(group(clap::ArgGroup::new("whose").required(true).args(["user", "map"])))]
     Otpauth(OtpauthArgs),
+    /// Import the file of `otpctl export --encrypted` (from this or another
+    /// otpd).
+    ///
+    /// Asks for the file's passphrase (or reads --passphrase-file),
+    /// decrypts it, and imports its devices for the user it names (or
+    /// --user), all in one atomic step, with their counters and replay
+    /// state. A user who is enrolled already is skipped unless --replace.
+    /// A wrong passphrase imports nothing. The key is never shown. Exits 0
+    /// if the user was imported or skipped, 5 if the import failed.
+    OtpdExport(OtpdExportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("output").args(["png", "uri", "encrypted"])))]
+pub struct ExportArgs {
+    /// The login name.
+    pub user: String,
+    /// The device to export [default: the user's first active device].
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+    /// Write the QR code to this PNG file (mode 0600; never overwritten).
+    /// It holds the key: delete it once scanned.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// Print the otpauth:// URI (holds the key; needs --plaintext-secret).
+    #[arg(long)]
+    pub uri: bool,
+    /// Write a passphrase-encrypted file (age format; mode 0600; never
+    /// overwritten), for `otpctl import otpd-export` or `age -d`.
+    #[arg(long, value_name = "FILE")]
+    pub encrypted: Option<PathBuf>,
+    /// Allow the key out as plain text: --uri, or the QR code into a pipe
+    /// or file. A warning on stderr says that the output holds it.
+    #[arg(long)]
+    pub plaintext_secret: bool,
+    /// Read the passphrase of --encrypted from the first line of this file
+    /// (only its owner may read it) instead of the terminal.
+    #[arg(long, value_name = "FILE", requires = "encrypted")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OtpdExportArgs {
+    /// The encrypted file written by `otpctl export --encrypted`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Import for this login name [default: the user named in the file].
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Read the passphrase from the first line of this file (only its
+    /// owner may read it) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Replace the devices of the user if they are enrolled.
+    #[arg(long)]
+    pub replace: bool,
+    /// Show what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -149,6 +149,43 @@ pub enum Error {
     #[error("{0}")]
     ImportUsage(String),
 
+    /// `otpctl export`: the key would be shown as plain text without
+    /// `--plaintext-secret`.
+    #[error(
+        "refusing to show the key as plain text: {what}. Whoever sees it can compute the \
+         user's codes; add --plaintext-secret if that is really wanted, or use --png FILE \
+         or --encrypted FILE"
+    )]
+    PlaintextRefused { what: &'static str },
+
+    /// A value given on the command line is not acceptable.
+    #[error("invalid argument: {0}")]
+    InvalidInput(String),
+
+    /// `otpctl export --png/--encrypted` names a file that exists already.
+    #[error("refusing to overwrite {}: the file exists", .path.display())]
+    OutputExists { path: PathBuf },
+
+    /// The output file cannot be created.
+    #[error("cannot create {}: {source}", .path.display())]
+    OutputCreate { path: PathBuf, source: io::Error },
+
+    /// Writing the output file failed (it was removed again).
+    #[error("cannot write {}: {source}", .path.display())]
+    OutputWrite { path: PathBuf, source: io::Error },
+
+    /// No passphrase could be read, or a new one is too weak.
+    #[error(transparent)]
+    Passphrase(#[from] crate::passphrase::ReadError),
+
+    /// The passphrase does not open the encrypted file.
+    #[error(
+        "the passphrase does not open {}: wrong passphrase (or not the file it was \
+         written with); nothing was imported",
+        .path.display()
+    )]
+    WrongPassphrase { path: PathBuf },
+
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -184,6 +221,20 @@ impl Error {
             | Error::ImportRead { .. }
             | Error::ImportIncomplete { .. } => exit::OTHER,
             Error::ImportUsage(_) => exit::USAGE,
+            Error::PlaintextRefused { .. }
+            | Error::InvalidInput(_)
+            | Error::OutputExists { .. }
+            | Error::OutputCreate { .. } => exit::USAGE,
+            Error::Passphrase(e) => match e {
+                crate::passphrase::ReadError::NoTerminal
+                | crate::passphrase::ReadError::Mismatch
+                | crate::passphrase::ReadError::FileOpen { .. }
+                | crate::passphrase::ReadError::Invalid(_)
+                | crate::passphrase::ReadError::Weak(_) => exit::USAGE,
+                crate::passphrase::ReadError::Terminal(_)
+                | crate::passphrase::ReadError::File { .. } => exit::OTHER,
+            },
+            Error::OutputWrite { .. } | Error::WrongPassphrase { .. } => exit::OTHER,
         }
     }
 

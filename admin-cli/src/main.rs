@@ -6,7 +6,6 @@ mod client;
 mod commands;
 mod error;
 mod output;
-#[allow(dead_code)] // TODO(issue 8): used by export and backup, written now
 mod passphrase;
 mod qr;
 mod qr_image;

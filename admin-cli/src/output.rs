@@ -991,6 +991,75 @@ impl Printer<'_> {
     }
 }
 
+/// `otpctl export`: the QR code, the URI (only when asked for) or where
+/// the file went. `--json` never holds the key unless it is the URI asked
+/// for with `--plaintext-secret`. Whenever the key goes out as text, a
+/// warning on stderr says so.
+impl Printer<'_> {
+    pub fn exported(&mut self, e: &crate::commands::export::Exported<'_>) -> io::Result<()> {
+        use crate::commands::export::Output;
+        if matches!(e.output, Output::Uri | Output::Terminal) {
+            self.warning(&format!(
+                "the output holds the secret key of device \"{}\" of {}: whoever sees it \
+                 can compute their codes; do not keep, paste or log it",
+                e.device, e.user
+            ))?;
+        }
+        let file = match e.output {
+            Output::Png(path) | Output::Encrypted(path) => Some(path.display().to_string()),
+            Output::Uri | Output::Terminal => None,
+        };
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                user: &'a str,
+                device: &'a str,
+                format: &'static str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                file: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                otpauth_uri: Option<&'a str>,
+            }
+            return self.json_line(&Json {
+                user: e.user,
+                device: e.device,
+                format: e.output.audit_name(),
+                file: file.as_deref(),
+                otpauth_uri: e.uri,
+            });
+        }
+        match e.output {
+            Output::Terminal => {
+                if let Some(qr) = e.qr {
+                    writeln!(self.out, "{qr}")?;
+                }
+                writeln!(
+                    self.out,
+                    "Device \"{}\" of {}: scan the QR code with the new phone's app.",
+                    e.device, e.user
+                )
+            }
+            Output::Uri => writeln!(self.out, "{}", e.uri.unwrap_or_default()),
+            Output::Png(_) => writeln!(
+                self.out,
+                "wrote the QR code of device \"{}\" of {} to {} (holds the key: delete it \
+                 once scanned)",
+                e.device,
+                e.user,
+                file.unwrap_or_default()
+            ),
+            Output::Encrypted(_) => writeln!(
+                self.out,
+                "wrote device \"{}\" of {} to {}, encrypted with the passphrase (age); \
+                 import it with 'otpctl import otpd-export FILE', or open it with 'age -d'",
+                e.device,
+                e.user,
+                file.unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// Unix seconds as RFC 3339 UTC to the second; `None` for 0 (no time).
 /// Times humantime cannot show (before 1970, after 9999) print as
 /// "@SECONDS".

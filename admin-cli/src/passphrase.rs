@@ -38,10 +38,12 @@ pub const MAX_BYTES: usize = 1024;
 /// Guesses per second assumed for a well-funded offline attacker against
 /// one memory-hard (Argon2id, hundreds of MiB) passphrase hash: a farm of
 /// GPUs or a botnet. The figure is generous on purpose.
+#[cfg_attr(not(test), allow(dead_code))] // the README's arithmetic (tested)
 pub const ATTACKER_GUESSES_PER_SECOND: f64 = 1e5;
 
 /// Years for that attacker to try as many guesses as the strength floor:
 /// a passphrase at the floor is expected to fall in half of that.
+#[cfg_attr(not(test), allow(dead_code))] // the README's arithmetic (tested)
 pub fn years_to_search(guesses_log10: f64) -> f64 {
     10f64.powf(guesses_log10) / ATTACKER_GUESSES_PER_SECOND / (365.25 * 24.0 * 3600.0)
 }

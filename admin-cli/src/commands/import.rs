@@ -123,6 +123,7 @@ pub async fn run(
         ImportCommand::GoogleAuthenticator(args) => google_authenticator(client, p, args).await,
         ImportCommand::PamOath(args) => pam_oath(client, p, args).await,
         ImportCommand::Otpauth(args) => otpauth(client, p, args).await,
+        ImportCommand::OtpdExport(args) => super::export::import(client, p, args).await,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod backup_codes;
 pub mod confirm;
 pub mod device;
 pub mod enroll;
+pub mod export;
 pub mod import;
 pub mod rekey;
 pub mod reset;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
         Command::AppPassword(command) => app_password::run(&mut client, p, command).await,
         Command::Rekey => rekey::run(&mut client, p).await,
         Command::Import(command) => import::run(&mut client, p, command).await,
+        Command::Export(args) => export::run(&mut client, p, args).await,
         Command::Status { user } => status::run(&mut client, p, user).await,
         Command::BackupCodes(args) => backup_codes::run(&mut client, p, args).await,
         Command::Unlock(args) => unlock::run(&mut client, p, args).await,
