@@ -13,6 +13,7 @@
 #                    its checked-in corpus; no cargo-fuzz needed.
 #   make fuzz-run FUZZ_TARGET=code FUZZ_SECONDS=3600   one target, long.
 #   make bench       verify latency over the socket (release build).
+#   make bench-import  a million pam_oath users imported (release build).
 #   make demo        a real SSH login with a TOTP code on 127.0.0.1.
 
 PREFIX     ?= /usr/local
@@ -26,7 +27,7 @@ PAMDIR     ?= $(shell dirname "$$(find /lib /usr/lib /lib64 /usr/lib64 -name pam
 CARGO      ?= cargo
 APT_PACKAGES = libpam0g-dev pkg-config
 
-.PHONY: all build deps install uninstall test lint bench demo clean fuzz-build fuzz-ci fuzz-run
+.PHONY: all build deps install uninstall test lint bench bench-import demo clean fuzz-build fuzz-ci fuzz-run
 
 all: build
 
@@ -148,6 +149,13 @@ fuzz-run: fuzz-build
 
 bench:
 	$(CARGO) bench -p otpd-tests --bench verify_latency --locked
+
+# A million pam_oath users imported into the built otpd (release builds);
+# OTPD_BENCH_USERS=N for another number. Prints the time, users/s, the
+# store's size per user and the peak RSS of otpd and otpctl.
+bench-import:
+	$(CARGO) build --release --locked -p otpd -p otpctl
+	$(CARGO) bench -p otpd-tests --bench bulk_import --locked
 
 demo:
 	$(CARGO) build --workspace --locked

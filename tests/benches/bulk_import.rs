@@ -1,0 +1,171 @@
+//! Bulk import: `otpctl import pam-oath` of one `users.oath` with
+//! `OTPD_BENCH_USERS` users (default 1,000,000: how the scale benchmark
+//! fills the store), into the built `otpd` binary on a fresh state
+//! directory, both release builds, with the real clock and fsyncs.
+//!
+//! The file mixes pam_oath's lines: time tokens (`HOTP/T30`, some with 8
+//! digits), counter tokens (`HOTP` at a counter) and every 50th user with
+//! a second token. Prints the wall time, users per second, the state
+//! directory's size on disk per user, and the peak RSS of otpd and otpctl;
+//! then one Verify of an imported user must be accepted.
+//!
+//! Run: `make bench-import` (builds otpd and otpctl first), or
+//! `OTPD_BENCH_USERS=10000 make bench-import` for a quick look.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use otpd_proto::v1::Decision;
+use otpd_tests::*;
+
+/// A user's 20-byte key, as hex (distinct per user and token).
+fn key(user: usize, token: usize) -> String {
+    let a = (user as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed;
+    let b = (token as u64 + 1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    format!("{a:016x}{b:016x}{:08x}", (user as u32) ^ 0xa5a5_a5a5)
+}
+
+/// The users file: the lines pam_oath writes, in a mixture; and the
+/// number of lines.
+fn users_file(n: usize) -> (String, usize) {
+    let mut text = String::with_capacity(n * 80);
+    let mut lines = 0;
+    for i in 0..n {
+        let tokens = if i % 50 == 49 { 2 } else { 1 };
+        for t in 0..tokens {
+            lines += 1;
+            let k = key(i, t);
+            match (i + t) % 4 {
+                // A counter token at its counter.
+                0 => writeln!(text, "HOTP\tuser{i}\t-\t{k}\t{}", i % 1000),
+                // An 8-digit time token.
+                1 => writeln!(text, "HOTP/T30/8\tuser{i}\t-\t{k}"),
+                _ => writeln!(text, "HOTP/T30\tuser{i}\t-\t{k}"),
+            }
+            .unwrap();
+        }
+    }
+    (text, lines)
+}
+
+/// Bytes on disk (allocated blocks) under `dir`.
+fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+/// Peak resident memory of a running process (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// Peak resident memory of the largest waited-for child, in MiB.
+fn children_peak_rss_mib() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .unwrap();
+    usage.max_rss() as f64 / 1024.0
+}
+
+fn main() {
+    let n: usize = std::env::var("OTPD_BENCH_USERS")
+        .ok()
+        .map(|v| v.replace('_', "").parse().expect("OTPD_BENCH_USERS: a number"))
+        .unwrap_or(1_000_000);
+    let dir = shared_tempdir();
+    let file = dir.path().join("users.oath");
+    let (text, lines) = users_file(n);
+    std::fs::write(&file, text).unwrap();
+    let daemon = Process::start(dir.path());
+
+    let start = Instant::now();
+    let out = Command::new(built("otpctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["import", "pam-oath", "--quiet"])
+        .arg(&file)
+        .env_remove("OTPD_SOCKET")
+        .output()
+        .unwrap();
+    let wall = start.elapsed();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "import failed ({}): {report}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        report.trim_end(),
+        format!("{lines} imported, 0 skipped, 0 failed"),
+        "{report}"
+    );
+    let otpctl_rss = children_peak_rss_mib();
+    let otpd_rss = peak_rss_mib(daemon.child.id());
+    let state = disk_usage(&daemon.state_dir);
+
+    // An imported time-token user logs in with the current code.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Users 2, 6, 10... have one 6-digit time token: the first and the last.
+    let probes = [2, (0..n).rev().find(|i| i % 4 == 2 && i % 50 != 49).unwrap_or(2)];
+    let verified = rt.block_on(async {
+        let mut c = connect(&daemon.socket).await;
+        let mut all = true;
+        for probe in probes.into_iter().filter(|&p| p < n) {
+            let hex = key(probe, 0);
+            let secret: Vec<u8> = (0..20)
+                .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap())
+                .collect();
+            let totp = totp_rs::TOTP::new_unchecked(
+                totp_rs::Algorithm::SHA1,
+                6,
+                1,
+                30,
+                secret,
+                None,
+                "bench".into(),
+            );
+            let code = totp.generate_current().unwrap();
+            let v = verify(&mut c, &format!("user{probe}"), &code).await;
+            all &= Decision::try_from(v.decision) == Ok(Decision::Accepted);
+        }
+        all
+    });
+    assert!(verified, "an imported user's code was refused");
+
+    println!(
+        "bulk import of {n} users (pam_oath users.oath, {lines} lines): {:.1} s, {:.0} users/s",
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "state directory: {:.1} MiB, {} bytes per user (store + replay watermarks)",
+        state as f64 / 1048576.0,
+        state / n.max(1) as u64
+    );
+    println!("peak RSS: otpd {otpd_rss:.0} MiB, otpctl {otpctl_rss:.0} MiB");
+    println!("verify after the import: accepted");
+    drop(daemon);
+}
