@@ -86,6 +86,28 @@ pub enum Command {
     /// Import devices from other tools (users keep the secret in their app).
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Encrypted backups of the whole store, with a passphrase otpd never
+    /// sees (root only).
+    ///
+    /// `backup init` sets the passphrase once; otpd keeps only the public
+    /// half of the key derived from it and writes age-encrypted backups on
+    /// its own into [backup] directory (after changes, and on `backup
+    /// now`). See the README, "Backup and restore".
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Restore users from an encrypted backup (root only).
+    ///
+    /// Asks for the backup's passphrase (or reads --passphrase-file) and
+    /// opens the file here; shows what it holds (date, host, users,
+    /// devices, app passwords, backup codes) and asks before restoring
+    /// (--yes: without asking; --dry-run: only show). Each user of the
+    /// backup is restored in one atomic step, replacing a stored record of
+    /// the same user, but replay watermarks never move backwards: a code
+    /// used after the backup stays used (the count is reported). Users
+    /// otpd has that the backup does not are left alone and listed. A
+    /// wrong passphrase restores nothing. Exits 0 if every user was
+    /// restored, 1 on a wrong passphrase, 5 if any user failed.
+    Restore(RestoreArgs),
     /// Export one device of a user (its key), to move it to a new phone or
     /// to another otpd. Root only; otpd audits who exported whose device.
     ///
@@ -742,4 +764,89 @@ mod tests {
             "{help}"
         );
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Set the backup passphrase (once) and start automatic backups.
+    ///
+    /// Asks for a new passphrase twice (or reads --passphrase-file); it must
+    /// be long and hard to guess (at least 20 characters, 10^16 guesses:
+    /// a backup can be attacked offline). otpctl derives an age key pair
+    /// from it (Argon2id, 256 MiB) and gives otpd the public half; neither
+    /// otpd nor otpctl stores the passphrase.
+    Init(InitArgs),
+    /// Write a backup now.
+    Now,
+    /// Show the backup key (its public half), the directory, the last
+    /// backup and the last error.
+    Status,
+    /// Print the age identity (secret key) of a backup file, for stock
+    /// `age -d -i` in a disaster.
+    ///
+    /// Asks for the passphrase; needs no running otpd. The output is the
+    /// secret key of every backup under this passphrase: write it to a
+    /// private file only, and delete it after use.
+    Identity(BackupIdentityArgs),
+    /// Change the backup passphrase and re-encrypt every backup under it.
+    ///
+    /// Asks for the current passphrase (it must give the current key),
+    /// then the new one twice. otpd writes backups only under the new one
+    /// from then on; every backup file in the directory that the old
+    /// passphrase opens is re-encrypted under the new one, each replaced
+    /// atomically, and the count is reported.
+    ChangePassphrase(ChangePassphraseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Read the passphrase from the first line of FILE (readable by its
+    /// owner only) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// TESTS ONLY: derive the key with a cheap Argon2id (64 KiB, 1 pass),
+    /// which makes the passphrase far easier to guess offline.
+    #[arg(long, hide = true)]
+    pub insecure_test_kdf: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupIdentityArgs {
+    /// A backup file (otpd-backup-*.age).
+    pub file: PathBuf,
+    /// Read the passphrase from the first line of FILE (readable by its
+    /// owner only) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangePassphraseArgs {
+    /// Read the current passphrase from the first line of FILE (readable
+    /// by its owner only) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Read the new passphrase from the first line of FILE (readable by
+    /// its owner only) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// TESTS ONLY: see `backup init --insecure-test-kdf`.
+    #[arg(long, hide = true)]
+    pub insecure_test_kdf: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (otpd-backup-*.age).
+    pub file: PathBuf,
+    /// Read the passphrase from the first line of FILE (readable by its
+    /// owner only) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Restore without asking for confirmation (scripts).
+    #[arg(long)]
+    pub yes: bool,
+    /// Open the backup and show what would be restored; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -186,6 +186,34 @@ pub enum Error {
     )]
     WrongPassphrase { path: PathBuf },
 
+    /// A backup passphrase could not be read, or a new one is too weak.
+    #[error("{0}")]
+    BackupPassphrase(crate::passphrase::ReadError),
+
+    /// A backup file cannot be read, is not a backup, or is damaged.
+    #[error("backup {}: {reason}", .path.display())]
+    BackupFile { path: PathBuf, reason: String },
+
+    /// The passphrase does not open the backup file.
+    #[error(
+        "the passphrase does not open {} (a wrong passphrase, or a file altered since); \
+         nothing was restored or changed",
+        .path.display()
+    )]
+    BackupWrongPassphrase { path: PathBuf },
+
+    /// `backup change-passphrase`: the old passphrase does not give the
+    /// current backup key.
+    #[error(
+        "that is not the current backup passphrase (it does not give the current backup \
+         key); nothing was changed"
+    )]
+    BackupKeyMismatch,
+
+    /// Another backup command failure (not set up, not confirmed...).
+    #[error("{0}")]
+    Backup(String),
+
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -221,6 +249,11 @@ impl Error {
             | Error::ImportRead { .. }
             | Error::ImportIncomplete { .. } => exit::OTHER,
             Error::ImportUsage(_) => exit::USAGE,
+            Error::BackupPassphrase(crate::passphrase::ReadError::Weak(_)) => exit::USAGE,
+            Error::BackupWrongPassphrase { .. } | Error::BackupKeyMismatch => exit::REJECTED,
+            Error::BackupPassphrase(_) | Error::BackupFile { .. } | Error::Backup(_) => {
+                exit::OTHER
+            }
             Error::PlaintextRefused { .. }
             | Error::InvalidInput(_)
             | Error::OutputExists { .. }

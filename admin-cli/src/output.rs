@@ -1060,6 +1060,21 @@ impl Printer<'_> {
     }
 }
 
+/// Reports of the backup commands: JSON from `Serialize`, text as given.
+impl Printer<'_> {
+    pub fn report<T: Serialize>(&mut self, value: &T, human: &str) -> io::Result<()> {
+        if self.json {
+            return self.json_line(value);
+        }
+        self.out.write_all(human.as_bytes())
+    }
+
+    /// A warning on stderr (in JSON mode too).
+    pub fn warn(&mut self, message: &str) -> io::Result<()> {
+        self.warning(message)
+    }
+}
+
 /// Unix seconds as RFC 3339 UTC to the second; `None` for 0 (no time).
 /// Times humantime cannot show (before 1970, after 9999) print as
 /// "@SECONDS".

@@ -369,7 +369,10 @@ impl Backups {
             .map_err(|e| Error::Internal(format!("encode the backup key state: {e}")))?;
         let dir = self.key_path.parent().unwrap_or_else(|| Path::new("/"));
         write_atomically(dir, &self.key_path, &mut |f| f.write_all(&json)).map_err(|reason| {
-            Error::BackupKey(format!("cannot write {}: {reason}", self.key_path.display()))
+            Error::BackupKey(format!(
+                "cannot write {}: {reason}",
+                self.key_path.display()
+            ))
         })?;
         let mut st = self.state();
         st.key = Some(key);

@@ -2,6 +2,7 @@
 //! and hands the answer to the [`Printer`].
 
 pub mod app_password;
+pub mod backup;
 pub mod backup_codes;
 pub mod confirm;
 pub mod device;
@@ -9,6 +10,7 @@ pub mod enroll;
 pub mod export;
 pub mod import;
 pub mod rekey;
+pub mod restore;
 pub mod reset;
 pub mod status;
 pub mod unlock;
@@ -16,21 +18,28 @@ pub mod verify;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BackupCommand, Cli, Command};
 use crate::client;
 use crate::error::Error;
 use crate::output::Printer;
 
 /// Connects to otpd and runs the command.
 pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
+    // Needs no daemon: opens a backup file here.
+    let command = match cli.command {
+        Command::Backup(BackupCommand::Identity(args)) => return backup::identity(p, args),
+        other => other,
+    };
     let mut client = client::connect(&cli.socket).await?;
-    match cli.command {
+    match command {
         Command::Enroll(args) => enroll::run(&mut client, p, args).await,
         Command::Confirm(args) => confirm::run(&mut client, p, args).await,
         Command::Device(command) => device::run(&mut client, p, command).await,
         Command::AppPassword(command) => app_password::run(&mut client, p, command).await,
         Command::Rekey => rekey::run(&mut client, p).await,
         Command::Import(command) => import::run(&mut client, p, command).await,
+        Command::Backup(command) => backup::run(&mut client, p, command).await,
+        Command::Restore(args) => restore::run(&mut client, p, args).await,
         Command::Export(args) => export::run(&mut client, p, args).await,
         Command::Status { user } => status::run(&mut client, p, user).await,
         Command::BackupCodes(args) => backup_codes::run(&mut client, p, args).await,
