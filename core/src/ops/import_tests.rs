@@ -108,13 +108,18 @@ fn every_token_of_a_user_becomes_a_device_that_logs_in() -> Result<(), Error> {
     assert_eq!(rec.devices.len(), 2);
     assert_ne!(rec.devices[0].id, rec.devices[1].id);
     // The time token logs in with its current code.
-    let d = rec.device(&name("oath-token")).ok_or(Error::Internal("gone"))?;
+    let d = rec
+        .device(&name("oath-token"))
+        .ok_or(Error::Internal("gone"))?;
     let now_code = code(&totp::code_at_step(
         &d.secret,
         d.params,
         totp::step_of(d.params, T0),
     ));
-    assert_eq!(accepted_by(&check(&mut rec, &now_code, T0)), Some("oath-token"));
+    assert_eq!(
+        accepted_by(&check(&mut rec, &now_code, T0)),
+        Some("oath-token")
+    );
     // The counter token: its used counter refused, the next accepted.
     assert!(accepted_by(&check(&mut rec, &code("287922"), T0 + 1)).is_none());
     assert_eq!(
@@ -209,10 +214,7 @@ fn an_enrolled_user_keeps_their_devices_unless_replace() -> Result<(), Error> {
     assert_eq!(snapshot(&rec), before);
     let replacing = again
         .into_iter()
-        .map(|i| Import {
-            replace: true,
-            ..i
-        })
+        .map(|i| Import { replace: true, ..i })
         .collect();
     let done = import_devices(&mut rec, &user(), replacing, T0, &cfg(), &mut rng, &Fresh)?;
     assert!(done.replaced);
