@@ -13,6 +13,8 @@
 //!   and the migration of older ones; [`seal`]: sealing under the master key.
 //! - [`backup`]: the plaintext of encrypted backups (parser) and the
 //!   derivation of the backup key from its passphrase.
+//! - [`doctor`]: the checks of `otpctl doctor` on PAM files and sshd's
+//!   settings (texts in, findings out).
 //! - [`ops`]: the decisions (verify, enroll, devices, app passwords, admin)
 //!   and their typed outcomes.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod app_password;
 pub mod backup;
 pub mod backup_codes;
 pub mod device;
+pub mod doctor;
 pub mod error;
 pub mod hotp;
 pub mod interop;
