@@ -10,6 +10,9 @@
 /// Sealing under the master key (pure, in the core); the key file is
 /// [`keyfile`].
 pub use otpd_core::seal as crypto;
+/// The plaintext of encrypted backups (pure, in the core); the daemon's
+/// writer is [`backup`].
+pub use otpd_core::backup as backup_document;
 pub use otpd_core::{
     app_password, backup_codes, device, interop, kdf, ops, policy, record, secret, totp,
 };
