@@ -1077,7 +1077,7 @@ pub fn import_device(
             .devices
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Internal("an import of one device made none".into()))?,
+            .ok_or(Error::Internal("an import of one device made none"))?,
         replaced: done.replaced,
         backup_codes: done.backup_codes,
     })
@@ -1140,7 +1140,12 @@ pub fn import_devices(
             "the devices of one import must all replace, or none".into(),
         ));
     }
-    if imports.iter().filter(|i| !i.backup_codes.is_empty()).count() > 1 {
+    if imports
+        .iter()
+        .filter(|i| !i.backup_codes.is_empty())
+        .count()
+        > 1
+    {
         return Err(Error::InvalidArgument(
             "only one imported device may bring backup codes".into(),
         ));

@@ -245,7 +245,10 @@ fn update_on(
 /// Result of a batch on a handle: `Err` is a failure of the store (it
 /// retires the handle), `Ok(Err)` a failure of `before_write`, `Ok(Ok)`
 /// the users' results and whether anything was written.
-type BatchResult = Result<Result<(Vec<Result<(), Error>>, bool), Error>, Error>;
+type BatchResult = Result<Result<BatchDone, Error>, Error>;
+
+/// The users' results of a batch, and whether anything was written.
+type BatchDone = (Vec<Result<(), Error>>, bool);
 
 /// [`Store::update_batch`] on one handle: read every record, decide every
 /// user, let `before_write` run, then compare-and-swap each record in;
@@ -358,7 +361,7 @@ impl Store for SledStore {
         before_write: &mut dyn FnMut() -> Result<(), Error>,
     ) -> Result<Vec<Result<(), Error>>, Error> {
         self.with(
-            |r: &Result<(Vec<Result<(), Error>>, bool), Error>| matches!(r, Ok((_, true))),
+            |r: &Result<BatchDone, Error>| matches!(r, Ok((_, true))),
             |h| update_batch_on(h, users, decide, before_write),
         )?
         .map(|(results, _)| results)
