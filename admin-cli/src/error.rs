@@ -251,9 +251,7 @@ impl Error {
             Error::ImportUsage(_) => exit::USAGE,
             Error::BackupPassphrase(crate::passphrase::ReadError::Weak(_)) => exit::USAGE,
             Error::BackupWrongPassphrase { .. } | Error::BackupKeyMismatch => exit::REJECTED,
-            Error::BackupPassphrase(_) | Error::BackupFile { .. } | Error::Backup(_) => {
-                exit::OTHER
-            }
+            Error::BackupPassphrase(_) | Error::BackupFile { .. } | Error::Backup(_) => exit::OTHER,
             Error::PlaintextRefused { .. }
             | Error::InvalidInput(_)
             | Error::OutputExists { .. }

@@ -66,7 +66,9 @@ impl OtpdService {
         }
         match &self.backups {
             Some(b) => Ok(Arc::clone(b)),
-            None => refused(Error::Internal("backups are not set up in this daemon".into())),
+            None => refused(Error::Internal(
+                "backups are not set up in this daemon".into(),
+            )),
         }
     }
 
@@ -898,7 +900,12 @@ impl Otpd for OtpdService {
                     outcomes.push(match result {
                         Ok((user, m)) => {
                             if !dry_run {
-                                audit::restore(&caller2, user.as_str(), m.replaced, m.watermarks_kept);
+                                audit::restore(
+                                    &caller2,
+                                    user.as_str(),
+                                    m.replaced,
+                                    m.watermarks_kept,
+                                );
                             }
                             pb::RestoreOutcome {
                                 user: name,

@@ -466,7 +466,10 @@ mod tests {
         ) -> Reply<pb::SetBackupKeyResponse> {
             Err(tonic::Status::unimplemented("fake"))
         }
-        async fn backup_now(&self, _: Request<pb::BackupNowRequest>) -> Reply<pb::BackupNowResponse> {
+        async fn backup_now(
+            &self,
+            _: Request<pb::BackupNowRequest>,
+        ) -> Reply<pb::BackupNowResponse> {
             Err(tonic::Status::unimplemented("fake"))
         }
         async fn restore_users(
