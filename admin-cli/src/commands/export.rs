@@ -133,7 +133,16 @@ pub async fn run(
         }
         Output::Encrypted(path) => {
             let file = NewFile::create(path)?;
-            let context = [args.user.as_str(), "otpd", "otpctl", "export", "backup"];
+            // Words an attacker tries first (the README's "known words").
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let context = [
+                args.user.as_str(),
+                host.trim(),
+                "otpd",
+                "otpctl",
+                "export",
+                "backup",
+            ];
             let pass = match passphrase::read_new(
                 &Source::new(args.passphrase_file.as_deref()),
                 "New passphrase for the export file: ",
