@@ -260,7 +260,7 @@ async fn a_restore_on_a_fresh_daemon_brings_codes_backup_codes_and_app_passwords
             user: b"alice".to_vec().into(),
             service: "dovecot".into(),
             label: "laptop".into(),
-            expires_in_seconds: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -502,4 +502,33 @@ async fn only_root_may_back_up_or_restore() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("root only"), "{err}");
     }
+}
+
+/// The real cost (256 MiB, 3 passes; about a second per derivation), end
+/// to end once: what `backup init` sets without the test-only option.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_strong_key_derivation_end_to_end() {
+    let d = daemon(900);
+    let tmp = tempfile::tempdir().unwrap();
+    let pass = pass_file(tmp.path(), "pass", PASS);
+    otpctl(d.socket())
+        .args(["backup", "init", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .success();
+    let s = status(&d);
+    assert_eq!(
+        s["kdf"],
+        serde_json::json!({"m_kib": 262144, "t": 3, "p": 1})
+    );
+    let file = backup_now(&d);
+    let header = std::fs::read(&file).unwrap();
+    let header = String::from_utf8_lossy(&header[..200]).to_string();
+    assert!(
+        header.contains("-> otpd-argon2id v1 m=262144 t=3 p=1 "),
+        "{header}"
+    );
+    let id = tmp.path().join("id");
+    identity(&file, &pass, &id).success();
+    assert!(age_decrypt(&file, &id).status.success());
 }
