@@ -532,3 +532,41 @@ async fn the_strong_key_derivation_end_to_end() {
     identity(&file, &pass, &id).success();
     assert!(age_decrypt(&file, &id).status.success());
 }
+
+/// A backup that cannot be written (here the directory is a file) is an
+/// error for `backup now`, shown by `backup status`, and logins go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_backup_is_reported_and_logins_go_on() {
+    let d = daemon(900);
+    std::fs::write(&d.config.backup.directory, b"not a directory").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pass = pass_file(tmp.path(), "pass", PASS);
+    init(&d, &pass);
+    let mut c = d.client().await;
+    let (app, _) = enroll(&mut c, "alice", d.clock.now()).await;
+    let out = otpctl(d.socket()).args(["backup", "now"]).assert().code(5);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("not a directory"), "{err}");
+    let s = status(&d);
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a directory"),
+        "{s}"
+    );
+    assert_eq!(s["pending"], true);
+    let t = d.clock.now() + 30;
+    d.clock.set(t);
+    let v = verify(&mut c, "alice", &app.code_at(t)).await;
+    assert_eq!(v.decision(), pb::Decision::Accepted, "{v:?}");
+    let text = otpctl(d.socket())
+        .args(["backup", "status"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&text.get_output().stdout).to_string();
+    assert!(
+        text.contains("LAST ERROR:") && text.contains("not a directory"),
+        "{text}"
+    );
+}
