@@ -106,7 +106,8 @@ test: deps lint
 # with plain cargo, so that neither cargo-fuzz nor a nightly toolchain is
 # needed. Crashes land in fuzz/artifacts/<target>/; see README, "Fuzzing".
 FUZZ_TARGETS = code user_name config sealed_record pam_answer grpc_request app_password \
-	google_authenticator users_oath otpauth google_migration otpd_backup otpd_export
+	google_authenticator users_oath otpauth google_migration otpd_backup otpd_export \
+	pam_config
 FUZZ_SECONDS ?= 20
 FUZZ_TARGET  ?= grpc_request
 FUZZ_TRIPLE  := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')

@@ -20,6 +20,11 @@ pub const MAX_DEPTH: usize = 16;
 /// Lines longer than this (after joining continuations) are not read.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// At most this many files are opened while expanding one stack (a
+/// directory whose files include each other many times over would
+/// otherwise take exponential time); the rest is left out.
+pub const MAX_EXPANSIONS: usize = 4096;
+
 /// What a `value=action` pair of a `[...]` control does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -235,7 +240,8 @@ pub type Files = BTreeMap<String, Vec<Line>>;
 pub fn auth_stack<'a>(files: &'a Files, service: &str) -> Vec<StackRule<'a>> {
     let mut out = Vec::new();
     let mut path = Vec::new();
-    expand(files, service, false, &mut path, &mut out);
+    let mut budget = MAX_EXPANSIONS;
+    expand(files, service, false, &mut path, &mut budget, &mut out);
     out
 }
 
@@ -244,6 +250,7 @@ fn expand<'a>(
     name: &str,
     in_substack: bool,
     path: &mut Vec<&'a str>,
+    budget: &mut usize,
     out: &mut Vec<StackRule<'a>>,
 ) {
     // An include names a file in the directory; libpam also takes an
@@ -252,14 +259,15 @@ fn expand<'a>(
     let Some((file, lines)) = files.get_key_value(name) else {
         return;
     };
-    if path.len() >= MAX_DEPTH || path.contains(&file.as_str()) {
+    if path.len() >= MAX_DEPTH || path.contains(&file.as_str()) || *budget == 0 {
         return;
     }
+    *budget -= 1;
     path.push(file);
     for line in lines {
         match &line.entry {
             Entry::IncludeAll { file: included } => {
-                expand(files, included, in_substack, path, out);
+                expand(files, included, in_substack, path, budget, out);
             }
             Entry::Rule {
                 ty,
@@ -268,8 +276,8 @@ fn expand<'a>(
                 args,
                 ..
             } if ty == "auth" => match control {
-                Control::Include => expand(files, module, in_substack, path, out),
-                Control::Substack => expand(files, module, true, path, out),
+                Control::Include => expand(files, module, in_substack, path, budget, out),
+                Control::Substack => expand(files, module, true, path, budget, out),
                 _ => out.push(StackRule {
                     file,
                     line: line.line,
@@ -505,6 +513,39 @@ pub fn check(files: &Files, dir: &str) -> Vec<Finding> {
             f
         })
         .collect()
+}
+
+/// The pam_otpd lines with `nullok` in stacks that reach pam_otpd, once the
+/// enforcement deadline `date` has passed for everyone: `nullok` then only
+/// lets in users the policy exempts, and is a leftover of the rollout.
+pub fn nullok_after_deadline(files: &Files, dir: &str, date: &str) -> Vec<Finding> {
+    let mut found: BTreeMap<(String, u32), Finding> = BTreeMap::new();
+    for service in files.keys() {
+        for rule in auth_stack(files, service) {
+            if !is_otpd(rule.module) || !rule.args.iter().any(|a| a == "nullok") {
+                continue;
+            }
+            let file = format!("{}/{}", dir.trim_end_matches('/'), rule.file);
+            found
+                .entry((file.clone(), rule.line))
+                .or_insert_with(|| {
+                    Finding::warning(
+                        "nullok-after-deadline",
+                        &file,
+                        Some(rule.line),
+                        format!(
+                            "nullok is still on although the enforcement deadline ({date}) has \
+                             passed for everyone: it now only lets users the policy exempts \
+                             in without a code"
+                        ),
+                        "remove `nullok` from the line once the rollout is over (README: \
+                         Traps, nullok; Configuration, [enforcement])"
+                            .into(),
+                    )
+                });
+        }
+    }
+    found.into_values().collect()
 }
 
 #[cfg(test)]

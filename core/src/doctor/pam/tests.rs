@@ -198,3 +198,35 @@ fn stacks_without_pam_otpd_are_not_judged() {
     let files = dir(&[("other", "auth sufficient pam_permit.so\n")]);
     assert_eq!(check(&files, "d"), vec![]);
 }
+
+#[test]
+fn nullok_after_the_deadline_is_named_once() {
+    let files = dir(&[
+        ("common-auth", COMMON_AUTH),
+        ("sudo", "@include common-auth\nauth required pam_otpd.so nullok\n"),
+        ("sshd", "auth required pam_otpd.so\n"),
+        ("su", "auth include sudo\n"),
+    ]);
+    let found = nullok_after_deadline(&files, "/etc/pam.d", "2026-12-15");
+    assert_eq!(ids(&found), ["nullok-after-deadline"]);
+    assert_eq!(found[0].file, "/etc/pam.d/sudo");
+    assert_eq!(found[0].line, Some(2));
+    assert!(found[0].what.contains("2026-12-15"));
+}
+
+#[test]
+fn files_that_include_each_other_many_times_take_bounded_work() {
+    // Each file includes the next one 50 times: 50^15 rules unbounded.
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let text = format!("auth required pam_unix.so\n{}", format!("@include f{}\n", i + 1).repeat(50));
+        files.push((format!("f{i}"), text));
+    }
+    let files: Files = files
+        .iter()
+        .map(|(name, text)| (name.clone(), parse(text)))
+        .collect();
+    let stack = auth_stack(&files, "f0");
+    assert!(stack.len() <= MAX_EXPANSIONS, "{}", stack.len());
+    assert!(check(&files, "d").is_empty());
+}
