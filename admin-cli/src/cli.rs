@@ -10,7 +10,8 @@ pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (verify: code accepted)
-  1  code rejected (verify rejected, locked or throttled; confirm with a wrong code)
+  1  code rejected (verify rejected, locked or throttled; confirm with a wrong code);
+     doctor: findings (errors or warnings)
   2  usage error or invalid argument
   3  otpd unreachable
   4  permission denied
@@ -122,6 +123,48 @@ pub enum Command {
     /// asked twice on the terminal (or read from --passphrase-file) and
     /// must be strong: the file can be attacked offline.
     Export(ExportArgs),
+    /// Check the installation: PAM stacks, sshd, otpd's config, state
+    /// directory, sockets and users. Needs no running daemon.
+    ///
+    /// Reads every file of --pam-dir (following @include, include and
+    /// substack) and judges each stack that runs pam_otpd; reads sshd's
+    /// effective settings with `sshd -T -f --sshd-config` (the file itself
+    /// when sshd is not installed) when sshd's stack runs pam_otpd; checks
+    /// otpd's config (and `otpd --check-config`), the modes and owners of
+    /// the state directory, master key and sockets; asks the daemon (on
+    /// --socket) for its users and reports records of accounts that no
+    /// longer exist and users the enforcement policy requires who have not
+    /// enrolled. Each finding names the file, the line and the fix (with
+    /// the README section). Exits 0 when clean, 1 with findings (errors
+    /// or warnings; --ignore ID accepts one on purpose), 2 on a usage
+    /// error, 5 when the PAM directory cannot be read. Run it as root.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The PAM configuration directory.
+    #[arg(long, value_name = "DIR", default_value = "/etc/pam.d")]
+    pub pam_dir: PathBuf,
+    /// sshd's config file.
+    #[arg(long, value_name = "FILE", default_value = "/etc/ssh/sshd_config")]
+    pub sshd_config: PathBuf,
+    /// The sshd binary (looked for in $PATH and the sbin directories).
+    #[arg(long, value_name = "PROGRAM", default_value = "sshd")]
+    pub sshd: PathBuf,
+    /// otpd's config file [default: /etc/otpd/otpd.toml, when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The otpd binary, for `otpd --check-config`.
+    #[arg(long, value_name = "PROGRAM", default_value = "otpd")]
+    pub otpd: PathBuf,
+    /// otpd's state directory [default: the config's state_dir, else
+    /// /var/lib/otpd].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Accept the findings of this id (e.g. requisite); repeatable.
+    #[arg(long, value_name = "ID")]
+    pub ignore: Vec<String>,
 }
 
 #[derive(Debug, Args)]

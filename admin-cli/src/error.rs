@@ -214,6 +214,10 @@ pub enum Error {
     #[error("{0}")]
     Backup(String),
 
+    /// `otpctl doctor`: the PAM directory cannot be read.
+    #[error("cannot read {}: {source}; run otpctl doctor as root", .path.display())]
+    DoctorRead { path: PathBuf, source: io::Error },
+
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -266,6 +270,7 @@ impl Error {
                 | crate::passphrase::ReadError::File { .. } => exit::OTHER,
             },
             Error::OutputWrite { .. } | Error::WrongPassphrase { .. } => exit::OTHER,
+            Error::DoctorRead { .. } => exit::OTHER,
         }
     }
 

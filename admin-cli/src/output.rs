@@ -498,6 +498,65 @@ impl<'a> Printer<'a> {
     }
 }
 
+impl Printer<'_> {
+    /// `otpctl doctor`: each finding (severity, file:line, what, id, then
+    /// the fix), what was checked and what not, and a count; `--json`: one
+    /// object `{"ok","errors","warnings","findings":[{"id","severity",
+    /// "file","line","what","fix"}],"checked","skipped"}`.
+    pub fn doctor(&mut self, r: &crate::commands::doctor::Report) -> io::Result<()> {
+        use otpd_core::doctor::Severity;
+        let (errors, warnings) = (r.count(Severity::Error), r.count(Severity::Warning));
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                ok: bool,
+                errors: usize,
+                warnings: usize,
+                #[serde(flatten)]
+                report: &'a crate::commands::doctor::Report,
+            }
+            return self.json_line(&Json {
+                ok: r.findings.is_empty(),
+                errors,
+                warnings,
+                report: r,
+            });
+        }
+        for f in &r.findings {
+            let severity = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let at = match f.line {
+                Some(line) => format!("{}:{line}", f.file),
+                None => f.file.clone(),
+            };
+            writeln!(self.out, "{severity}: {at}: {} [{}]", f.what, f.id)?;
+            writeln!(self.out, "  fix: {}", f.fix)?;
+        }
+        if !r.findings.is_empty() {
+            writeln!(self.out)?;
+        }
+        for line in &r.checked {
+            writeln!(self.out, "checked: {line}")?;
+        }
+        for line in &r.skipped {
+            writeln!(self.out, "not checked: {line}")?;
+        }
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        if r.findings.is_empty() {
+            writeln!(self.out, "no problems found")
+        } else {
+            writeln!(
+                self.out,
+                "{}, {}",
+                plural(errors, "error"),
+                plural(warnings, "warning")
+            )
+        }
+    }
+}
+
 /// `otpctl status` in progress: [`page`](Self::page) for each page of
 /// users, then [`finish`](Self::finish). Rows are sorted by name within a
 /// page (the daemon pages in name order); the text table is aligned per

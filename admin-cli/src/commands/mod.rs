@@ -6,6 +6,7 @@ pub mod backup;
 pub mod backup_codes;
 pub mod confirm;
 pub mod device;
+pub mod doctor;
 pub mod enroll;
 pub mod export;
 pub mod import;
@@ -28,6 +29,8 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
     // Needs no daemon: opens a backup file here.
     let command = match cli.command {
         Command::Backup(BackupCommand::Identity(args)) => return backup::identity(p, args),
+        // Works without a daemon: a daemon that does not answer is a finding.
+        Command::Doctor(args) => return doctor::run(&cli.socket, p, args).await,
         other => other,
     };
     let mut client = client::connect(&cli.socket).await?;
@@ -46,5 +49,7 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
         Command::Unlock(args) => unlock::run(&mut client, p, args).await,
         Command::Reset(args) => reset::run(&mut client, p, args).await,
         Command::Verify(args) => verify::run(&mut client, p, args).await,
+        // Handled above, before connecting.
+        Command::Doctor(args) => doctor::run(&cli.socket, p, args).await,
     }
 }
