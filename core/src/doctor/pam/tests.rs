@@ -203,7 +203,10 @@ fn stacks_without_pam_otpd_are_not_judged() {
 fn nullok_after_the_deadline_is_named_once() {
     let files = dir(&[
         ("common-auth", COMMON_AUTH),
-        ("sudo", "@include common-auth\nauth required pam_otpd.so nullok\n"),
+        (
+            "sudo",
+            "@include common-auth\nauth required pam_otpd.so nullok\n",
+        ),
         ("sshd", "auth required pam_otpd.so\n"),
         ("su", "auth include sudo\n"),
     ]);
@@ -219,7 +222,10 @@ fn files_that_include_each_other_many_times_take_bounded_work() {
     // Each file includes the next one 50 times: 50^15 rules unbounded.
     let mut files = Vec::new();
     for i in 0..20 {
-        let text = format!("auth required pam_unix.so\n{}", format!("@include f{}\n", i + 1).repeat(50));
+        let text = format!(
+            "auth required pam_unix.so\n{}",
+            format!("@include f{}\n", i + 1).repeat(50)
+        );
         files.push((format!("f{i}"), text));
     }
     let files: Files = files
