@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use otpd_proto::v1::{
-    Algorithm, AppPassword, Decision, Device, LastSuccess, Method, Reason, State, UserStatus,
-    VerifyResponse,
+    Algorithm, AppPassword, Decision, Device, LastSuccess, ListMustEnrollResponse, Method, Reason,
+    State, UserStatus, VerifyResponse,
 };
 use serde::Serialize;
 
@@ -235,6 +235,53 @@ impl<'a> Printer<'a> {
             first_page: true,
             first_row: true,
         })
+    }
+
+    /// `otpctl status --must-enroll`: the users the enforcement policy
+    /// requires a second factor of who have no active device.
+    pub fn must_enroll(&mut self, m: &ListMustEnrollResponse) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                require: &'a str,
+                groups: &'a [String],
+                deadline: Option<&'a str>,
+                deadline_passed: bool,
+                users: &'a [String],
+            }
+            return self.json_line(&Json {
+                require: &m.require,
+                groups: &m.groups,
+                deadline: non_empty(&m.deadline_date),
+                deadline_passed: m.deadline_passed,
+                users: &m.users,
+            });
+        }
+        let who = match m.require.as_str() {
+            "nobody" => {
+                return writeln!(
+                    self.out,
+                    "No enforcement policy: a second factor is opt-in ([enforcement] require \
+                     = \"nobody\")."
+                );
+            }
+            "groups" => format!("members of {}", m.groups.join(", ")),
+            other => other.to_owned(),
+        };
+        let when = match (m.deadline_date.as_str(), m.deadline_passed) {
+            ("", _) => "now: logins without a device are refused".to_owned(),
+            (date, true) => format!("since {date}: logins without a device are refused"),
+            (date, false) => format!("from {date}: until then, logins are reminded"),
+        };
+        writeln!(self.out, "Second factor required of {who}, {when}.")?;
+        if m.users.is_empty() {
+            return writeln!(self.out, "Every such user has an active device.");
+        }
+        writeln!(self.out, "Must enroll and have not ({}):", m.users.len())?;
+        for user in &m.users {
+            writeln!(self.out, "  {user}")?;
+        }
+        Ok(())
     }
 
     /// `otpctl device list`: the active devices, then the pending one.
@@ -758,6 +805,18 @@ impl Row<'_> {
             // The store lost writes of this user: loud, in the state column.
             state.push_str("+ROLLED-BACK");
         }
+        if s.no_recovery_path {
+            // One device, no backup code: losing it locks the user out.
+            state.push_str("+no-recovery");
+        }
+        let enrolled = matches!(s.state(), State::Active | State::Locked);
+        if let Some(e) = s.enforcement.as_ref().filter(|e| e.must_enroll && !enrolled) {
+            state.push_str(if e.refused {
+                "+must-enroll(refused)"
+            } else {
+                "+must-enroll"
+            });
+        }
         let totp = totp_text(s.algorithm(), s.digits, s.period);
         let last_success = s
             .last_success
@@ -787,8 +846,25 @@ fn devices_text(s: &UserStatus) -> String {
     };
     if s.pending_device.is_empty() {
         count.to_string()
+    } else if s.pending_expires_at > 0 {
+        format!(
+            "{count} (+{} pending, {})",
+            s.pending_device,
+            pending_left_text(s.pending_seconds_left)
+        )
     } else {
         format!("{count} (+{} pending)", s.pending_device)
+    }
+}
+
+/// The time left to confirm a pending enrollment: "14m left", "40s left",
+/// "expired".
+fn pending_left_text(seconds: u64) -> String {
+    match seconds {
+        0 => "expired".to_owned(),
+        1..=119 => format!("{seconds}s left"),
+        _ if seconds < 2 * 3600 => format!("{}m left", seconds / 60),
+        _ => format!("{}h left", seconds / 3600),
     }
 }
 
@@ -825,6 +901,13 @@ struct StatusJson<'a> {
     /// The active devices (empty from an older otpd).
     devices: Vec<DeviceJson<'a>>,
     pending_device: Option<&'a str>,
+    /// Until when the pending enrollment can be confirmed (present only
+    /// while one is pending).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_expires_at: Option<String>,
+    /// Seconds left to confirm it (0: expired), by the daemon's clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_seconds_left: Option<u64>,
     /// How many app passwords the user has (expired ones included).
     app_passwords: u32,
     /// Present only when the store was found rolled back for this user.
@@ -835,6 +918,21 @@ struct StatusJson<'a> {
     /// counted or they are locked out.
     #[serde(skip_serializing_if = "Option::is_none")]
     strangers: Option<StrangersJson>,
+    /// Present (true) only when the user has a single device and no
+    /// backup code left: losing the device locks them out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    no_recovery_path: bool,
+    /// What the enforcement policy says about the user (one user's
+    /// status, when a policy covers anyone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforcement: Option<EnforcementJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct EnforcementJson<'a> {
+    must_enroll: bool,
+    deadline: Option<&'a str>,
+    refused: bool,
 }
 
 #[derive(Serialize)]
@@ -853,6 +951,14 @@ struct DeviceJson<'a> {
     enrolled_at: Option<String>,
     last_used: Option<String>,
     clock_skew_seconds: i64,
+    /// The clock offset learned from its accepted codes, in steps (shown
+    /// when not 0).
+    #[serde(skip_serializing_if = "is_zero_i32")]
+    drift_steps: i32,
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
 }
 
 impl<'a> From<&'a Device> for DeviceJson<'a> {
@@ -868,6 +974,7 @@ impl<'a> From<&'a Device> for DeviceJson<'a> {
             enrolled_at: rfc3339(d.enrolled_at),
             last_used: rfc3339(d.last_used),
             clock_skew_seconds: d.clock_skew_seconds,
+            drift_steps: d.drift_steps,
         }
     }
 }
@@ -909,6 +1016,8 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 clock_skew_seconds: s.clock_skew_seconds,
                 devices: s.devices.iter().map(DeviceJson::from).collect(),
                 pending_device: non_empty(&s.pending_device),
+                pending_expires_at: rfc3339(s.pending_expires_at),
+                pending_seconds_left: (s.pending_expires_at > 0).then_some(s.pending_seconds_left),
                 app_passwords: s.app_passwords,
                 rolled_back_at: rfc3339(s.rolled_back_at),
                 strangers: (s.strangers_consecutive_failures > 0 || s.strangers_locked_until > 0)
@@ -916,6 +1025,12 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                         consecutive_failures: s.strangers_consecutive_failures,
                         locked_until: rfc3339(s.strangers_locked_until),
                     }),
+                no_recovery_path: s.no_recovery_path,
+                enforcement: s.enforcement.as_ref().map(|e| EnforcementJson {
+                    must_enroll: e.must_enroll,
+                    deadline: non_empty(&e.deadline_date),
+                    refused: e.refused,
+                }),
             },
             Row::Unreadable(user) => StatusJson {
                 user,
@@ -932,9 +1047,13 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 clock_skew_seconds: 0,
                 devices: Vec::new(),
                 pending_device: None,
+                pending_expires_at: None,
+                pending_seconds_left: None,
                 app_passwords: 0,
                 rolled_back_at: None,
                 strangers: None,
+                no_recovery_path: false,
+                enforcement: None,
             },
         }
     }
@@ -1295,7 +1414,11 @@ mod tests {
             rolled_back_at: 0,
             devices: vec![phone(), spare()],
             pending_device: "tablet".into(),
+            pending_expires_at: 0,
+            pending_seconds_left: 0,
             app_passwords: 2,
+            enforcement: None,
+            no_recovery_path: false,
         }
     }
 
@@ -1311,6 +1434,7 @@ mod tests {
             clock_skew_seconds: -30,
             hotp: false,
             counter: 0,
+            drift_steps: 0,
         }
     }
 
@@ -1326,6 +1450,7 @@ mod tests {
             clock_skew_seconds: 0,
             hotp: false,
             counter: 0,
+            drift_steps: 0,
         }
     }
 
@@ -1348,7 +1473,11 @@ mod tests {
             rolled_back_at: 0,
             devices: Vec::new(),
             pending_device: String::new(),
+            pending_expires_at: 0,
+            pending_seconds_left: 0,
             app_passwords: 0,
+            enforcement: None,
+            no_recovery_path: false,
         }
     }
 

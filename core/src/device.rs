@@ -130,6 +130,16 @@ pub struct Device {
     /// [`crate::hotp`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotp_resync: Option<u64>,
+    /// TOTP: the clock offset learned from its accepted codes, in steps
+    /// (negative: the device runs late); its acceptance window is centred
+    /// on the current step plus this, never wider (see [`crate::drift`]).
+    /// Absent in older records: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_steps: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 fn is_totp(k: &Kind) -> bool {
@@ -198,6 +208,7 @@ mod tests {
             last_used_at: None,
             kind: Kind::Totp,
             hotp_resync: None,
+            drift_steps: 0,
         }
     }
 

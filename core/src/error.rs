@@ -46,6 +46,13 @@ pub enum Error {
         /// The user.
         user: String,
     },
+    /// Confirm was called after the pending enrollment expired
+    /// (`[enrollment] pending_expiry_seconds`).
+    #[error("the enrollment of user {user:?} expired; start again with otpctl enroll")]
+    EnrollmentExpired {
+        /// The user.
+        user: String,
+    },
     /// The confirmation code does not match the pending secret.
     #[error(
         "the code does not match the pending enrollment; check that the app \
@@ -119,6 +126,36 @@ pub enum Error {
         version: u32,
         /// The newest this build reads.
         supported: u32,
+    },
+    /// A user changing their own second factor brought no proof of
+    /// possession (a current code or a backup code).
+    #[error(
+        "{what} needs a current code from one of your devices (or a backup code) \
+         in the same request; otpctl asks for it, or give it with --code"
+    )]
+    ProofRequired {
+        /// The change, for the message.
+        what: &'static str,
+    },
+    /// The code proving possession for a self-service change was refused
+    /// (wrong, already used, or the user is locked out or throttled); a
+    /// checked wrong code counted as a failed login.
+    #[error("{what} refused: the code proving possession was {reason}; nothing was changed")]
+    ProofRefused {
+        /// The change, for the message.
+        what: &'static str,
+        /// Why, in words ("wrong", "already used", "not checked: locked
+        /// out, retry in 60 s", ...).
+        reason: String,
+    },
+    /// The configuration does not let users do this on their own account
+    /// (`[self_service]` in otpd.toml).
+    #[error("{what} is for root and the admin group here ([self_service] {key} = false)")]
+    SelfServiceDisabled {
+        /// The change, for the message.
+        what: &'static str,
+        /// The configuration key that would allow it.
+        key: &'static str,
     },
     /// A bug or an unexpected failure of a dependency (no user input in it).
     #[error("internal error: {0}")]

@@ -15,6 +15,9 @@
 //!   derivation of the backup key from its passphrase.
 //! - [`doctor`]: the checks of `otpctl doctor` on PAM files and sshd's
 //!   settings (texts in, findings out).
+//! - [`enforcement`]: who must use a second factor, from when, and the
+//!   reminders to users without a recovery path.
+//! - [`drift`]: the clock offset learned per device from accepted codes.
 //! - [`ops`]: the decisions (verify, enroll, devices, app passwords, admin)
 //!   and their typed outcomes.
 #![forbid(unsafe_code)]
@@ -27,6 +30,8 @@ pub mod backup;
 pub mod backup_codes;
 pub mod device;
 pub mod doctor;
+pub mod drift;
+pub mod enforcement;
 pub mod error;
 pub mod hotp;
 pub mod interop;

@@ -15,6 +15,7 @@ use crate::Random;
 use crate::app_password::{self, AppPassword, AppPasswordInput, AppProbe, Refusal};
 use crate::backup_codes::{BackupCodeSet, PlainCode, Probe};
 use crate::device::{Device, DeviceName, Kind as DeviceKind, MAX_DEVICES};
+use crate::drift;
 use crate::error::Error;
 use crate::hotp::{self, HotpMatch};
 use crate::kdf::{KdfHash, KdfParams, Scratch};
@@ -22,6 +23,8 @@ use crate::policy::{Gate, Policy};
 use crate::record::{Bucket, LastSuccess, Method, Pending, UserName, UserRecord};
 use crate::secret::{Code, TotpSecret};
 use crate::totp::{self, Algorithm, TotpMatch, TotpParams};
+
+pub mod self_service;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +34,9 @@ mod import_tests;
 
 #[cfg(test)]
 mod export_tests;
+
+#[cfg(test)]
+mod login_experience_tests;
 
 /// Settings the decisions are taken with (from the configuration).
 #[derive(Debug, Clone)]
@@ -47,6 +53,14 @@ pub struct Config {
     pub kdf: KdfParams,
     /// Warn when this many backup codes or fewer are left.
     pub backup_codes_low: u32,
+    /// Who must use a second factor, from when (`[enforcement]`).
+    pub enforcement: crate::enforcement::Enforcement,
+    /// Seconds a started enrollment may wait for its confirmation
+    /// (`[enrollment] pending_expiry_seconds`).
+    pub pending_expiry: u64,
+    /// Most steps a device's learned clock offset may reach either way
+    /// (`[totp] max_drift_steps`; 0: no learning).
+    pub max_drift_steps: u32,
 }
 
 impl Default for Config {
@@ -58,6 +72,9 @@ impl Default for Config {
             issuer: "otpd".into(),
             kdf: KdfParams::default(),
             backup_codes_low: 3,
+            enforcement: crate::enforcement::Enforcement::default(),
+            pending_expiry: crate::record::DEFAULT_PENDING_EXPIRY,
+            max_drift_steps: crate::drift::DEFAULT_MAX_DRIFT_STEPS,
         }
     }
 }
@@ -385,6 +402,7 @@ fn check_devices(
     code: &Code,
     now: u64,
     window: u32,
+    max_drift: u32,
 ) -> Result<DeviceName, Option<Rejection>> {
     let mut replayed = false;
     let mut skew = None;
@@ -414,29 +432,36 @@ fn check_devices(
             continue;
         }
         let period = i64::try_from(device.params.period).unwrap_or(i64::MAX);
-        match totp::check(
+        // The window is centred on the device's learned offset (a bound
+        // lowered in the configuration applies at once).
+        let max = i32::try_from(max_drift).unwrap_or(i32::MAX);
+        let drift = device.drift_steps.clamp(-max, max);
+        match drift::check(
             &device.secret,
             device.params,
             code,
             now,
             window,
+            drift,
             device.used_steps(),
         ) {
             TotpMatch::Accepted { step, skew_steps } => {
                 device.use_step(step);
                 device.clock_skew_seconds = skew_steps.saturating_mul(period);
+                device.drift_steps = drift::learn(drift, skew_steps, max_drift);
                 device.last_used_at = Some(now);
                 return Ok(device.name.clone());
             }
             TotpMatch::Replayed => replayed = true,
             TotpMatch::ClockSkew { step, skew_steps } => {
-                if skew_steps > 0 {
+                if skew_steps > i64::from(drift) {
                     // A code from a clock that runs ahead would become
                     // valid later, and the skew we report would say when:
                     // spend that one step now. The steps before it stay
                     // usable, so the device's correct codes keep working.
-                    let current = totp::step_of(device.params, now);
-                    device.spend_step(step, current.saturating_sub(u64::from(window)));
+                    let centre =
+                        totp::step_of(device.params, now).saturating_add_signed(i64::from(drift));
+                    device.spend_step(step, centre.saturating_sub(u64::from(window)));
                 }
                 skew.get_or_insert(skew_steps.saturating_mul(period));
             }
@@ -494,7 +519,7 @@ pub fn verify(
             if backup.is_some() && !take_slot() {
                 return unchanged(Verdict::Busy);
             }
-            let totp = match check_devices(rec, code, now, cfg.window) {
+            let totp = match check_devices(rec, code, now, cfg.window, cfg.max_drift_steps) {
                 Ok(device) => {
                     return succeed(rec, bucket, Via::Totp { device }, ctx, now, cfg);
                 }
@@ -755,6 +780,7 @@ pub fn enroll_start(
             last_used_at: None,
             kind,
             hotp_resync: None,
+            drift_steps: 0,
         },
         adds: opts.add,
     });
@@ -795,6 +821,11 @@ pub fn enroll_confirm(
             user: user.to_string(),
         });
     };
+    if pending.is_expired(now, cfg.pending_expiry) {
+        return Err(Error::EnrollmentExpired {
+            user: user.to_string(),
+        });
+    }
     let (step, skew_steps) = match pending.device.kind {
         DeviceKind::Totp => match totp::check(
             &pending.device.secret,
@@ -846,6 +877,7 @@ pub fn enroll_confirm(
     device.enrolled_at = now;
     device.use_step(step);
     device.clock_skew_seconds = skew_steps.saturating_mul(period);
+    device.drift_steps = drift::learn(0, skew_steps, cfg.max_drift_steps);
     device.last_used_at = None;
     let name = device.name.clone();
     match backup_codes {
@@ -1205,6 +1237,7 @@ pub fn import_devices(
                 DeviceKind::Totp
             },
             hotp_resync: None,
+            drift_steps: 0,
         });
     }
     rec.devices = devices;

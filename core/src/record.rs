@@ -130,6 +130,28 @@ pub struct Pending {
     pub adds: bool,
 }
 
+/// How long a started enrollment waits for its first code by default
+/// (15 minutes).
+pub const DEFAULT_PENDING_EXPIRY: u64 = 15 * 60;
+
+impl Pending {
+    /// Unix time from which it can no longer be confirmed, with enrollments
+    /// living `expiry` seconds.
+    pub fn expires_at(&self, expiry: u64) -> u64 {
+        self.device.enrolled_at.saturating_add(expiry)
+    }
+
+    /// Whether it can no longer be confirmed at `now`.
+    pub fn is_expired(&self, now: u64, expiry: u64) -> bool {
+        now >= self.expires_at(expiry)
+    }
+
+    /// Seconds left to confirm it at `now` (0: expired).
+    pub fn seconds_left(&self, now: u64, expiry: u64) -> u64 {
+        self.expires_at(expiry).saturating_sub(now)
+    }
+}
+
 /// Everything about one user. Sealed as a whole under the master key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -158,6 +180,10 @@ pub struct UserRecord {
     /// Write generation: incremented by every save, compared with the
     /// replay watermarks to detect a rolled-back store.
     pub generation: u64,
+    /// When the user was last reminded at login that they have no
+    /// recovery path (Unix seconds); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_nudged_at: Option<u64>,
 }
 
 impl UserRecord {
@@ -167,6 +193,20 @@ impl UserRecord {
             version: RECORD_VERSION,
             ..Self::default()
         }
+    }
+
+    /// Drops a pending enrollment that expired by `now` (called before
+    /// every write of the record, so an abandoned secret does not linger).
+    /// Returns whether one was dropped.
+    pub fn drop_expired_pending(&mut self, now: u64, expiry: u64) -> bool {
+        let expired = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.is_expired(now, expiry));
+        if expired {
+            self.pending = None;
+        }
+        expired
     }
 
     /// Whether logins need a code (an active device exists).
@@ -354,6 +394,7 @@ mod v1 {
                     last_used_at: last_totp,
                     kind: crate::device::Kind::Totp,
                     hotp_resync: None,
+                    drift_steps: 0,
                 })
                 .into_iter()
                 .collect();
@@ -371,6 +412,7 @@ mod v1 {
                     last_used_at: None,
                     kind: crate::device::Kind::Totp,
                     hotp_resync: None,
+                    drift_steps: 0,
                 },
                 adds: false,
             });
@@ -391,6 +433,7 @@ mod v1 {
                     method: l.method,
                 }),
                 generation: self.generation,
+                recovery_nudged_at: None,
             }
         }
     }

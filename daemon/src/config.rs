@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use otpd_core::enforcement::{self, Enforcement, Require};
+
 use crate::engine::EngineConfig;
 use crate::error::Error;
 use crate::kdf::KdfParams;
@@ -65,6 +67,135 @@ pub struct Config {
     pub backup_codes: BackupCodesSection,
     /// Encrypted backups of the whole store (`otpctl backup`).
     pub backup: BackupSection,
+    /// Who must use a second factor, and from when.
+    pub enforcement: EnforcementSection,
+    /// What plain users may do on their own account.
+    pub self_service: SelfServiceSection,
+    /// Started enrollments.
+    pub enrollment: EnrollmentSection,
+}
+
+/// `[enrollment]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentSection {
+    /// Seconds a started enrollment waits for its first code; after that it
+    /// cannot be confirmed and is dropped at the next write of the record.
+    pub pending_expiry_seconds: u64,
+}
+
+impl Default for EnrollmentSection {
+    fn default() -> Self {
+        Self {
+            pending_expiry_seconds: otpd_core::record::DEFAULT_PENDING_EXPIRY,
+        }
+    }
+}
+
+/// `[self_service]`: what a plain user may do on their own account through
+/// the public socket (peer credentials, no setuid). Adding a device,
+/// renaming one, new backup codes and app passwords always need a current
+/// code or a backup code in the same request (no key for that).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfServiceSection {
+    /// A user without an active device may enroll their first one.
+    pub enroll: bool,
+    /// A user may remove one of their devices (with a proof).
+    pub remove_device: bool,
+    /// A user may reset their account (with a proof).
+    pub reset: bool,
+}
+
+impl Default for SelfServiceSection {
+    fn default() -> Self {
+        let p = otpd_core::ops::self_service::Policy::default();
+        Self {
+            enroll: p.enroll,
+            remove_device: p.remove_device,
+            reset: p.reset,
+        }
+    }
+}
+
+impl SelfServiceSection {
+    /// The policy the daemon decides with.
+    pub fn policy(&self) -> otpd_core::ops::self_service::Policy {
+        otpd_core::ops::self_service::Policy {
+            enroll: self.enroll,
+            remove_device: self.remove_device,
+            reset: self.reset,
+        }
+    }
+}
+
+/// `[enforcement]`: who must use a second factor, decided by otpd from the
+/// user's groups in the name service (SSSD and LDAP groups included), not
+/// by the PAM line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementSection {
+    /// "nobody" (opt-in, as before), "everyone" or "groups".
+    pub require: Require,
+    /// With `require = "groups"`: the groups whose members must enroll.
+    pub groups: Vec<String>,
+    /// Users who never must (service accounts).
+    pub exempt_users: Vec<String>,
+    /// Members of these groups never must.
+    pub exempt_groups: Vec<String>,
+    /// `YYYY-MM-DD`: from 00:00 UTC that day, users who must enroll and
+    /// have not are refused; before it they are told at each login. Empty:
+    /// refused at once.
+    pub deadline: String,
+    /// Who to ask, in the messages users see.
+    pub contact: String,
+    /// Remind users without a recovery path (one device, no backup codes
+    /// left) at login at most once per this many hours; 0: never.
+    pub recovery_nudge_hours: u64,
+}
+
+impl Default for EnforcementSection {
+    fn default() -> Self {
+        Self {
+            require: Require::Nobody,
+            groups: Vec::new(),
+            exempt_users: Vec::new(),
+            exempt_groups: Vec::new(),
+            deadline: String::new(),
+            contact: "your administrator".into(),
+            recovery_nudge_hours: 24,
+        }
+    }
+}
+
+impl EnforcementSection {
+    /// The policy, or why the section is wrong.
+    pub fn policy(&self) -> Result<Enforcement, String> {
+        let deadline = match self.deadline.trim() {
+            "" => None,
+            date => Some(enforcement::parse_date(date).ok_or_else(|| {
+                format!("enforcement.deadline {date:?} is not a date (YYYY-MM-DD)")
+            })?),
+        };
+        if self.require == Require::Groups && self.groups.is_empty() {
+            return Err("enforcement.require = \"groups\" needs enforcement.groups".into());
+        }
+        if self.contact.trim().is_empty() || self.contact.len() > 200 {
+            return Err("enforcement.contact must be 1..=200 characters".into());
+        }
+        if self.recovery_nudge_hours > 24 * 366 {
+            return Err("enforcement.recovery_nudge_hours must be at most a year".into());
+        }
+        Ok(Enforcement {
+            require: self.require,
+            groups: self.groups.clone(),
+            exempt_users: self.exempt_users.clone(),
+            exempt_groups: self.exempt_groups.clone(),
+            deadline,
+            contact: self.contact.trim().to_owned(),
+            nudge_interval: self.recovery_nudge_hours * 3600,
+        })
+    }
 }
 
 /// `[totp]`
@@ -79,6 +210,9 @@ pub struct TotpSection {
     pub period: u64,
     /// Accepted steps either side of the current one.
     pub window: u32,
+    /// Most steps a device's learned clock offset may reach either way (0:
+    /// no learning). The window is shifted by the offset, never widened.
+    pub max_drift_steps: u32,
 }
 
 /// `[rate_limit]`
@@ -153,6 +287,9 @@ impl Default for Config {
             lockout: LockoutSection::default(),
             backup_codes: BackupCodesSection::default(),
             backup: BackupSection::default(),
+            enforcement: EnforcementSection::default(),
+            self_service: SelfServiceSection::default(),
+            enrollment: EnrollmentSection::default(),
         }
     }
 }
@@ -165,6 +302,7 @@ impl Default for TotpSection {
             digits: d.digits,
             period: d.period,
             window: 1,
+            max_drift_steps: otpd_core::drift::DEFAULT_MAX_DRIFT_STEPS,
         }
     }
 }
@@ -267,6 +405,12 @@ impl Config {
                 self.totp.window
             ));
         }
+        if self.totp.max_drift_steps > otpd_core::drift::MAX_DRIFT_STEPS_LIMIT {
+            return Err(format!(
+                "totp.max_drift_steps must be 0..=10, not {}",
+                self.totp.max_drift_steps
+            ));
+        }
         if self.rate_limit.max_failures == 0 || self.rate_limit.window_seconds == 0 {
             return Err("rate_limit.max_failures and window_seconds must be at least 1".into());
         }
@@ -281,6 +425,13 @@ impl Config {
         }
         if self.backup.interval_seconds == 0 || self.backup.keep == 0 {
             return Err("backup.interval_seconds and backup.keep must be at least 1".into());
+        }
+        self.enforcement.policy()?;
+        if !(60..=7 * 24 * 3600).contains(&self.enrollment.pending_expiry_seconds) {
+            return Err(format!(
+                "enrollment.pending_expiry_seconds must be 60..=604800 (a week), not {}",
+                self.enrollment.pending_expiry_seconds
+            ));
         }
         Ok(())
     }
@@ -325,6 +476,11 @@ impl Config {
             issuer: self.issuer.clone().unwrap_or_else(default_issuer),
             kdf: KdfParams::default(),
             backup_codes_low: self.backup_codes.low_warning,
+            // Checked by `validate`; an unchecked bad section enforces
+            // nothing rather than panicking.
+            enforcement: self.enforcement.policy().unwrap_or_default(),
+            pending_expiry: self.enrollment.pending_expiry_seconds,
+            max_drift_steps: self.totp.max_drift_steps,
         }
     }
 }
@@ -376,6 +532,8 @@ mod tests {
         assert_eq!(explicit.pam_socket(), PathBuf::from(DEFAULT_PAM_SOCKET));
         assert_eq!(shipped.pam_socket(), PathBuf::from(DEFAULT_PAM_SOCKET));
         assert_eq!(explicit.totp.window, 1);
+        assert_eq!(explicit.totp.max_drift_steps, 2);
+        assert_eq!(explicit.enrollment.pending_expiry_seconds, 900);
         let backup = BackupSection::default();
         assert_eq!(explicit.backup.directory, backup.directory);
         assert_eq!(
@@ -396,6 +554,13 @@ mod tests {
             ("socket = \"relative\"", "absolute"),
             ("[backup]\ndirectory = \"backups\"", "absolute"),
             ("[backup]\nkeep = 0", "at least 1"),
+            (
+                "[enforcement]\nrequire = \"groups\"",
+                "needs enforcement.groups",
+            ),
+            ("[enforcement]\ndeadline = \"15/12/2026\"", "not a date"),
+            ("[enforcement]\nrequire = \"some\"", "unknown variant"),
+            ("[enforcement]\ncontact = \"\"", "contact"),
             ("pam_socket = \"pam.sock\"", "absolute"),
             ("pam_socket = \"/run/otpd/otpd.sock\"", "different paths"),
             ("this is not toml", "config"),

@@ -38,6 +38,9 @@ use crate::store::{Store, Write};
 use crate::totp::TotpParams;
 use crate::watermark::{self, Mark, Watermarks};
 
+mod self_service;
+pub use self_service::{SelfChange, SelfDone, SelfKdf, SelfOutcome, SelfStep};
+
 pub use otpd_core::ops::{
     Config as EngineConfig, Decision, EnrollOptions, EnrollStarted, LocalRequester, LoginContext,
     Reason, Rejection, Verdict, Via,
@@ -185,6 +188,8 @@ pub struct DeviceStatus {
     pub clock_skew_seconds: i64,
     /// HOTP: the next counter value expected; `None` for TOTP.
     pub hotp_counter: Option<u64>,
+    /// TOTP: the clock offset learned from its accepted codes, in steps.
+    pub drift_steps: i32,
 }
 
 /// One app password, as `app-password list` shows it (no password).
@@ -244,6 +249,10 @@ pub struct UserStatus {
     pub pending: bool,
     /// Its device's name.
     pub pending_device: Option<String>,
+    /// Unix time from which it can no longer be confirmed.
+    pub pending_expires_at: Option<u64>,
+    /// Seconds left to confirm it (0: expired), by the daemon's clock.
+    pub pending_seconds_left: u64,
     /// Clock offset seen with the first device's last accepted code.
     pub clock_skew_seconds: i64,
     /// Unix time the store was found to have lost committed writes of this
@@ -550,6 +559,7 @@ impl Engine {
                 Change::Keep => Write::Keep,
                 Change::Save(mut rec) => {
                     let rec = &mut *rec;
+                    rec.drop_expired_pending(self.clock.now(), self.cfg.pending_expiry);
                     let (bytes, m) = self.prepare(user, rec)?;
                     mark = m;
                     Write::Put(bytes)
@@ -1035,6 +1045,30 @@ impl Engine {
         Ok(())
     }
 
+    /// The engine's clock, Unix seconds (for the enforcement policy's
+    /// deadline).
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// After a successful login: whether to remind `user` that they have
+    /// no recovery path (at most once per the configured interval; the
+    /// reminder is noted in the record).
+    pub fn recovery_nudge(&self, user: &UserName) -> Result<bool, Error> {
+        let now = self.clock.now();
+        let interval = self.cfg.enforcement.nudge_interval;
+        self.transact(user, |rec| {
+            let Some(mut rec) = rec else {
+                return Ok((false, Change::Keep));
+            };
+            if otpd_core::enforcement::nudge(&mut rec, now, interval) {
+                Ok((true, Change::Save(Box::new(rec))))
+            } else {
+                Ok((false, Change::Keep))
+            }
+        })
+    }
+
     /// The status of one user (state NotEnrolled if unknown).
     pub fn status(&self, user: &UserName) -> Result<UserStatus, Error> {
         let sealed = self.store.get(user)?;
@@ -1112,6 +1146,14 @@ impl Engine {
             enrolled_at: first.map_or(0, |d| d.enrolled_at),
             pending: rec.pending.is_some(),
             pending_device: rec.pending.as_ref().map(|p| p.device.name.to_string()),
+            pending_expires_at: rec
+                .pending
+                .as_ref()
+                .map(|p| p.expires_at(self.cfg.pending_expiry)),
+            pending_seconds_left: rec
+                .pending
+                .as_ref()
+                .map_or(0, |p| p.seconds_left(now, self.cfg.pending_expiry)),
             clock_skew_seconds: first.map_or(0, |d| d.clock_skew_seconds),
             rolled_back_at: self
                 .watermarks
@@ -1129,6 +1171,7 @@ impl Engine {
                     enrolled_at: d.enrolled_at,
                     last_used: d.last_used_at,
                     clock_skew_seconds: d.clock_skew_seconds,
+                    drift_steps: d.drift_steps,
                     hotp_counter: (d.kind == otpd_core::device::Kind::Hotp)
                         .then(|| d.last_used_step.map_or(0, |c| c.saturating_add(1))),
                 })

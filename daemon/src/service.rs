@@ -13,13 +13,15 @@ use crate::audit;
 use crate::authz::{Authz, Caller, Peer};
 use crate::device::DeviceName;
 use crate::engine::{
-    self, BackupAttempt, Credential, Decision, Engine, EnrollOptions, LocalRequester, LoginContext,
-    Reason, Rejection, Verdict, Verification, Via,
+    self, BackupAttempt, Credential, Decision, Engine, EnrollOptions, EnrollStarted,
+    LocalRequester, LoginContext, Reason, Rejection, SelfChange, SelfDone, SelfOutcome, SelfStep,
+    Verdict, Verification, Via,
 };
 use crate::error::Error;
 use crate::record::{Method, UserName};
 use crate::secret::Code;
 use crate::totp::Algorithm;
+use otpd_core::enforcement::{self, Enforcement, Requirement};
 
 /// The otpd.v1 service.
 #[derive(Debug, Clone)]
@@ -108,6 +110,99 @@ impl OtpdService {
         }
     }
 
+    /// A plain user's change of their own account (self-service): the
+    /// caller must be `user`; the engine decides proof and change in one
+    /// atomic step ([`Engine::self_service`]). Audited where decided (on
+    /// the blocking worker, so a caller that hangs up cannot leave it
+    /// unaudited): the change with the caller and how possession was
+    /// proven, a refused proof as a login's refusal (service "otpctl"),
+    /// and every refusal with its reason.
+    async fn self_call(
+        &self,
+        caller: &Caller,
+        user: &UserName,
+        action: &'static str,
+        proof: &[u8],
+        change: SelfChange,
+        kdf_deadline: tokio::time::Instant,
+    ) -> Result<SelfDone, Status> {
+        if let Err(e) = caller.require_self_or_admin(user, "change the second factor") {
+            return fail(caller, action, user, e);
+        }
+        let what = change.action().what();
+        let proof = if proof.is_empty() {
+            None
+        } else {
+            match Code::parse(proof) {
+                Ok(c) => Some(c),
+                Err(e) => return fail(caller, action, user, e.into()),
+            }
+        };
+        // The caller is the user, on this machine: their failures count
+        // where their console logins' do.
+        let ctx = LoginContext {
+            service: "otpctl".into(),
+            remote_host: String::new(),
+            tty: String::new(),
+            requester: Some(LocalRequester {
+                uid: caller.uid,
+                is_target_user: true,
+            }),
+        };
+        let policy = *self.authz.self_service();
+        let (u, c, who) = (user.clone(), ctx.clone(), caller.clone());
+        let first = self
+            .run(move |e| {
+                let step = e.self_service(&u, proof, change, &policy, &c);
+                if let Ok(SelfStep::Done(o)) = &step {
+                    audit_self(&who, action, &u, &c, o);
+                }
+                step
+            })
+            .await;
+        let outcome = match first {
+            Ok(SelfStep::Done(o)) => Ok(o),
+            Ok(SelfStep::NeedsKdf(pending)) => {
+                let permits = Arc::clone(self.engine.kdf_permits());
+                match tokio::time::timeout_at(kdf_deadline, permits.acquire_owned()).await {
+                    Ok(Ok(permit)) => {
+                        let (u, c, who) = (user.clone(), ctx.clone(), caller.clone());
+                        let r = self
+                            .run(move |e| {
+                                let r = e.self_service_kdf(pending, &policy, &c);
+                                drop(permit);
+                                if let Ok(o) = &r {
+                                    audit_self(&who, action, &u, &c, o);
+                                }
+                                r
+                            })
+                            .await;
+                        self.release_kdf_memory_when_idle();
+                        r
+                    }
+                    // Closed (never) or timed out: not checked, not counted.
+                    Ok(Err(_)) | Err(_) => {
+                        let o = SelfOutcome::Refused(Verdict::Busy);
+                        audit_self(caller, action, user, &ctx, &o);
+                        Ok(o)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(SelfOutcome::Applied { done, .. }) => Ok(done),
+            Ok(SelfOutcome::Refused(verdict)) => {
+                let e = otpd_core::Error::ProofRefused {
+                    what,
+                    reason: otpd_core::ops::self_service::refusal(&verdict),
+                };
+                fail(caller, action, user, e.into())
+            }
+            Err(e) => fail(caller, action, user, e),
+        }
+    }
+
     /// Second phase of a Verify that may be a backup code: waits (async,
     /// holding no lock and no thread) for a KDF permit until `deadline`,
     /// then hashes and decides on a blocking thread. Without a permit in
@@ -177,6 +272,19 @@ impl OtpdService {
     }
 
     /// Runs blocking engine work (fsync, Argon2) off the async workers.
+    /// What the enforcement policy says about `user` (`None` when it
+    /// covers nobody). Looks the user's groups up in the name service
+    /// (bounded in time; a failure covers the user: fail closed).
+    async fn enforcement_of(&self, user: &str, enrolled: bool) -> Option<pb::Enforcement> {
+        let policy = &self.engine.config().enforcement;
+        if !policy.is_active() {
+            return None;
+        }
+        let membership = crate::membership::of(user).await;
+        let requirement = policy.requirement(user, &membership, enrolled, self.engine.now());
+        Some(enforcement_to_wire(policy, requirement))
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
@@ -203,12 +311,16 @@ impl From<Error> for Status {
                 | otpd_core::Error::NoSuchDevice { .. }
                 | otpd_core::Error::NoSuchAppPassword { .. } => Status::not_found(msg),
                 otpd_core::Error::NoPendingEnrollment { .. }
+                | otpd_core::Error::EnrollmentExpired { .. }
                 | otpd_core::Error::AlreadyEnrolled { .. }
                 | otpd_core::Error::NoActiveDevice { .. }
                 | otpd_core::Error::LastDevice { .. }
                 | otpd_core::Error::TooMany { .. } => Status::failed_precondition(msg),
                 otpd_core::Error::DeviceExists { .. } => Status::already_exists(msg),
-                otpd_core::Error::ConfirmMismatch => Status::unauthenticated(msg),
+                otpd_core::Error::ConfirmMismatch
+                | otpd_core::Error::ProofRequired { .. }
+                | otpd_core::Error::ProofRefused { .. } => Status::unauthenticated(msg),
+                otpd_core::Error::SelfServiceDisabled { .. } => Status::permission_denied(msg),
                 otpd_core::Error::Corrupted { .. } | otpd_core::Error::NewerRecord { .. } => {
                     Status::data_loss(msg)
                 }
@@ -231,6 +343,41 @@ impl From<Error> for Status {
             | Error::Internal(_) => Status::internal(msg),
             Error::BackupKey(_) => Status::failed_precondition(msg),
         }
+    }
+}
+
+/// Audits a self-service decision: the change, or the refused proof (as a
+/// login's refusal).
+fn audit_self(
+    caller: &Caller,
+    action: &'static str,
+    user: &UserName,
+    ctx: &LoginContext,
+    outcome: &SelfOutcome,
+) {
+    match outcome {
+        SelfOutcome::Applied { proof, .. } => {
+            audit::self_service(caller, action, user.as_str(), proof.as_ref());
+        }
+        SelfOutcome::Refused(verdict) => audit::verify(caller, user.as_str(), ctx, verdict),
+    }
+}
+
+/// The answer of a self-service call that should have given `what`.
+fn unexpected(action: &'static str) -> Status {
+    Status::internal(format!("{action}: the engine answered with another result"))
+}
+
+fn started_to_wire(user: String, started: &EnrollStarted) -> pb::EnrollStartResponse {
+    pb::EnrollStartResponse {
+        user,
+        secret_base32: started.secret_base32.as_str().to_owned(),
+        otpauth_uri: started.otpauth_uri.as_str().to_owned(),
+        algorithm: algorithm_to_wire(started.params.algorithm) as i32,
+        digits: u32::from(started.params.digits),
+        period: u32::try_from(started.params.period).unwrap_or(u32::MAX),
+        issuer: started.issuer.clone(),
+        device: started.device.to_string(),
     }
 }
 
@@ -318,8 +465,29 @@ fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
     wire
 }
 
+fn enforcement_to_wire(policy: &Enforcement, r: Requirement) -> pb::Enforcement {
+    pb::Enforcement {
+        must_enroll: r.must_enroll(),
+        deadline: policy.deadline.map_or(0, clamp_i64),
+        deadline_date: policy
+            .deadline
+            .map(enforcement::format_date)
+            .unwrap_or_default(),
+        refused: matches!(r, Requirement::Overdue { .. }),
+        contact: policy.contact.clone(),
+    }
+}
+
 fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
+    let enrolled = matches!(s.state, engine::State::Active | engine::State::Locked);
+    let no_recovery_path = enrolled
+        && !enforcement::has_recovery_path(
+            s.devices.len(),
+            usize::try_from(s.backup_codes_left).unwrap_or(usize::MAX),
+        );
     pb::UserStatus {
+        enforcement: None,
+        no_recovery_path,
         user: s.user,
         state: match s.state {
             engine::State::NotEnrolled => pb::State::NotEnrolled,
@@ -367,9 +535,12 @@ fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
                 clock_skew_seconds: d.clock_skew_seconds,
                 hotp: d.hotp_counter.is_some(),
                 counter: d.hotp_counter.unwrap_or(0),
+                drift_steps: d.drift_steps,
             })
             .collect(),
         pending_device: s.pending_device.unwrap_or_default(),
+        pending_expires_at: clamp_i64(s.pending_expires_at.unwrap_or(0)),
+        pending_seconds_left: s.pending_seconds_left,
         app_passwords: s.app_passwords,
     }
 }
@@ -875,6 +1046,68 @@ impl Otpd for OtpdService {
         }
     }
 
+    async fn list_must_enroll(
+        &self,
+        request: Request<pb::ListMustEnrollRequest>,
+    ) -> Result<Response<pb::ListMustEnrollResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        if let Err(e) = caller.require_admin("listing the users who must enroll") {
+            audit::refused(Some(&caller), "list_must_enroll", None, &e);
+            return Err(e.into());
+        }
+        let policy = self.engine.config().enforcement.clone();
+        let now = self.engine.now();
+        let mut reply = pb::ListMustEnrollResponse {
+            require: match policy.require {
+                enforcement::Require::Nobody => "nobody",
+                enforcement::Require::Everyone => "everyone",
+                enforcement::Require::Groups => "groups",
+            }
+            .to_owned(),
+            groups: policy.groups.clone(),
+            deadline: policy.deadline.map_or(0, clamp_i64),
+            deadline_date: policy
+                .deadline
+                .map(enforcement::format_date)
+                .unwrap_or_default(),
+            deadline_passed: policy.is_active() && policy.deadline.is_none_or(|d| now >= d),
+            users: Vec::new(),
+        };
+        if !policy.is_active() {
+            return Ok(Response::new(reply));
+        }
+        let mut candidates = crate::membership::candidates_bounded(policy.clone())
+            .await
+            .map_err(|e| Status::from(Error::Internal(format!("name service: {e}"))))?;
+        let known = self
+            .run(|e| e.user_names(None, usize::MAX))
+            .await
+            .map_err(Status::from)?;
+        candidates.extend(known);
+        for name in candidates {
+            if policy.exempt_users.contains(&name) {
+                continue;
+            }
+            let Ok(user) = UserName::parse(name.as_bytes()) else {
+                continue;
+            };
+            let membership = crate::membership::of(&name).await;
+            if !policy.covers(&name, &membership) {
+                continue;
+            }
+            // An unreadable record fails closed on its own (and `otpctl
+            // status` lists it): not counted here.
+            let enrolled = match self.run(move |e| e.status(&user)).await {
+                Ok(s) => matches!(s.state, engine::State::Active | engine::State::Locked),
+                Err(_) => true,
+            };
+            if !enrolled {
+                reply.users.push(name);
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
     async fn restore_users(
         &self,
         request: Request<pb::RestoreUsersRequest>,
@@ -937,8 +1170,24 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::RenameDeviceRequest>,
     ) -> Result<Response<pb::RenameDeviceResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        if !caller.admin {
+            const ACTION: &str = "rename_device";
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            let change = match (device_name(&r.name), device_name(&r.new_name)) {
+                (Ok(old), Ok(new)) => SelfChange::RenameDevice { old, new },
+                (Err(e), _) | (_, Err(e)) => return fail(&caller, ACTION, &user, e),
+            };
+            return match self
+                .self_call(&caller, &user, ACTION, &r.proof_code, change, kdf_deadline)
+                .await?
+            {
+                SelfDone::Renamed => Ok(Response::new(pb::RenameDeviceResponse {})),
+                _ => Err(unexpected(ACTION)),
+            };
+        }
         self.admin_call(
             &caller,
             &r.user,
@@ -954,8 +1203,29 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::RemoveDeviceRequest>,
     ) -> Result<Response<pb::RemoveDeviceResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        if !caller.admin {
+            const ACTION: &str = "remove_device";
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            let change = match device_name(&r.name) {
+                Ok(name) => SelfChange::RemoveDevice {
+                    name,
+                    allow_last: r.allow_last,
+                },
+                Err(e) => return fail(&caller, ACTION, &user, e),
+            };
+            return match self
+                .self_call(&caller, &user, ACTION, &r.proof_code, change, kdf_deadline)
+                .await?
+            {
+                SelfDone::Removed(left) => Ok(Response::new(pb::RemoveDeviceResponse {
+                    devices_left: u32::try_from(left).unwrap_or(u32::MAX),
+                })),
+                _ => Err(unexpected(ACTION)),
+            };
+        }
         let left = self
             .admin_call(
                 &caller,
@@ -974,8 +1244,31 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::AddAppPasswordRequest>,
     ) -> Result<Response<pb::AddAppPasswordResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        if !caller.admin {
+            const ACTION: &str = "add_app_password";
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            let change = SelfChange::AddAppPassword {
+                service: r.service.clone(),
+                label: r.label.clone(),
+                expires_in: (r.expires_in_seconds > 0).then_some(r.expires_in_seconds),
+            };
+            let done = self
+                .self_call(&caller, &user, ACTION, &r.proof_code, change, kdf_deadline)
+                .await;
+            self.release_kdf_memory_when_idle();
+            return match done? {
+                SelfDone::AppPassword(password, info) => {
+                    Ok(Response::new(pb::AddAppPasswordResponse {
+                        password: password.as_str().to_owned(),
+                        app_password: Some(app_password_to_wire(info)),
+                    }))
+                }
+                _ => Err(unexpected(ACTION)),
+            };
+        }
         let (password, info) = self
             .admin_call(
                 &caller,
@@ -1001,6 +1294,21 @@ impl Otpd for OtpdService {
     ) -> Result<Response<pb::ListAppPasswordsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        if !caller.admin {
+            // Read only, no password in it: the user's own list needs no
+            // proof (like GetStatus).
+            let user = parse_user(&r.user, &caller, "list_app_passwords")?;
+            if let Err(e) = caller.require_self_or_admin(&user, "list app passwords") {
+                return fail(&caller, "list_app_passwords", &user, e);
+            }
+            let u = user.clone();
+            return match self.run(move |e| e.app_passwords(&u)).await {
+                Ok(list) => Ok(Response::new(pb::ListAppPasswordsResponse {
+                    app_passwords: list.into_iter().map(app_password_to_wire).collect(),
+                })),
+                Err(e) => fail(&caller, "list_app_passwords", &user, e),
+            };
+        }
         let list = self
             .admin_call(
                 &caller,
@@ -1019,8 +1327,21 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::RevokeAppPasswordRequest>,
     ) -> Result<Response<pb::RevokeAppPasswordResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        if !caller.admin {
+            const ACTION: &str = "revoke_app_password";
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            let change = SelfChange::RevokeAppPassword { id: r.id.clone() };
+            return match self
+                .self_call(&caller, &user, ACTION, &r.proof_code, change, kdf_deadline)
+                .await?
+            {
+                SelfDone::Revoked => Ok(Response::new(pb::RevokeAppPasswordResponse {})),
+                _ => Err(unexpected(ACTION)),
+            };
+        }
         self.admin_call(
             &caller,
             &r.user,
@@ -1113,15 +1434,58 @@ impl Otpd for OtpdService {
                 retry_after: None,
             };
         }
-        Ok(Response::new(verdict_to_wire(&verdict)))
+        let mut wire = verdict_to_wire(&verdict);
+        match verdict {
+            // Only admins (pam_otpd) get here: tell them what the
+            // enforcement policy says about this user.
+            Verdict::NotEnrolled => {
+                wire.enforcement = self.enforcement_of(user.as_str(), false).await;
+            }
+            Verdict::Accepted { .. } => {
+                let u = user.clone();
+                match self.run(move |e| e.recovery_nudge(&u)).await {
+                    Ok(true) => {
+                        wire.recovery_nudge = true;
+                        wire.contact = self.engine.config().enforcement.contact.clone();
+                    }
+                    Ok(false) => {}
+                    // The login stands; the reminder waits for the next.
+                    Err(e) => tracing::warn!(
+                        user = user.as_str(),
+                        error = %e,
+                        "cannot note the recovery reminder"
+                    ),
+                }
+            }
+            _ => {}
+        }
+        Ok(Response::new(wire))
     }
 
     async fn enroll_start(
         &self,
         request: Request<pb::EnrollStartRequest>,
     ) -> Result<Response<pb::EnrollStartResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        if !caller.admin {
+            const ACTION: &str = "enroll_start";
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            let change = match enroll_options(&r) {
+                Ok(opts) => SelfChange::Enroll(opts),
+                Err(e) => return fail(&caller, ACTION, &user, e),
+            };
+            return match self
+                .self_call(&caller, &user, ACTION, &r.proof_code, change, kdf_deadline)
+                .await?
+            {
+                SelfDone::Started(started) => {
+                    Ok(Response::new(started_to_wire(user.to_string(), &started)))
+                }
+                _ => Err(unexpected(ACTION)),
+            };
+        }
         let raw_user = r.user.clone();
         let (user, started) = self
             .admin_call(
@@ -1135,16 +1499,7 @@ impl Otpd for OtpdService {
                 },
             )
             .await?;
-        Ok(Response::new(pb::EnrollStartResponse {
-            user,
-            secret_base32: started.secret_base32.as_str().to_owned(),
-            otpauth_uri: started.otpauth_uri.as_str().to_owned(),
-            algorithm: algorithm_to_wire(started.params.algorithm) as i32,
-            digits: u32::from(started.params.digits),
-            period: u32::try_from(started.params.period).unwrap_or(u32::MAX),
-            issuer: started.issuer.clone(),
-            device: started.device.to_string(),
-        }))
+        Ok(Response::new(started_to_wire(user, &started)))
     }
 
     async fn enroll_confirm(
@@ -1153,8 +1508,8 @@ impl Otpd for OtpdService {
     ) -> Result<Response<pb::EnrollConfirmResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let codes = self
-            .admin_call(
+        let codes = if caller.admin {
+            self.admin_call(
                 &caller,
                 &r.user,
                 "enroll_confirm",
@@ -1164,7 +1519,33 @@ impl Otpd for OtpdService {
                     e.enroll_confirm(u, &code)
                 },
             )
-            .await;
+            .await
+        } else {
+            // The user's own pending enrollment: started by an admin, as a
+            // first enrollment, or with a proof; the code of the new
+            // device is the proof here.
+            const ACTION: &str = "enroll_confirm";
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            if let Err(e) = caller.require_self_or_admin(&user, "confirm an enrollment") {
+                return fail(&caller, ACTION, &user, e);
+            }
+            let (u, who) = (user.clone(), caller.clone());
+            match self
+                .run(move |e| {
+                    let code = Code::parse(&r.code).map_err(Error::from)?;
+                    let confirmed = e.enroll_confirm(&u, &code)?;
+                    let via = Via::Totp {
+                        device: confirmed.device.clone(),
+                    };
+                    audit::self_service(&who, ACTION, u.as_str(), Some(&via));
+                    Ok(confirmed)
+                })
+                .await
+            {
+                Ok(c) => Ok(c),
+                Err(e) => fail(&caller, ACTION, &user, e),
+            }
+        };
         self.release_kdf_memory_when_idle();
         let confirmed = codes?;
         Ok(Response::new(pb::EnrollConfirmResponse {
@@ -1185,7 +1566,12 @@ impl Otpd for OtpdService {
         }
         let u = user.clone();
         match self.run(move |e| e.status(&u)).await {
-            Ok(s) => Ok(Response::new(status_to_wire(s))),
+            Ok(s) => {
+                let mut wire = status_to_wire(s);
+                let enrolled = matches!(wire.state(), pb::State::Active | pb::State::Locked);
+                wire.enforcement = self.enforcement_of(user.as_str(), enrolled).await;
+                Ok(Response::new(wire))
+            }
             Err(e) => fail(&caller, "status", &user, e),
         }
     }
@@ -1223,7 +1609,26 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::RegenerateBackupCodesRequest>,
     ) -> Result<Response<pb::RegenerateBackupCodesResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
+        if !caller.admin {
+            const ACTION: &str = "backup_codes";
+            let r = request.into_inner();
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            let change = SelfChange::RegenerateBackupCodes;
+            let done = self
+                .self_call(&caller, &user, ACTION, &r.proof_code, change, kdf_deadline)
+                .await;
+            self.release_kdf_memory_when_idle();
+            return match done? {
+                SelfDone::BackupCodes(codes) => {
+                    Ok(Response::new(pb::RegenerateBackupCodesResponse {
+                        backup_codes: codes_to_wire(codes),
+                    }))
+                }
+                _ => Err(unexpected(ACTION)),
+            };
+        }
         let codes = self
             .admin_call(
                 &caller,
@@ -1260,7 +1665,27 @@ impl Otpd for OtpdService {
         &self,
         request: Request<pb::ResetRequest>,
     ) -> Result<Response<pb::ResetResponse>, Status> {
+        let kdf_deadline = kdf_deadline(request.metadata());
         let caller = self.caller(&request).await?;
+        if !caller.admin {
+            const ACTION: &str = "reset";
+            let r = request.into_inner();
+            let user = parse_user(&r.user, &caller, ACTION)?;
+            return match self
+                .self_call(
+                    &caller,
+                    &user,
+                    ACTION,
+                    &r.proof_code,
+                    SelfChange::Reset,
+                    kdf_deadline,
+                )
+                .await?
+            {
+                SelfDone::Reset => Ok(Response::new(pb::ResetResponse {})),
+                _ => Err(unexpected(ACTION)),
+            };
+        }
         self.admin_call(
             &caller,
             &request.get_ref().user,

@@ -639,6 +639,7 @@ mod tests {
                 last_used_at: None,
                 kind: crate::device::Kind::Totp,
                 hotp_resync: None,
+                drift_steps: 0,
             }],
             generation,
             ..UserRecord::new()

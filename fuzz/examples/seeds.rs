@@ -106,6 +106,7 @@ fn main() {
             last_used_at: None,
             kind: otpd::device::Kind::Totp,
             hotp_resync: None,
+            drift_steps: 0,
         }],
         backup_codes: Some(backup),
         ..UserRecord::new()

@@ -155,6 +155,7 @@ impl ServiceFixture {
             last_used_at: None,
             kind: otpd::device::Kind::Totp,
             hotp_resync: None,
+            drift_steps: 0,
         };
         let alice = UserRecord {
             devices: vec![device(T0 - 3600)],

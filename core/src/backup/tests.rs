@@ -19,6 +19,7 @@ fn device(id: u64, step: Option<u64>) -> Device {
         last_used_at: None,
         kind: Kind::Totp,
         hotp_resync: None,
+        drift_steps: 0,
     }
 }
 
