@@ -72,9 +72,23 @@ pub enum Command {
     /// again and it finishes the rotation. Root only.
     Rekey,
     /// Show the state of one user, or of every user.
+    ///
+    /// STATE shows `+no-recovery` for users with a single device and no
+    /// backup code left (losing the device locks them out), and, for one
+    /// user, `+must-enroll` when the enforcement policy requires a second
+    /// factor they do not have.
     Status {
         /// The login name; all users when omitted.
         user: Option<String>,
+        /// List the users the enforcement policy ([enforcement] in
+        /// otpd.toml) requires a second factor of who have no active
+        /// device, with the policy's deadline.
+        #[arg(long, conflicts_with_all = ["user", "no_recovery"])]
+        must_enroll: bool,
+        /// Only users without a recovery path (a single device and no
+        /// backup code left).
+        #[arg(long, conflicts_with = "user")]
+        no_recovery: bool,
     },
     /// Issue a new set of backup codes; every earlier code stops working.
     BackupCodes(UserArgs),

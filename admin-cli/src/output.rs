@@ -810,7 +810,11 @@ impl Row<'_> {
             state.push_str("+no-recovery");
         }
         let enrolled = matches!(s.state(), State::Active | State::Locked);
-        if let Some(e) = s.enforcement.as_ref().filter(|e| e.must_enroll && !enrolled) {
+        if let Some(e) = s
+            .enforcement
+            .as_ref()
+            .filter(|e| e.must_enroll && !enrolled)
+        {
             state.push_str(if e.refused {
                 "+must-enroll(refused)"
             } else {

@@ -14,7 +14,8 @@ pub use otpd_core::seal as crypto;
 /// writer is [`backup`].
 pub use otpd_core::backup as backup_document;
 pub use otpd_core::{
-    app_password, backup_codes, device, interop, kdf, ops, policy, record, secret, totp,
+    app_password, backup_codes, device, enforcement, interop, kdf, ops, policy, record, secret,
+    totp,
 };
 
 pub mod clock;
@@ -33,6 +34,7 @@ pub mod authz;
 pub mod config;
 pub mod connections;
 pub mod log_output;
+pub mod membership;
 pub mod repeats;
 pub mod server;
 pub mod service;

@@ -35,7 +35,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::app_password::AppPasswordId;
 use crate::error::Error;
-use crate::flow::{Attempt, Daemon, Decision, Method, Reason, State, Status, Verdict};
+use crate::flow::{Attempt, Daemon, Decision, Enforcement, Method, Reason, State, Status, Verdict};
 
 /// First pause before connecting again to a full queue.
 pub const RETRY_MIN: Duration = Duration::from_millis(5);
@@ -263,6 +263,18 @@ impl From<pb::UserStatus> for Status {
         Self {
             state,
             digits: s.digits,
+            enforcement: s.enforcement.map(Enforcement::from),
+        }
+    }
+}
+
+impl From<pb::Enforcement> for Enforcement {
+    fn from(e: pb::Enforcement) -> Self {
+        Self {
+            must_enroll: e.must_enroll,
+            refused: e.refused,
+            deadline_date: e.deadline_date,
+            contact: e.contact,
         }
     }
 }
@@ -299,6 +311,8 @@ impl From<pb::VerifyResponse> for Verdict {
             clock_skew_seconds: r.clock_skew_seconds,
             backup_codes_low: r.backup_codes_low,
             app_password_id: AppPasswordId::parse(&r.app_password_id),
+            enforcement: r.enforcement.map(Enforcement::from),
+            recovery_nudge: r.recovery_nudge.then_some(r.contact),
         }
     }
 }
@@ -476,6 +490,12 @@ mod tests {
             &self,
             _: Request<pb::RestoreUsersRequest>,
         ) -> Reply<pb::RestoreUsersResponse> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn list_must_enroll(
+            &self,
+            _: Request<pb::ListMustEnrollRequest>,
+        ) -> Reply<pb::ListMustEnrollResponse> {
             Err(tonic::Status::unimplemented("fake"))
         }
         async fn import_users(
@@ -694,7 +714,8 @@ mod tests {
             st,
             Status {
                 state: State::Active,
-                digits: 8
+                digits: 8,
+                enforcement: None,
             }
         );
         assert!(c.status(b"bob").unwrap_err().is_not_found());

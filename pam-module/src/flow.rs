@@ -87,12 +87,30 @@ pub enum State {
 }
 
 /// What `GetStatus` says about a user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     /// Enrollment state.
     pub state: State,
     /// TOTP digits (0 when unknown).
     pub digits: u32,
+    /// What otpd's enforcement policy says about the user; `None` when it
+    /// covers nobody (or otpd is older).
+    pub enforcement: Option<Enforcement>,
+}
+
+/// What otpd's enforcement policy says about a user. otpd decides (from
+/// the user's groups), not the PAM line: a user it refuses is refused even
+/// on a line with `nullok`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enforcement {
+    /// The policy requires a second factor of this user.
+    pub must_enroll: bool,
+    /// ...and the user has none while the deadline has passed: refuse.
+    pub refused: bool,
+    /// The deadline, `YYYY-MM-DD`; empty: none.
+    pub deadline_date: String,
+    /// Whom to ask.
+    pub contact: String,
 }
 
 impl Status {
@@ -152,7 +170,7 @@ pub enum Method {
 }
 
 /// otpd's answer to `Verify`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// The decision.
     pub decision: Decision,
@@ -170,6 +188,11 @@ pub struct Verdict {
     pub backup_codes_low: bool,
     /// The app password's public id (when accepted as one).
     pub app_password_id: Option<AppPasswordId>,
+    /// With [`Decision::NotEnrolled`]: the enforcement policy on the user.
+    pub enforcement: Option<Enforcement>,
+    /// When accepted: remind the user they have no recovery path; whom
+    /// to ask.
+    pub recovery_nudge: Option<String>,
 }
 
 /// One `Verify` request.
@@ -319,6 +342,23 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
         if status_asked {
             match self.daemon.status(&req.user) {
                 Ok(st) if matches!(st.state, State::NotEnrolled | State::Pending) => {
+                    // otpd's enforcement policy, not `nullok`, has the last
+                    // word on users it requires a second factor of.
+                    if let Some(e) = st.enforcement.as_ref().filter(|e| e.must_enroll) {
+                        if e.refused {
+                            self.conv.error(&messages::enrollment_overdue(e, &self.who));
+                            self.log(
+                                Level::Notice,
+                                &format!(
+                                    "user {}: must enroll (enforcement policy, deadline \
+                                     passed) and has no active device; refused despite nullok",
+                                    self.who
+                                ),
+                            );
+                            return Outcome::new(PamError::AUTH_ERR);
+                        }
+                        self.conv.info(&messages::enrollment_due(e));
+                    }
                     self.log(
                         Level::Info,
                         &format!("user {}: no active enrollment; nullok: ignored", self.who),
@@ -650,6 +690,14 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 if v.backup_codes_low {
                     self.conv.info(&messages::backup_codes_low(&self.who));
                 }
+                if let Some(contact) = &v.recovery_nudge {
+                    self.conv
+                        .info(&messages::no_recovery_path(&self.who, contact));
+                    self.log(
+                        Level::Info,
+                        &format!("user {}: reminded that there is no recovery path", self.who),
+                    );
+                }
             }
             Decision::Locked | Decision::Throttled => {
                 self.conv
@@ -685,10 +733,19 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 };
                 self.log(Level::Notice, &format!("user {}: {why}; refused", self.who));
             }
-            Decision::NotEnrolled => self.log(
-                Level::Notice,
-                &format!("user {}: no active enrollment; refused", self.who),
-            ),
+            Decision::NotEnrolled => {
+                match v.enforcement.as_ref().filter(|e| e.must_enroll) {
+                    Some(e) if e.refused => {
+                        self.conv.error(&messages::enrollment_overdue(e, &self.who));
+                    }
+                    Some(e) => self.conv.info(&messages::enrollment_due(e)),
+                    None => {}
+                }
+                self.log(
+                    Level::Notice,
+                    &format!("user {}: no active enrollment; refused", self.who),
+                );
+            }
             Decision::Unknown => self.log(
                 Level::Error,
                 &format!("user {}: otpd gave no usable decision; refused", self.who),
@@ -884,6 +941,8 @@ mod tests {
             clock_skew_seconds: 0,
             backup_codes_low: false,
             app_password_id: None,
+            enforcement: None,
+            recovery_nudge: None,
         }
     }
 
@@ -899,7 +958,11 @@ mod tests {
     }
 
     fn status(state: State) -> Status {
-        Status { state, digits: 6 }
+        Status {
+            state,
+            digits: 6,
+            enforcement: None,
+        }
     }
 
     fn unreachable() -> Error {
@@ -1262,6 +1325,105 @@ mod tests {
         assert!(r.conv.prompts.is_empty());
     }
 
+    fn policy(refused: bool) -> Option<Enforcement> {
+        Some(Enforcement {
+            must_enroll: true,
+            refused,
+            deadline_date: "2026-12-15".into(),
+            contact: "the help desk".into(),
+        })
+    }
+
+    #[test]
+    fn the_enforcement_policy_overrides_nullok_after_its_deadline_only() {
+        for state in [State::NotEnrolled, State::Pending] {
+            // Before the deadline: told, then ignored as before.
+            let due = Status {
+                enforcement: policy(false),
+                ..status(state)
+            };
+            let r = run(&["nullok"], request(), vec![], vec![Ok(due)], vec![]);
+            assert_eq!(r.out.result, PamError::IGNORE);
+            assert_eq!(
+                r.conv.infos,
+                vec![
+                    "Two-factor authentication is required from 2026-12-15. \
+                     Run `otpctl enroll` now."
+                ]
+            );
+            assert!(r.conv.prompts.is_empty() && r.conv.errors.is_empty());
+            // After it: refused despite nullok, saying whom to ask.
+            let overdue = Status {
+                enforcement: policy(true),
+                ..status(state)
+            };
+            let r = run(&["nullok"], request(), vec![], vec![Ok(overdue)], vec![]);
+            assert_eq!(r.out.result, PamError::AUTH_ERR);
+            assert_eq!(r.conv.errors.len(), 1);
+            assert!(
+                r.conv.errors[0].contains("Ask the help desk"),
+                "{:?}",
+                r.conv.errors
+            );
+            assert!(r.conv.prompts.is_empty());
+        }
+        // Not covered: as before, nothing said.
+        let free = Status {
+            enforcement: Some(Enforcement {
+                must_enroll: false,
+                refused: false,
+                ..policy(false).unwrap()
+            }),
+            ..status(State::NotEnrolled)
+        };
+        let r = run(&["nullok"], request(), vec![], vec![Ok(free)], vec![]);
+        assert_eq!(r.out.result, PamError::IGNORE);
+        assert!(r.conv.infos.is_empty() && r.conv.errors.is_empty());
+    }
+
+    #[test]
+    fn without_nullok_a_covered_user_is_refused_with_the_policy_message() {
+        let not_enrolled = Verdict {
+            enforcement: policy(true),
+            ..verdict(Decision::NotEnrolled, Reason::Other)
+        };
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("123456"))],
+            vec![],
+            vec![Ok(not_enrolled)],
+        );
+        assert_eq!(r.out.result, PamError::AUTH_ERR);
+        assert!(
+            r.conv.errors[0].starts_with("Login refused"),
+            "{:?}",
+            r.conv.errors
+        );
+    }
+
+    #[test]
+    fn an_accepted_code_may_carry_the_recovery_reminder() {
+        let v = Verdict {
+            recovery_nudge: Some("the help desk".into()),
+            ..accepted()
+        };
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("123456"))],
+            vec![],
+            vec![Ok(v)],
+        );
+        assert_eq!(r.out.result, PamError::SUCCESS);
+        assert_eq!(r.conv.infos.len(), 1);
+        assert!(
+            r.conv.infos[0].contains("no backup codes left"),
+            "{:?}",
+            r.conv.infos
+        );
+    }
+
     #[test]
     fn nullok_active_user_is_asked() {
         let r = run(
@@ -1507,6 +1669,7 @@ mod tests {
             vec![Ok(Status {
                 state: State::Active,
                 digits: 8,
+                enforcement: None,
             })],
             vec![Ok(wrong())],
         );
@@ -1731,6 +1894,7 @@ mod tests {
             vec![Ok(Status {
                 state: State::Active,
                 digits: 8,
+                enforcement: None,
             })],
             vec![Ok(accepted())],
         );

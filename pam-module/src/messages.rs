@@ -1,5 +1,7 @@
 //! Every text the user sees, in one place.
 
+use crate::flow::Enforcement;
+
 /// Shown when the account is locked out or throttled.
 #[must_use]
 pub fn too_many_attempts(retry_after_seconds: u64) -> String {
@@ -25,6 +27,47 @@ pub fn backup_codes_low(user: &str) -> String {
     format!(
         "Running low on backup codes: ask your administrator for new ones \
          (otpctl backup-codes {user})."
+    )
+}
+
+/// Shown at each login of a user whom the enforcement policy requires a
+/// second factor of, before its deadline, while they have none.
+#[must_use]
+pub fn enrollment_due(e: &Enforcement) -> String {
+    if e.deadline_date.is_empty() {
+        "Two-factor authentication is required. Run `otpctl enroll` now.".to_owned()
+    } else {
+        format!(
+            "Two-factor authentication is required from {}. Run `otpctl enroll` now.",
+            e.deadline_date
+        )
+    }
+}
+
+/// Shown when such a user is refused after the deadline. `user` is
+/// already printable.
+#[must_use]
+pub fn enrollment_overdue(e: &Enforcement, user: &str) -> String {
+    let since = if e.deadline_date.is_empty() {
+        String::new()
+    } else {
+        format!(" since {}", e.deadline_date)
+    };
+    format!(
+        "Login refused: two-factor authentication is required{since} and none is set up \
+         for {user}. Ask {} to enroll you (otpctl enroll {user}), then log in with a code.",
+        e.contact
+    )
+}
+
+/// Shown, at most once a day, to a user who has no way back in if they
+/// lose their only device. `user` is already printable.
+#[must_use]
+pub fn no_recovery_path(user: &str, contact: &str) -> String {
+    format!(
+        "You have a single device and no backup codes left: if you lose it, you cannot \
+         log in. Ask {contact} for new backup codes (otpctl backup-codes {user}) or to add \
+         a spare device (otpctl device add {user} NAME)."
     )
 }
 

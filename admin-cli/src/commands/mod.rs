@@ -44,7 +44,11 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
         Command::Backup(command) => backup::run(&mut client, p, command).await,
         Command::Restore(args) => restore::run(&mut client, p, args).await,
         Command::Export(args) => export::run(&mut client, p, args).await,
-        Command::Status { user } => status::run(&mut client, p, user).await,
+        Command::Status {
+            user,
+            must_enroll,
+            no_recovery,
+        } => status::run(&mut client, p, user, must_enroll, no_recovery).await,
         Command::BackupCodes(args) => backup_codes::run(&mut client, p, args).await,
         Command::Unlock(args) => unlock::run(&mut client, p, args).await,
         Command::Reset(args) => reset::run(&mut client, p, args).await,

@@ -1,9 +1,10 @@
 //! `otpctl status [USER]`: GetStatus for one user, ListUsers page by page
-//! for all.
+//! for all (`--no-recovery`: only users without a recovery path);
+//! `--must-enroll`: ListMustEnroll.
 
 use std::process::ExitCode;
 
-use otpd_proto::v1::{GetStatusRequest, ListUsersRequest};
+use otpd_proto::v1::{GetStatusRequest, ListMustEnrollRequest, ListUsersRequest};
 
 use crate::client::Client;
 use crate::error::Error;
@@ -16,7 +17,17 @@ pub async fn run(
     client: &mut Client,
     p: &mut Printer<'_>,
     user: Option<String>,
+    must_enroll: bool,
+    no_recovery: bool,
 ) -> Result<ExitCode, Error> {
+    if must_enroll {
+        let reply = client
+            .list_must_enroll(ListMustEnrollRequest {})
+            .await?
+            .into_inner();
+        p.must_enroll(&reply)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match user {
         Some(user) => {
             let request = GetStatusRequest {
@@ -37,7 +48,11 @@ pub async fn run(
                     after: after.clone(),
                     limit: PAGE,
                 };
-                let page = client.list_users(request).await?.into_inner();
+                let mut page = client.list_users(request).await?.into_inner();
+                if no_recovery {
+                    page.users.retain(|u| u.no_recovery_path);
+                    page.unreadable.clear();
+                }
                 listing.page(&page.users, &page.unreadable)?;
                 match next_page(&after, page.next_after)? {
                     Some(next) => after = next,

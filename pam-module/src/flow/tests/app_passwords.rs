@@ -325,7 +325,7 @@ fn every_verdict_on_an_app_password_maps_like_a_code() {
         ),
     ];
     let copy = |v: &Result<Verdict, Error>| match v {
-        Ok(v) => Ok(*v),
+        Ok(v) => Ok(v.clone()),
         Err(Error::Unreachable { .. }) => Err(unreachable()),
         Err(Error::Timeout { ms }) => Err(Error::Timeout { ms: *ms }),
         Err(Error::Status(s)) => Err(st(s.code())),
