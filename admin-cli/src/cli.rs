@@ -38,6 +38,14 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Self-service (a plain user changing their own account): a current
+    /// code from one of your devices, or a backup code, to prove it is you
+    /// (asked on the terminal when needed and not given). It is spent like
+    /// a login code; a wrong one counts as a failed login. Ignored for root
+    /// and the admin group.
+    #[arg(long, global = true, value_name = "CODE")]
+    pub code: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,7 +205,8 @@ pub struct UserCodeArgs {
 
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
-    /// The login name.
+    /// The login name [default: you].
+    #[arg(default_value_t = crate::proof::own_name(), hide_default_value = true)]
     pub user: String,
     /// The name of the device (letters, digits, '-', '_', '.'; up to 32).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_DEVICE)]
@@ -241,6 +250,7 @@ pub enum DeviceCommand {
     /// Works like `otpctl enroll`: the new device stays pending, and logins
     /// are unchanged, until it is confirmed with a code from it. Then it
     /// works beside the other devices; the backup codes stay as they are.
+    #[command(allow_missing_positional = true)]
     Add(DeviceAddArgs),
     /// List a user's devices: parameters, enrolled at, last used, clock skew.
     List(UserArgs),
@@ -256,7 +266,8 @@ pub enum DeviceCommand {
 
 #[derive(Debug, Args)]
 pub struct DeviceAddArgs {
-    /// The login name.
+    /// The login name [default: you].
+    #[arg(default_value_t = crate::proof::own_name(), hide_default_value = true)]
     pub user: String,
     /// The name of the new device (letters, digits, '-', '_', '.'; up to 32).
     pub name: String,
@@ -295,12 +306,14 @@ pub enum AppPasswordCommand {
     /// List a user's app passwords (never the passwords themselves).
     List(UserArgs),
     /// Revoke an app password at once.
+    #[command(allow_missing_positional = true)]
     Revoke(AppPasswordRevokeArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct AppPasswordAddArgs {
-    /// The login name.
+    /// The login name [default: you].
+    #[arg(default_value_t = crate::proof::own_name(), hide_default_value = true)]
     pub user: String,
     /// The PAM service it works on (e.g. dovecot).
     #[arg(long, value_name = "SERVICE")]
@@ -316,7 +329,8 @@ pub struct AppPasswordAddArgs {
 
 #[derive(Debug, Args)]
 pub struct AppPasswordRevokeArgs {
-    /// The login name.
+    /// The login name [default: you].
+    #[arg(default_value_t = crate::proof::own_name(), hide_default_value = true)]
     pub user: String,
     /// The app password's id (shown by `otpctl app-password list`).
     pub id: String,

@@ -7,6 +7,7 @@ mod commands;
 mod error;
 mod output;
 mod passphrase;
+mod proof;
 mod qr;
 mod qr_image;
 

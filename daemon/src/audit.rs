@@ -219,6 +219,26 @@ pub fn verify(caller: &Caller, user: &str, ctx: &LoginContext, v: &Verdict) {
     }
 }
 
+/// A login accepted without a code, within the grace after an earlier
+/// accepted code of the same user from the same origin (`[grace]`).
+pub fn grace(caller: &Caller, user: &str, ctx: &LoginContext) {
+    summarise(Instant::now());
+    tracing::info!(
+        target: TARGET,
+        event = "verify",
+        user = clip(user),
+        service = clip(&ctx.service),
+        remote_host = clip(&ctx.remote_host),
+        tty = clip(&ctx.tty),
+        requester_uid = ctx.requester.map(|r| r.uid),
+        outcome = "accepted",
+        reason = "ok",
+        method = "grace",
+        peer_uid = caller.uid,
+        peer_pid = caller.pid.unwrap_or(0),
+    );
+}
+
 /// An administrative action that succeeded.
 pub fn admin(caller: &Caller, action: &'static str, user: &str) {
     summarise(Instant::now());
@@ -228,6 +248,36 @@ pub fn admin(caller: &Caller, action: &'static str, user: &str) {
         user = clip(user),
         outcome = "ok",
         peer_uid = caller.uid,
+        peer_pid = caller.pid.unwrap_or(0),
+    );
+}
+
+/// A plain user's change of their own account (self-service): who, what,
+/// and how possession was proven (`proof`: the method, and the device of
+/// a TOTP code; "none" for a first enrollment). Warning level: a second
+/// factor changed without an admin.
+pub fn self_service(caller: &Caller, action: &'static str, user: &str, proof: Option<&Via>) {
+    summarise(Instant::now());
+    let (proof, credential) = match proof {
+        None => ("none", None),
+        Some(via) => (
+            method_name(Some(via.method())),
+            match via {
+                Via::Totp { device } => Some(device.as_str()),
+                Via::BackupCode | Via::AppPassword { .. } => None,
+            },
+        ),
+    };
+    tracing::warn!(
+        target: TARGET,
+        event = action,
+        user = clip(user),
+        self_service = true,
+        proof,
+        credential,
+        outcome = "ok",
+        peer_uid = caller.uid,
+        peer_user = caller.name.as_deref().unwrap_or_default(),
         peer_pid = caller.pid.unwrap_or(0),
     );
 }

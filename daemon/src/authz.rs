@@ -1,7 +1,10 @@
 //! Who may call what, from the socket peer's kernel-checked credentials.
 //!
 //! * root (uid 0) and members of the admin group: everything;
-//! * any other local user: Verify and GetStatus for their own account only.
+//! * any other local user: Verify and GetStatus for their own account, and
+//!   the self-service changes of their own account (see
+//!   [`otpd_core::ops::self_service`]: a proof of possession in the same
+//!   request, decided by the engine; `[self_service]` in otpd.toml).
 //!
 //! Everything is judged from what the kernel recorded when the peer
 //! connected: uid, gid and pid (`SO_PEERCRED`) and the supplementary groups
@@ -14,6 +17,8 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use nix::unistd::{Gid, Group};
+
+use otpd_core::ops::self_service::Policy as SelfServicePolicy;
 
 use crate::accounts::Accounts;
 use crate::error::Error;
@@ -59,6 +64,8 @@ impl Peer {
 pub struct Authz {
     admin_gid: Option<u32>,
     accounts: Accounts,
+    /// What plain users may do on their own account (`[self_service]`).
+    self_service: SelfServicePolicy,
 }
 
 /// An authenticated caller.
@@ -95,7 +102,19 @@ impl Authz {
         Ok(Self {
             admin_gid,
             accounts: Accounts::default(),
+            self_service: SelfServicePolicy::default(),
         })
+    }
+
+    /// Lets plain users change their own account as `policy` says.
+    pub fn with_self_service(mut self, policy: SelfServicePolicy) -> Self {
+        self.self_service = policy;
+        self
+    }
+
+    /// What plain users may do on their own account.
+    pub fn self_service(&self) -> &SelfServicePolicy {
+        &self.self_service
     }
 
     /// Identifies the caller from its credentials. No credentials, no

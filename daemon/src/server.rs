@@ -72,7 +72,8 @@ impl Daemon {
         engine_config: EngineConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        let authz = Authz::new(config.admin_group.as_deref())?;
+        let authz = Authz::new(config.admin_group.as_deref())?
+            .with_self_service(config.self_service.policy());
         prepare_state_dir(&config.state_dir)?;
         let store_dir = store_path(&config.state_dir);
         private_dir(&store_dir)?;

@@ -184,6 +184,7 @@ async fn worker(
             match client
                 .regenerate_backup_codes(pb::RegenerateBackupCodesRequest {
                     user: user_req(&u.name).into(),
+                    ..Default::default()
                 })
                 .await
             {
@@ -250,6 +251,7 @@ async fn check(
             match client
                 .regenerate_backup_codes(pb::RegenerateBackupCodesRequest {
                     user: user_req(&u.name).into(),
+                    ..Default::default()
                 })
                 .await
             {

@@ -202,6 +202,7 @@ async fn backup_codes_work_once_in_any_order_and_regeneration_invalidates() {
     let fresh = c
         .regenerate_backup_codes(pb::RegenerateBackupCodesRequest {
             user: "bob".as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -726,17 +727,23 @@ async fn admin_calls_on_unknown_users_say_not_found() {
         Code::NotFound
     );
     assert_eq!(
-        c.reset(pb::ResetRequest { user: u() })
-            .await
-            .unwrap_err()
-            .code(),
+        c.reset(pb::ResetRequest {
+            user: u(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .code(),
         Code::NotFound
     );
     assert_eq!(
-        c.regenerate_backup_codes(pb::RegenerateBackupCodesRequest { user: u() })
-            .await
-            .unwrap_err()
-            .code(),
+        c.regenerate_backup_codes(pb::RegenerateBackupCodesRequest {
+            user: u(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .code(),
         Code::NotFound
     );
     assert_eq!(
@@ -805,6 +812,7 @@ async fn re_enrollment_replaces_the_secret_only_on_confirmation() {
     // Reset removes everything.
     c.reset(pb::ResetRequest {
         user: "liam".as_bytes().to_vec().into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -871,6 +879,7 @@ async fn corrupted_or_moved_record_fails_closed_for_that_user_only() {
     // The way out: reset works on an unreadable record.
     c.reset(pb::ResetRequest {
         user: "bob".as_bytes().to_vec().into(),
+        ..Default::default()
     })
     .await
     .unwrap();

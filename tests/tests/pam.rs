@@ -977,6 +977,7 @@ impl ClockedDaemon {
                 user: user.as_bytes().to_vec().into(),
                 name: device.into(),
                 allow_last: false,
+                ..Default::default()
             }))
             .unwrap()
             .into_inner()

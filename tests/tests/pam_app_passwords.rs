@@ -127,6 +127,7 @@ impl Admin {
             service: service.into(),
             label: "test client".into(),
             expires_in_seconds: 0,
+            ..Default::default()
         };
         let mut c = self.client.clone();
         let reply = self
@@ -144,6 +145,7 @@ impl Admin {
         let request = pb::RevokeAppPasswordRequest {
             user: user.as_bytes().to_vec().into(),
             id: id.into(),
+            ..Default::default()
         };
         let mut c = self.client.clone();
         self.rt

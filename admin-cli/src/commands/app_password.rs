@@ -19,13 +19,19 @@ pub async fn run(
 ) -> Result<ExitCode, Error> {
     match command {
         AppPasswordCommand::Add(args) => {
-            let request = AddAppPasswordRequest {
-                user: args.user.as_bytes().to_vec().into(),
-                service: args.service,
-                label: args.label,
-                expires_in_seconds: args.expires.unwrap_or(0),
-            };
-            let mut response = client.add_app_password(request).await?.into_inner();
+            let mut response = crate::proof::with_proof(|proof| {
+                let request = AddAppPasswordRequest {
+                    user: args.user.as_bytes().to_vec().into(),
+                    service: args.service.clone(),
+                    label: args.label.clone(),
+                    expires_in_seconds: args.expires.unwrap_or(0),
+                    proof_code: proof.into(),
+                };
+                let mut client = client.clone();
+                async move { client.add_app_password(request).await }
+            })
+            .await?
+            .into_inner();
             let password = Zeroizing::new(std::mem::take(&mut response.password));
             let issued = response.app_password.unwrap_or_default();
             p.app_password_added(&args.user, &password, &issued)?;
@@ -38,20 +44,23 @@ pub async fn run(
             p.app_passwords(&args.user, &list.app_passwords, unix_now())?;
         }
         AppPasswordCommand::Revoke(args) => {
-            let request = RevokeAppPasswordRequest {
-                user: args.user.as_bytes().to_vec().into(),
-                id: args.id.clone(),
-            };
-            client
-                .revoke_app_password(request)
-                .await
-                .map_err(|s| match s.code() {
-                    Code::NotFound => Error::NoSuchAppPassword {
-                        user: args.user.clone(),
-                        id: args.id.clone(),
-                    },
-                    _ => Error::Status(s),
-                })?;
+            crate::proof::with_proof(|proof| {
+                let request = RevokeAppPasswordRequest {
+                    user: args.user.as_bytes().to_vec().into(),
+                    id: args.id.clone(),
+                    proof_code: proof.into(),
+                };
+                let mut client = client.clone();
+                async move { client.revoke_app_password(request).await }
+            })
+            .await
+            .map_err(|s| match s.code() {
+                Code::NotFound => Error::NoSuchAppPassword {
+                    user: args.user.clone(),
+                    id: args.id.clone(),
+                },
+                _ => Error::Status(s),
+            })?;
             p.app_password_revoked(&args.user, &args.id)?;
         }
     }

@@ -15,10 +15,16 @@ pub async fn run(
     p: &mut Printer<'_>,
     args: UserArgs,
 ) -> Result<ExitCode, Error> {
-    let request = RegenerateBackupCodesRequest {
-        user: args.user.as_bytes().to_vec().into(),
-    };
-    let response = client.regenerate_backup_codes(request).await?.into_inner();
+    let response = crate::proof::with_proof(|proof| {
+        let request = RegenerateBackupCodesRequest {
+            user: args.user.as_bytes().to_vec().into(),
+            proof_code: proof.into(),
+        };
+        let mut client = client.clone();
+        async move { client.regenerate_backup_codes(request).await }
+    })
+    .await?
+    .into_inner();
     let codes = Zeroizing::new(response.backup_codes);
     p.backup_codes(&args.user, &codes)?;
     Ok(ExitCode::SUCCESS)

@@ -31,15 +31,18 @@ pub async fn run(
             p.devices(&status)?;
         }
         DeviceCommand::Rename(args) => {
-            let request = RenameDeviceRequest {
-                user: args.user.as_bytes().to_vec().into(),
-                name: args.old.clone(),
-                new_name: args.new.clone(),
-            };
-            client
-                .rename_device(request)
-                .await
-                .map_err(|s| Error::for_device(s, &args.user, Some(&args.old), Some(&args.new)))?;
+            crate::proof::with_proof(|proof| {
+                let request = RenameDeviceRequest {
+                    user: args.user.as_bytes().to_vec().into(),
+                    name: args.old.clone(),
+                    new_name: args.new.clone(),
+                    proof_code: proof.into(),
+                };
+                let mut client = client.clone();
+                async move { client.rename_device(request).await }
+            })
+            .await
+            .map_err(|s| Error::for_device(s, &args.user, Some(&args.old), Some(&args.new)))?;
             p.device_renamed(&args.user, &args.old, &args.new)?;
         }
         DeviceCommand::Remove(args) => remove(client, p, args).await?,
@@ -68,16 +71,19 @@ async fn remove(
             device: args.name,
         });
     }
-    let request = RemoveDeviceRequest {
-        user: args.user.as_bytes().to_vec().into(),
-        name: args.name.clone(),
-        allow_last: args.force,
-    };
-    let response = client
-        .remove_device(request)
-        .await
-        .map_err(|s| remove_error(s, &args))?
-        .into_inner();
+    let response = crate::proof::with_proof(|proof| {
+        let request = RemoveDeviceRequest {
+            user: args.user.as_bytes().to_vec().into(),
+            name: args.name.clone(),
+            allow_last: args.force,
+            proof_code: proof.into(),
+        };
+        let mut client = client.clone();
+        async move { client.remove_device(request).await }
+    })
+    .await
+    .map_err(|s| remove_error(s, &args))?
+    .into_inner();
     Ok(p.device_removed(&args.user, &args.name, response.devices_left)?)
 }
 

@@ -150,12 +150,19 @@ async fn start(client: &mut Client, new: &NewDevice<'_>) -> Result<(Enrollment, 
         },
         period: totp.period.unwrap_or(0),
         hotp: totp.hotp,
+        proof_code: Default::default(),
     };
-    let response = client
-        .enroll_start(request)
-        .await
-        .map_err(|s| Error::for_device(s, new.user, None, Some(new.device)))?
-        .into_inner();
+    let response = crate::proof::with_proof(|proof| {
+        let request = EnrollStartRequest {
+            proof_code: proof.into(),
+            ..request.clone()
+        };
+        let mut client = client.clone();
+        async move { client.enroll_start(request).await }
+    })
+    .await
+    .map_err(|s| Error::for_device(s, new.user, None, Some(new.device)))?
+    .into_inner();
     let enrollment = Enrollment::new(response, new.device);
     let qr = Qr::new(&enrollment.otpauth_uri)?;
     Ok((enrollment, qr))

@@ -33,6 +33,7 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
         Command::Doctor(args) => return doctor::run(&cli.socket, p, args).await,
         other => other,
     };
+    crate::proof::init(cli.code.clone(), cli.json);
     let mut client = client::connect(&cli.socket).await?;
     match command {
         Command::Enroll(args) => enroll::run(&mut client, p, args).await,

@@ -14,10 +14,15 @@ pub async fn run(
     p: &mut Printer<'_>,
     args: UserArgs,
 ) -> Result<ExitCode, Error> {
-    let request = ResetRequest {
-        user: args.user.as_bytes().to_vec().into(),
-    };
-    client.reset(request).await?;
+    crate::proof::with_proof(|proof| {
+        let request = ResetRequest {
+            user: args.user.as_bytes().to_vec().into(),
+            proof_code: proof.into(),
+        };
+        let mut client = client.clone();
+        async move { client.reset(request).await }
+    })
+    .await?;
     p.reset(&args.user)?;
     Ok(ExitCode::SUCCESS)
 }
