@@ -424,3 +424,83 @@ fn an_enrolled_user_without_an_account_is_found() {
     );
     d.stop();
 }
+
+#[test]
+fn after_the_deadline_users_who_must_enroll_and_nullok_are_found() {
+    let s = setup(
+        SSHD_CLEAN,
+        "@include common-auth\nauth required pam_otpd.so nullok\n",
+    );
+    std::fs::write(
+        s.path("otpd.toml"),
+        "[enforcement]\nrequire = \"everyone\"\ndeadline = \"2020-01-01\"\n",
+    )
+    .unwrap();
+    let d = Process::start(s.dir.path());
+    // A user with a pending enrollment only: not enrolled yet. (An account
+    // that does not exist is covered: the policy fails closed.)
+    let user = "ghost-doctor-deadline";
+    let out = Command::new(built("otpctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--json", "enroll", user])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, report) = s.doctor(&["--ignore", "requisite", "--ignore", "user-gone"]);
+    assert_eq!(code, 1);
+    let sshd = s.path("pam/sshd").display().to_string();
+    assert_eq!(found(&report, "nullok-after-deadline"), [(sshd, Some(2))]);
+    let ghost = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "must-enroll" && f["what"].as_str().unwrap().starts_with(user))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(ghost["severity"], "error");
+    assert!(
+        ghost["what"]
+            .as_str()
+            .unwrap()
+            .ends_with("logins are refused")
+    );
+    assert!(
+        ghost["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpctl enroll ghost-doctor-deadline")
+    );
+    d.stop();
+
+    // Before the deadline: a warning, and nullok is still the rollout's.
+    let s = setup(
+        SSHD_CLEAN,
+        "@include common-auth\nauth required pam_otpd.so nullok\n",
+    );
+    std::fs::write(
+        s.path("otpd.toml"),
+        "[enforcement]\nrequire = \"everyone\"\ndeadline = \"2999-01-01\"\n",
+    )
+    .unwrap();
+    let d = Process::start(s.dir.path());
+    let out = Command::new(built("otpctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--json", "enroll", user])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_, report) = s.doctor(&["--ignore", "requisite", "--ignore", "user-gone"]);
+    assert!(
+        found(&report, "nullok-after-deadline").is_empty(),
+        "{report}"
+    );
+    let ghost = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "must-enroll" && f["what"].as_str().unwrap().starts_with(user))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(ghost["severity"], "warning");
+    d.stop();
+}

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use otpd_core::doctor::{Finding, Severity, pam, sshd};
-use otpd_proto::v1::ListUsersRequest;
+use otpd_proto::v1::{ListMustEnrollRequest, ListUsersRequest};
 use serde::Serialize;
+use tonic::Code;
 
 use crate::cli::DoctorArgs;
 use crate::client;
@@ -578,8 +579,50 @@ async fn daemon(socket: &Path, files: &pam::Files, dir: &str, config: &OtpdConfi
     }
     r.checked
         .push(format!("otpd at {}: {users} users", socket.display()));
-    // The enforcement policy's ListMustEnroll is not in this contract yet.
-    let _ = (files, dir, &config.path);
-    r.skipped
-        .push("users who must enroll: this otpd has no enforcement policy".into());
+    match client.list_must_enroll(ListMustEnrollRequest {}).await {
+        Ok(answer) => {
+            let m = answer.into_inner();
+            let when = if m.deadline_date.is_empty() {
+                "now".to_owned()
+            } else {
+                format!("from {}", m.deadline_date)
+            };
+            for user in &m.users {
+                let what = format!(
+                    "{user} must use a second factor ({} policy, {when}) and has no active \
+                     device{}",
+                    m.require,
+                    if m.deadline_passed {
+                        ": logins are refused"
+                    } else {
+                        ""
+                    }
+                );
+                let fix = format!(
+                    "otpctl enroll {user}, or exempt the account in [enforcement] \
+                     exempt_users (README: Configuration)"
+                );
+                if m.deadline_passed {
+                    r.error("must-enroll", &config.path, None, what, &fix);
+                } else {
+                    r.warning("must-enroll", &config.path, None, what, &fix);
+                }
+            }
+            if m.deadline_passed && m.require == "everyone" {
+                r.findings
+                    .extend(pam::nullok_after_deadline(files, dir, &m.deadline_date));
+            }
+            r.checked.push(format!(
+                "enforcement: {} ({} users must still enroll)",
+                m.require,
+                m.users.len()
+            ));
+        }
+        Err(status) if status.code() == Code::Unimplemented => r
+            .skipped
+            .push("users who must enroll: this otpd has no enforcement policy".into()),
+        Err(status) => r
+            .skipped
+            .push(format!("users who must enroll: {}", Error::Status(status))),
+    }
 }
