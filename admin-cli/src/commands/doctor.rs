@@ -280,6 +280,16 @@ fn ssh(args: &DoctorArgs, files: &pam::Files, r: &mut Report) {
                 ));
                 sshd::parse_dump(&String::from_utf8_lossy(&out.stdout)).with_lines_from(&from_file)
             }
+            Ok(out) if !nix::unistd::geteuid().is_root() => {
+                // Host keys and the config are root's: not a finding.
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let reason = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                r.skipped.push(format!(
+                    "SSH: `sshd -T` needs root ({}); run otpctl doctor as root",
+                    reason.trim()
+                ));
+                return;
+            }
             Ok(out) => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let reason = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
