@@ -731,6 +731,7 @@ fn verify_line(r: &VerifyResponse) -> String {
         Decision::Accepted => match r.method() {
             Method::BackupCode => format!("accepted (backup code, {} left)", r.backup_codes_left),
             Method::AppPassword => "accepted (app password)".to_owned(),
+            Method::Grace => "accepted (grace after a login)".to_owned(),
             Method::Totp | Method::Unspecified => "accepted (totp)".to_owned(),
         },
         Decision::Locked => retry("locked"),
@@ -1320,6 +1321,7 @@ fn method_name(m: Method) -> Option<&'static str> {
         Method::Totp => Some("totp"),
         Method::BackupCode => Some("backup_code"),
         Method::AppPassword => Some("app_password"),
+        Method::Grace => Some("grace"),
         Method::Unspecified => None,
     }
 }

@@ -33,6 +33,7 @@ pub mod doctor;
 pub mod drift;
 pub mod enforcement;
 pub mod error;
+pub mod grace;
 pub mod hotp;
 pub mod interop;
 pub mod kdf;

@@ -61,6 +61,8 @@ pub struct Config {
     /// Most steps a device's learned clock offset may reach either way
     /// (`[totp] max_drift_steps`; 0: no learning).
     pub max_drift_steps: u32,
+    /// Grace for sudo/su after a login (`[grace]`; off by default).
+    pub grace: crate::grace::Policy,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             enforcement: crate::enforcement::Enforcement::default(),
             pending_expiry: crate::record::DEFAULT_PENDING_EXPIRY,
             max_drift_steps: crate::drift::DEFAULT_MAX_DRIFT_STEPS,
+            grace: crate::grace::Policy::default(),
         }
     }
 }

@@ -73,6 +73,34 @@ pub struct Config {
     pub self_service: SelfServiceSection,
     /// Started enrollments.
     pub enrollment: EnrollmentSection,
+    /// Grace for sudo/su after a login (off by default).
+    pub grace: GraceSection,
+}
+
+/// `[grace]`: a code accepted for a user is remembered (in the daemon's
+/// memory only) for `seconds`, so that the listed services (sudo, su) from
+/// the same origin do not ask for the next code. Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraceSection {
+    /// How long; 0: off.
+    pub seconds: u64,
+    /// `remote_host`, `tty` or `both`.
+    #[serde(rename = "match")]
+    pub by: otpd_core::grace::Match,
+    /// PAM services that may use the grace.
+    pub services: Vec<String>,
+}
+
+impl Default for GraceSection {
+    fn default() -> Self {
+        let d = otpd_core::grace::Policy::default();
+        Self {
+            seconds: d.seconds,
+            by: d.by,
+            services: d.services,
+        }
+    }
 }
 
 /// `[enrollment]`
@@ -290,6 +318,7 @@ impl Default for Config {
             enforcement: EnforcementSection::default(),
             self_service: SelfServiceSection::default(),
             enrollment: EnrollmentSection::default(),
+            grace: GraceSection::default(),
         }
     }
 }
@@ -427,6 +456,12 @@ impl Config {
             return Err("backup.interval_seconds and backup.keep must be at least 1".into());
         }
         self.enforcement.policy()?;
+        if self.grace.seconds > 3600 {
+            return Err(format!(
+                "grace.seconds must be 0..=3600 (an hour), not {}",
+                self.grace.seconds
+            ));
+        }
         if !(60..=7 * 24 * 3600).contains(&self.enrollment.pending_expiry_seconds) {
             return Err(format!(
                 "enrollment.pending_expiry_seconds must be 60..=604800 (a week), not {}",
@@ -481,6 +516,11 @@ impl Config {
             enforcement: self.enforcement.policy().unwrap_or_default(),
             pending_expiry: self.enrollment.pending_expiry_seconds,
             max_drift_steps: self.totp.max_drift_steps,
+            grace: otpd_core::grace::Policy {
+                seconds: self.grace.seconds,
+                by: self.grace.by,
+                services: self.grace.services.clone(),
+            },
         }
     }
 }
@@ -534,6 +574,15 @@ mod tests {
         assert_eq!(explicit.totp.window, 1);
         assert_eq!(explicit.totp.max_drift_steps, 2);
         assert_eq!(explicit.enrollment.pending_expiry_seconds, 900);
+        assert_eq!(
+            explicit.engine_config().grace,
+            otpd_core::grace::Policy::default()
+        );
+        assert_eq!(
+            explicit.self_service.policy(),
+            otpd_core::ops::self_service::Policy::default()
+        );
+        assert!(!explicit.self_service.enroll && !explicit.self_service.reset);
         let backup = BackupSection::default();
         assert_eq!(explicit.backup.directory, backup.directory);
         assert_eq!(

@@ -315,6 +315,8 @@ pub struct Engine {
     kdf_mem: KdfMemory,
     kdf_permits: Arc<Semaphore>,
     kdf_in_flight: Arc<Mutex<HashSet<UserName>>>,
+    /// Codes remembered for `[grace]` (memory only: a restart ends them).
+    graces: Mutex<otpd_core::grace::Graces>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -347,6 +349,35 @@ impl Engine {
             kdf_mem: KdfMemory::new(default_kdf_parallelism()),
             kdf_permits: Arc::new(Semaphore::new(default_kdf_parallelism())),
             kdf_in_flight: Arc::default(),
+            graces: Mutex::default(),
+        }
+    }
+
+    /// Whether a login of `user` from `ctx` is within a grace (`[grace]`):
+    /// an allowed service, the same origin as an accepted code of the same
+    /// user less than `seconds` ago. Changes nothing.
+    pub fn grace_admits(&self, user: &UserName, ctx: &LoginContext) -> bool {
+        let now = self.clock.now();
+        self.graces
+            .lock()
+            .is_ok_and(|g| g.admits(&self.cfg.grace, user, ctx, now))
+    }
+
+    /// Remembers an accepted TOTP or backup code for `[grace]` (not an app
+    /// password: those serve other services, not interactive logins).
+    fn remember_grace(&self, user: &UserName, ctx: &LoginContext, verdict: &Verdict) {
+        let by_code = matches!(
+            verdict,
+            Verdict::Accepted {
+                via: ops::Via::Totp { .. } | ops::Via::BackupCode,
+                ..
+            }
+        );
+        if by_code && self.cfg.grace.seconds > 0 {
+            let now = self.clock.now();
+            if let Ok(mut g) = self.graces.lock() {
+                g.remember(&self.cfg.grace, user, ctx, now);
+            }
         }
     }
 
@@ -637,7 +668,10 @@ impl Engine {
             Ok((step, change))
         })?;
         match step {
-            Step::Done { verdict, .. } => Ok(Verification::Done(verdict)),
+            Step::Done { verdict, .. } => {
+                self.remember_grace(user, ctx, &verdict);
+                Ok(Verification::Done(verdict))
+            }
             Step::Hash(job) => {
                 let slot =
                     slot.ok_or_else(|| Error::Internal("hash requested without a slot".into()))?;
@@ -705,6 +739,7 @@ impl Engine {
         })?;
         // A hash that failed was counted as a failure; now report it.
         hashed.map_err(Error::from)?;
+        self.remember_grace(user, ctx, &verdict);
         Ok(verdict)
     }
 

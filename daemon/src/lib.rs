@@ -17,6 +17,7 @@ pub use otpd_core::{
     app_password, backup_codes, device, enforcement, interop, kdf, ops, policy, record, secret,
     totp,
 };
+pub use otpd_core::{drift, grace};
 
 pub mod clock;
 pub mod engine;

@@ -35,6 +35,42 @@ pub struct OtpdService {
 }
 
 impl OtpdService {
+    /// `Verify` with `grace_only` (pam_otpd, before it prompts): whether
+    /// `[grace]` lets this login in without a code. Nothing is checked or
+    /// counted; an accepted grace is audited as method "grace". Only root
+    /// callers: the origin they report is what the grace is matched on.
+    async fn grace(
+        &self,
+        caller: &Caller,
+        user: &UserName,
+        r: pb::VerifyRequest,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        if let Err(e) = caller.require_admin("asking for a grace") {
+            return fail(caller, "verify", user, e);
+        }
+        let ctx = LoginContext {
+            service: context_field(r.service),
+            remote_host: context_field(r.remote_host),
+            tty: context_field(r.tty),
+            requester: local_requester(caller, r.local_requester),
+        };
+        let (u, c) = (user.clone(), ctx.clone());
+        let admitted = self
+            .run(move |e| Ok(e.grace_admits(&u, &c)))
+            .await
+            .unwrap_or(false);
+        if !admitted {
+            return Ok(Response::new(pb::VerifyResponse::default()));
+        }
+        audit::grace(caller, user.as_str(), &ctx);
+        Ok(Response::new(pb::VerifyResponse {
+            decision: pb::Decision::Accepted as i32,
+            reason: pb::Reason::Ok as i32,
+            method: pb::Method::Grace as i32,
+            ..Default::default()
+        }))
+    }
+
     /// A service deciding with `engine`, authorising with `authz`.
     pub fn new(engine: Arc<Engine>, authz: Arc<Authz>) -> Self {
         Self {
@@ -1386,6 +1422,9 @@ impl Otpd for OtpdService {
         if let Err(e) = caller.require_self_or_admin(&user, "verify codes") {
             return fail(&caller, "verify", &user, e);
         }
+        if r.grace_only {
+            return self.grace(&caller, &user, r).await;
+        }
         // With `allow_app_password` (the PAM line opted in), a credential
         // shaped like an app password is checked as one; anything else as
         // a code.
@@ -1530,8 +1569,18 @@ impl Otpd for OtpdService {
                 return fail(&caller, ACTION, &user, e);
             }
             let (u, who) = (user.clone(), caller.clone());
+            let enroll = self.authz.self_service().enroll;
             match self
                 .run(move |e| {
+                    // Without self-enrollment only an enrolled user (whose
+                    // device add or re-enrollment needed a proof) confirms.
+                    if !enroll && !e.record(&u)?.is_some_and(|r| r.is_enrolled()) {
+                        return Err(otpd_core::Error::SelfServiceDisabled {
+                            what: "confirming your first device",
+                            key: "enroll",
+                        }
+                        .into());
+                    }
                     let code = Code::parse(&r.code).map_err(Error::from)?;
                     let confirmed = e.enroll_confirm(&u, &code)?;
                     let via = Via::Totp {

@@ -203,9 +203,31 @@ impl Daemon for Client {
                 is_target_user: attempt.requester.is_target_user,
             }),
             allow_app_password: attempt.allow_app_password,
+            grace_only: false,
         };
         let reply = self.exchange(|mut c| async move { c.verify(request).await })?;
         Ok(Verdict::from(reply.into_inner()))
+    }
+
+    fn grace(&mut self, attempt: Attempt) -> Result<bool, Error> {
+        let request = pb::VerifyRequest {
+            user: Bytes::from(attempt.user),
+            code: Bytes::new(),
+            service: attempt.service,
+            remote_host: attempt.remote_host,
+            tty: attempt.tty,
+            local_requester: Some(pb::LocalRequester {
+                uid: attempt.requester.uid,
+                is_target_user: attempt.requester.is_target_user,
+            }),
+            allow_app_password: false,
+            grace_only: true,
+        };
+        let reply = self
+            .exchange(|mut c| async move { c.verify(request).await })?
+            .into_inner();
+        Ok(reply.decision == pb::Decision::Accepted as i32
+            && reply.method == pb::Method::Grace as i32)
     }
 }
 
@@ -300,7 +322,8 @@ impl From<pb::VerifyResponse> for Verdict {
             Ok(pb::Method::Totp) => Method::Totp,
             Ok(pb::Method::BackupCode) => Method::BackupCode,
             Ok(pb::Method::AppPassword) => Method::AppPassword,
-            Ok(pb::Method::Unspecified) | Err(_) => Method::Unknown,
+            // Only a grace query (`Daemon::grace`) is answered this way.
+            Ok(pb::Method::Grace | pb::Method::Unspecified) | Err(_) => Method::Unknown,
         };
         Self {
             decision,

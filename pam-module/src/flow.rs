@@ -48,6 +48,15 @@ pub trait Daemon {
     /// # Errors
     /// When otpd cannot be reached or answers with an error status.
     fn verify(&mut self, attempt: Attempt) -> Result<Verdict, Error>;
+    /// `Verify` with `grace_only` (`attempt.code` empty): whether otpd's
+    /// `[grace]` lets this login in without a code. Nothing is checked or
+    /// counted. A daemon that knows no grace answers `false`.
+    ///
+    /// # Errors
+    /// When otpd cannot be reached or answers with an error status.
+    fn grace(&mut self, _attempt: Attempt) -> Result<bool, Error> {
+        Ok(false)
+    }
 }
 
 /// Severity of a log line (syslog priorities).
@@ -391,6 +400,32 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                         return Outcome::new(self.failed(&e));
                     }
                 },
+            }
+        }
+
+        // `grace`: otpd (never the module) may let this login in without a
+        // code, right after an accepted one from the same origin.
+        if self.opts.grace && self.opts.app_passwords != AppPasswords::Only {
+            match self.daemon.grace(attempt(&req, Secret::new(Vec::new()))) {
+                Ok(true) => {
+                    self.log(
+                        Level::Notice,
+                        &format!(
+                            "user {}: accepted without a code (otpd grace after a login from \
+                             the same origin)",
+                            self.who
+                        ),
+                    );
+                    return Outcome::new(PamError::SUCCESS);
+                }
+                Ok(false) => self.debug(&format!("user {}: no grace; asking", self.who)),
+                Err(e) => self.log(
+                    Level::Warning,
+                    &format!(
+                        "user {}: grace query failed ({e}); asking for a code",
+                        self.who
+                    ),
+                ),
             }
         }
 

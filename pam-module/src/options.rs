@@ -103,6 +103,9 @@ pub struct Options {
     pub debug: bool,
     /// `app_passwords`, `app_passwords_only`.
     pub app_passwords: AppPasswords,
+    /// `grace`: before prompting, ask otpd whether its `[grace]` lets this
+    /// login in without a code (otpd decides; off there by default).
+    pub grace: bool,
 }
 
 impl Default for Options {
@@ -118,6 +121,7 @@ impl Default for Options {
             echo_code: false,
             debug: false,
             app_passwords: AppPasswords::Off,
+            grace: false,
         }
     }
 }
@@ -270,6 +274,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> (Options, Vec<OptionWarning>) {
             ("nullok", _) => opts.nullok = flag(&mut warnings) || opts.nullok,
             ("echo_code", _) => opts.echo_code = flag(&mut warnings) || opts.echo_code,
             ("debug", _) => opts.debug = flag(&mut warnings) || opts.debug,
+            ("grace", _) => opts.grace = flag(&mut warnings) || opts.grace,
             ("app_passwords", _) => {
                 if flag(&mut warnings) && opts.app_passwords == AppPasswords::Off {
                     opts.app_passwords = AppPasswords::Accept;

@@ -468,6 +468,7 @@ pub fn verify_req(user: &str, code: &str) -> pb::VerifyRequest {
         tty: "ssh".into(),
         local_requester: None,
         allow_app_password: false,
+        grace_only: false,
     }
 }
 

@@ -177,6 +177,7 @@ fn forged(user: &str, code: &str) -> pb::VerifyRequest {
         tty: FORGED_TTY.into(),
         local_requester: None,
         allow_app_password: false,
+        grace_only: false,
     }
 }
 

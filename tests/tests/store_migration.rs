@@ -109,6 +109,7 @@ async fn verify_from(
         tty: String::new(),
         local_requester: None,
         allow_app_password: false,
+        grace_only: false,
     })
     .await
     .unwrap()

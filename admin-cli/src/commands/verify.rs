@@ -22,6 +22,7 @@ pub async fn run(
         tty: String::new(),
         local_requester: None,
         allow_app_password: false,
+        grace_only: false,
     };
     let response = client.verify(request).await?.into_inner();
     p.verify(&args.user, &response)?;
