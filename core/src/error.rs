@@ -150,7 +150,10 @@ pub enum Error {
     },
     /// The configuration does not let users do this on their own account
     /// (`[self_service]` in otpd.toml).
-    #[error("{what} is for root and the admin group here ([self_service] {key} = false)")]
+    #[error(
+        "permission denied: {what} is for root and the admin group here \
+         ([self_service] {key} = false)"
+    )]
     SelfServiceDisabled {
         /// The change, for the message.
         what: &'static str,

@@ -133,7 +133,7 @@ fn self_enroll(d: &InProcess, user: &TestUser) -> (App, Vec<String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_enrolls_themself_only_when_the_policy_allows_it() {
     let user = TestUser::new();
-    let closed = daemon_with(|c| c.self_service.enroll = false);
+    let closed = daemon_with(|_| {});
     let out = otpctl_as(&user, closed.socket(), &["--json", "enroll"]);
     assert_eq!(out.status.code(), Some(4), "PERMISSION_DENIED");
     assert!(stderr(&out).contains("[self_service] enroll = false"));
@@ -143,7 +143,7 @@ async fn a_user_enrolls_themself_only_when_the_policy_allows_it() {
         pb::State::NotEnrolled
     );
 
-    let open = daemon_with(|_| {});
+    let open = daemon_with(|c| c.self_service.enroll = true);
     let (app, codes) = self_enroll(&open, &user);
     assert_eq!(codes.len(), 10);
     let mut root = open.client().await;
@@ -171,7 +171,7 @@ async fn a_user_enrolls_themself_only_when_the_policy_allows_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn adding_a_device_needs_a_current_code_spent_once_and_a_wrong_one_counts() {
     let user = TestUser::new();
-    let d = daemon_with(|_| {});
+    let d = daemon_with(|c| c.self_service.enroll = true);
     let (app, _) = self_enroll(&d, &user);
     let mut root = d.client().await;
     d.clock.advance(30);
@@ -269,7 +269,7 @@ async fn adding_a_device_needs_a_current_code_spent_once_and_a_wrong_one_counts(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_code_proves_once_and_new_codes_replace_it() {
     let user = TestUser::new();
-    let d = daemon_with(|_| {});
+    let d = daemon_with(|c| c.self_service.enroll = true);
     let (_app, codes) = self_enroll(&d, &user);
     let out = otpctl_as(
         &user,
@@ -301,7 +301,7 @@ async fn a_backup_code_proves_once_and_new_codes_replace_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn app_passwords_are_added_listed_and_revoked_with_a_proof() {
     let user = TestUser::new();
-    let d = daemon_with(|_| {});
+    let d = daemon_with(|c| c.self_service.enroll = true);
     let (app, _) = self_enroll(&d, &user);
     d.clock.advance(30);
     let code = app.code_at(d.clock.now());
@@ -352,7 +352,7 @@ async fn app_passwords_are_added_listed_and_revoked_with_a_proof() {
 #[tokio::test(flavor = "multi_thread")]
 async fn removing_a_device_and_resetting_stay_admin_only_unless_configured() {
     let user = TestUser::new();
-    let d = daemon_with(|_| {});
+    let d = daemon_with(|c| c.self_service.enroll = true);
     let (app, _) = self_enroll(&d, &user);
     d.clock.advance(30);
     let code = app.code_at(d.clock.now());
@@ -375,7 +375,10 @@ async fn removing_a_device_and_resetting_stay_admin_only_unless_configured() {
     let r = verify(&mut root, &user.name, &code).await;
     assert_eq!(r.decision(), pb::Decision::Accepted);
 
-    let allowed = daemon_with(|c| c.self_service.remove_device = true);
+    let allowed = daemon_with(|c| {
+        c.self_service.enroll = true;
+        c.self_service.remove_device = true;
+    });
     let (app, _) = self_enroll(&allowed, &user);
     allowed.clock.advance(30);
     let code = app.code_at(allowed.clock.now());

@@ -25,7 +25,9 @@ use crate::secret::Code;
 mod tests;
 
 /// What users may do on their own account beyond the changes that a proof
-/// always allows (`[self_service]` in otpd.toml).
+/// always allows (`[self_service]` in otpd.toml). By default nothing: an
+/// admin hands out each first device, and removing or resetting stays
+/// theirs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// A user without an active device may enroll their first one.
@@ -39,7 +41,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            enroll: true,
+            enroll: false,
             remove_device: false,
             reset: false,
         }

@@ -98,15 +98,15 @@ fn run(rec: &mut UserRecord, c: &Code, now: u64) -> Result<(Proven, bool), Error
 #[test]
 fn the_first_enrollment_alone_needs_no_proof_and_only_when_allowed() -> Result<(), Error> {
     let empty = UserRecord::new();
-    let open = Policy::default();
+    let open = Policy {
+        enroll: true,
+        ..Policy::default()
+    };
     assert_eq!(
         requirement(&empty, Action::Enroll, &open, "alice")?,
         Requirement::FirstEnrollment
     );
-    let closed = Policy {
-        enroll: false,
-        ..open
-    };
+    let closed = Policy::default();
     assert!(matches!(
         requirement(&empty, Action::Enroll, &closed, "alice"),
         Err(Error::SelfServiceDisabled { key: "enroll", .. })
