@@ -28,7 +28,7 @@ mod tests;
 /// always allows (`[self_service]` in otpd.toml). By default nothing: an
 /// admin hands out each first device, and removing or resetting stays
 /// theirs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policy {
     /// A user without an active device may enroll their first one.
     pub enroll: bool,
@@ -36,16 +36,6 @@ pub struct Policy {
     pub remove_device: bool,
     /// A user may reset their account (with a proof).
     pub reset: bool,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            enroll: false,
-            remove_device: false,
-            reset: false,
-        }
-    }
 }
 
 /// A change a user makes to their own account.
