@@ -10,7 +10,8 @@ pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success (verify: code accepted)
-  1  code rejected (verify rejected, locked or throttled; confirm with a wrong code);
+  1  code rejected (verify rejected, locked or throttled; confirm with a wrong code;
+     a change of your own account without its proof, or with a refused one);
      doctor: findings (errors or warnings)
   2  usage error or invalid argument
   3  otpd unreachable
