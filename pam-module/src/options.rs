@@ -337,6 +337,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grace_is_off_unless_asked_for() {
+        assert!(!Options::default().grace);
+        let (o, w) = parse(&["grace"]);
+        assert!(w.is_empty(), "{w:?}");
+        assert!(o.grace);
+    }
+
+    #[test]
     fn defaults() {
         let (o, w) = parse::<&str>(&[]);
         assert!(w.is_empty());

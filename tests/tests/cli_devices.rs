@@ -156,7 +156,7 @@ tablet  pending  -           -                     -          -
         .stdout_eq(format!(
             "\
 USER   STATE[..]TOTP        BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED              DEVICES
-alice  active[..]sha1/6/30s  10      0      -             -             {T0_TEXT}  1 (+tablet pending)
+alice  active[..]sha1/6/30s  10      0      -             -             {T0_TEXT}  1 (+tablet pending, 15m left)
 "
         ));
 
@@ -448,7 +448,7 @@ USER   STATE    TOTP        BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  ENROLLED 
 alice  active   sha1/6/30s  10      0      -             -             {T0_TEXT}  1
 bob    active   sha1/6/30s  10      0      -             -             {T0_TEXT}  1
 carol  active   sha1/6/30s  10      0      -             -             {T0_TEXT}  1
-dave   pending  sha1/6/30s  0       0      -             -             -                     0 (+first pending)
+dave   pending  sha1/6/30s  0       0      -             -             -                     0 (+first pending, 15m left)
 "
     ));
     let out = otpctl(s).args(["--json", "status"]).assert().success();

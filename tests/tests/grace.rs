@@ -117,3 +117,58 @@ fn with_grace_off_sudo_always_needs_a_code() {
     d.clock.advance(5);
     sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_failure(AUTH_ERR);
 }
+
+/// The built otpd binary (real clock, its own config file): a grace is
+/// audited as method "grace".
+#[test]
+fn a_grace_is_audited() {
+    require_root();
+    let d = RealDaemon::start_with_config(
+        "[grace]\nseconds = 600\nmatch = \"both\"\nservices = [\"otpd-greal-sudo\"]\n",
+    );
+    let (mut codes, _) = d.enroll("alice");
+    let sshd = PamService::new("otpd-greal-sshd", &otpd_line(&d.socket(), ""));
+    let sudo = PamService::new("otpd-greal-sudo", &otpd_line(&d.socket(), "grace"));
+    sshd.pamtester("alice")
+        .item("rhost", RHOST)
+        .item("tty", "pts/3")
+        .answer(&codes.fresh())
+        .run()
+        .assert_success();
+    sudo_without_code(&sudo, "alice", RHOST, "pts/3")
+        .assert_success()
+        .assert_user_sees(SUCCESS_LINE, "");
+    // "both": the same host on another tty is another origin.
+    sudo_without_code(&sudo, "alice", RHOST, "pts/4").assert_failure(AUTH_ERR);
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| [
+            "otpd::audit",
+            "event=\"verify\"",
+            "user=\"alice\"",
+            "service=\"otpd-greal-sudo\"",
+            "outcome=\"accepted\"",
+            "method=\"grace\"",
+        ]
+        .iter()
+        .all(|n| l.contains(n))),
+        "{log}"
+    );
+}
+
+/// Grants live in otpd's memory only: a restart ends every grace.
+#[test]
+fn a_restart_of_otpd_ends_the_grace() {
+    require_root();
+    let d = daemon(600, Match::RemoteHost, &["otpd-grst-sudo"]);
+    let codes = enrolled(&d, "alice");
+    let sshd = PamService::new("otpd-grst-sshd", &otpd_line(d.socket(), ""));
+    let sudo = PamService::new("otpd-grst-sudo", &otpd_line(d.socket(), "grace"));
+    d.clock.advance(30);
+    login_with_code(&sshd, &d, &codes, "alice", RHOST);
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_success();
+    let (dir, config, clock) = d.stop();
+    // Same socket, same store, same time: only the memory is new.
+    let _d = InProcess::start_in(dir, config, clock);
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_failure(AUTH_ERR);
+}
