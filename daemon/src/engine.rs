@@ -1055,6 +1055,10 @@ impl Engine {
 
     /// Removes everything about the user. Works on a corrupted record too.
     pub fn reset(&self, user: &UserName) -> Result<(), Error> {
+        // A reset ends the user's grace for sudo/su at once.
+        if let Ok(mut g) = self.graces.lock() {
+            g.forget(user);
+        }
         let lost = self
             .watermarks
             .as_ref()

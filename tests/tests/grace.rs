@@ -172,3 +172,30 @@ fn a_restart_of_otpd_ends_the_grace() {
     let _d = InProcess::start_in(dir, config, clock);
     sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_failure(AUTH_ERR);
 }
+
+/// `otpctl reset` (the Reset RPC) ends the user's grace at once.
+#[test]
+fn a_reset_ends_the_grace() {
+    require_root();
+    let d = daemon(600, Match::RemoteHost, &["otpd-grrs-sudo"]);
+    let codes = enrolled(&d, "alice");
+    let sshd = PamService::new("otpd-grrs-sshd", &otpd_line(d.socket(), ""));
+    let sudo = PamService::new(
+        "otpd-grrs-sudo",
+        &format!(
+            "{}\nauth optional pam_permit.so",
+            otpd_line(d.socket(), "grace nullok")
+        ),
+    );
+    d.clock.advance(30);
+    login_with_code(&sshd, &d, &codes, "alice", RHOST);
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2")
+        .assert_success()
+        .assert_logged(5, &["accepted without a code"]);
+    d.engine
+        .reset(&otpd::record::UserName::test("alice"))
+        .unwrap();
+    // Enrolled again at once: the grace does not come back.
+    let _codes = enrolled(&d, "alice");
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_failure(AUTH_ERR);
+}
