@@ -7,12 +7,12 @@
 //! translates the wire types, [`authz`] decides who may call what,
 //! [`server`] runs it on a Unix socket.
 
-/// Sealing under the master key (pure, in the core); the key file is
-/// [`keyfile`].
-pub use otpd_core::seal as crypto;
 /// The plaintext of encrypted backups (pure, in the core); the daemon's
 /// writer is [`backup`].
 pub use otpd_core::backup as backup_document;
+/// Sealing under the master key (pure, in the core); the key file is
+/// [`keyfile`].
+pub use otpd_core::seal as crypto;
 pub use otpd_core::{
     app_password, backup_codes, device, enforcement, interop, kdf, ops, policy, record, secret,
     totp,
@@ -30,8 +30,8 @@ pub mod watermark;
 pub use error::Error;
 pub mod accounts;
 pub mod audit;
-pub mod backup;
 pub mod authz;
+pub mod backup;
 pub mod config;
 pub mod connections;
 pub mod log_output;

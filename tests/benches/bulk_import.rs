@@ -81,15 +81,19 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 /// Peak resident memory of the largest waited-for child, in MiB.
 fn children_peak_rss_mib() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .unwrap();
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
     usage.max_rss() as f64 / 1024.0
 }
 
 fn main() {
     let n: usize = std::env::var("OTPD_BENCH_USERS")
         .ok()
-        .map(|v| v.replace('_', "").parse().expect("OTPD_BENCH_USERS: a number"))
+        .map(|v| {
+            v.replace('_', "")
+                .parse()
+                .expect("OTPD_BENCH_USERS: a number")
+        })
         .unwrap_or(1_000_000);
     let dir = shared_tempdir();
     let file = dir.path().join("users.oath");
@@ -129,7 +133,13 @@ fn main() {
         .build()
         .unwrap();
     // Users 2, 6, 10... have one 6-digit time token: the first and the last.
-    let probes = [2, (0..n).rev().find(|i| i % 4 == 2 && i % 50 != 49).unwrap_or(2)];
+    let probes = [
+        2,
+        (0..n)
+            .rev()
+            .find(|i| i % 4 == 2 && i % 50 != 49)
+            .unwrap_or(2),
+    ];
     let verified = rt.block_on(async {
         let mut c = connect(&daemon.socket).await;
         let mut all = true;

@@ -178,7 +178,10 @@ async fn a_malformed_token_line_imports_none_of_its_users_tokens() {
         .assert()
         .code(5);
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    assert!(text.contains("users.oath:3"), "the bad line is named: {text}");
+    assert!(
+        text.contains("users.oath:3"),
+        "the bad line is named: {text}"
+    );
     assert!(text.contains("1 imported, 0 skipped, 2 failed"), "{text}");
     let mut c = d.client().await;
     assert_eq!(

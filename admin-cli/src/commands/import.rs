@@ -655,7 +655,8 @@ async fn pam_oath(
             continue;
         }
         let len = user.wire_len();
-        if !batch.is_empty() && (batch.len() == IMPORT_BATCH || batch_bytes + len > IMPORT_BATCH_BYTES)
+        if !batch.is_empty()
+            && (batch.len() == IMPORT_BATCH || batch_bytes + len > IMPORT_BATCH_BYTES)
         {
             send_oath_batch(client, &mut report, std::mem::take(&mut batch), &args).await?;
             batch_bytes = 0;
@@ -750,7 +751,11 @@ async fn send_oath_batch(
                 Wire::Imported => {
                     let mut o = Outcome::new(&u.name, &t.place, Result_::Imported, None);
                     o.import = Some(Imported {
-                        device: r.devices.get(i).cloned().unwrap_or_else(|| t.device.device.clone()),
+                        device: r
+                            .devices
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| t.device.device.clone()),
                         dry_run: args.dry_run,
                         replaced: r.replaced,
                         period: t.period,

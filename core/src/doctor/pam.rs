@@ -526,23 +526,21 @@ pub fn nullok_after_deadline(files: &Files, dir: &str, date: &str) -> Vec<Findin
                 continue;
             }
             let file = format!("{}/{}", dir.trim_end_matches('/'), rule.file);
-            found
-                .entry((file.clone(), rule.line))
-                .or_insert_with(|| {
-                    Finding::warning(
-                        "nullok-after-deadline",
-                        &file,
-                        Some(rule.line),
-                        format!(
-                            "nullok is still on although the enforcement deadline ({date}) has \
+            found.entry((file.clone(), rule.line)).or_insert_with(|| {
+                Finding::warning(
+                    "nullok-after-deadline",
+                    &file,
+                    Some(rule.line),
+                    format!(
+                        "nullok is still on although the enforcement deadline ({date}) has \
                              passed for everyone: it now only lets users the policy exempts \
                              in without a code"
-                        ),
-                        "remove `nullok` from the line once the rollout is over (README: \
+                    ),
+                    "remove `nullok` from the line once the rollout is over (README: \
                          Traps, nullok; Configuration, [enforcement])"
-                            .into(),
-                    )
-                });
+                        .into(),
+                )
+            });
         }
     }
     found.into_values().collect()

@@ -137,7 +137,10 @@ pub const PROPERTIES: &[(&str, Property)] = &[
         "endless_conflict_ends_in_an_error",
         endless_conflict_ends_in_an_error,
     ),
-    ("batch_writes_every_user_durably", batch_writes_every_user_durably),
+    (
+        "batch_writes_every_user_durably",
+        batch_writes_every_user_durably,
+    ),
     (
         "batch_decide_error_fails_only_that_user",
         batch_decide_error_fails_only_that_user,
@@ -146,7 +149,10 @@ pub const PROPERTIES: &[(&str, Property)] = &[
         "batch_failed_before_write_writes_nothing",
         batch_failed_before_write_writes_nothing,
     ),
-    ("batch_name_twice_applies_both", batch_name_twice_applies_both),
+    (
+        "batch_name_twice_applies_both",
+        batch_name_twice_applies_both,
+    ),
     (
         "batch_write_during_decide_reruns_that_user",
         batch_write_during_decide_reruns_that_user,
@@ -635,14 +641,10 @@ pub fn batch_writes_every_user_durably(b: &dyn Backend) -> Result<(), Error> {
         assert!(syncs >= 1, "before_write never ran");
         // Nothing to write: no before_write.
         let mut syncs = 0;
-        let results = s.update_batch(
-            &users,
-            &mut |_, _| Ok(Write::Keep),
-            &mut || {
-                syncs += 1;
-                Ok(())
-            },
-        )?;
+        let results = s.update_batch(&users, &mut |_, _| Ok(Write::Keep), &mut || {
+            syncs += 1;
+            Ok(())
+        })?;
         assert_eq!((results.len(), syncs), (4, 0));
         let empty = s.update_batch(&[], &mut |_, _| Ok(Write::Keep), &mut || {
             panic!("before_write for an empty batch")
@@ -692,11 +694,9 @@ pub fn batch_failed_before_write_writes_nothing(b: &dyn Backend) -> Result<(), E
     let s = b.open()?;
     let users = [name("alice")?, name("bob")?];
     s.put(&users[0], b"a")?;
-    let r = s.update_batch(
-        &users,
-        &mut |_, old| Ok(appended(old, "new")),
-        &mut || Err(Error::Internal("no sync".into())),
-    );
+    let r = s.update_batch(&users, &mut |_, old| Ok(appended(old, "new")), &mut || {
+        Err(Error::Internal("no sync".into()))
+    });
     assert!(
         matches!(&r, Err(Error::Internal(m)) if m == "no sync"),
         "{r:?}"
