@@ -570,3 +570,68 @@ async fn a_failed_backup_is_reported_and_logins_go_on() {
         "{text}"
     );
 }
+
+/// A restore sends its users in requests otpd accepts whatever the mix of
+/// record sizes: small users first, then one with the most devices (long
+/// keys). Before, otpctl guessed the next record's size (2 KiB) and could
+/// send a request over otpd's 16 KiB limit, which ended the whole restore.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_fits_its_requests_to_otpd_whatever_the_record_sizes() {
+    let a = daemon(900);
+    let tmp = tempfile::tempdir().unwrap();
+    let pass = pass_file(tmp.path(), "pass", PASS);
+    init(&a, &pass);
+    let short = "3132333435363738393031323334353637383930";
+    let long = "ab".repeat(64);
+    let mut oath = String::new();
+    for i in 1..=16 {
+        oath.push_str(&format!("HOTP/T30\tu{i:02}\t-\t{short}\n"));
+    }
+    for _ in 0..16 {
+        oath.push_str(&format!("HOTP/T30\tzz-heavy\t-\t{long}\n"));
+    }
+    let users_oath = tmp.path().join("users.oath");
+    std::fs::write(&users_oath, oath).unwrap();
+    otpctl(a.socket())
+        .args(["import", "pam-oath", "--quiet"])
+        .arg(&users_oath)
+        .assert()
+        .success();
+    let file = backup_now(&a);
+
+    // The mix that broke it: the small records fill most of a request,
+    // and the heavy one is more than the 2 KiB guessed for it.
+    let id = tmp.path().join("id.txt");
+    identity(&file, &pass, &id).success();
+    let plain = age_decrypt(&file, &id);
+    assert!(plain.status.success(), "{plain:?}");
+    let doc: Value = serde_json::from_slice(&plain.stdout).unwrap();
+    let sizes: Vec<(String, usize)> = doc["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let name = u["user"].as_str().unwrap().to_owned();
+            (name, serde_json::to_vec(&u["record"]).unwrap().len())
+        })
+        .collect();
+    let heavy = sizes.iter().find(|(u, _)| u == "zz-heavy").unwrap().1;
+    let small: usize = sizes
+        .iter()
+        .filter(|(u, _)| u != "zz-heavy")
+        .map(|s| s.1)
+        .sum();
+    assert!(heavy > 6 * 1024 && small > 6 * 1024, "{sizes:?}");
+
+    let b = daemon(900);
+    let out = restore(&b, &file, &pass).success();
+    let v = json(&out);
+    assert_eq!(v["restored"], 17, "{v}");
+    assert_eq!(v["failed"], serde_json::json!([]), "{v}");
+    let st = otpctl(b.socket())
+        .args(["--json", "device", "list", "zz-heavy"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&st.get_output().stdout).to_string();
+    assert!(text.contains("oath-token-16"), "{text}");
+}

@@ -24,6 +24,10 @@ use crate::passphrase::{self, Source};
 /// request limit, with room for the names and the framing.
 const BATCH_BYTES: usize = 12 * 1024;
 
+/// The most one user's entry may take: a request holding only it stays
+/// under otpd's 16 KiB limit with room for the framing.
+const REQUEST_MAX: usize = 16 * 1024 - 256;
+
 #[derive(Serialize)]
 struct Failed {
     user: String,
@@ -122,21 +126,13 @@ pub async fn run(
     };
     let mut batch: Vec<pb::RestoreUser> = Vec::new();
     let mut size = 0;
-    let mut users = backup.users.into_iter().peekable();
-    while let Some((user, record)) = users.next() {
+    for (user, record) in backup.users {
         let json = Zeroizing::new(serde_json::to_vec(&record).map_err(|e| Error::BackupFile {
             path: args.file.clone(),
             reason: format!("cannot encode the record of {user}: {e}"),
         })?);
-        size += json.len() + user.as_str().len() + 16;
-        batch.push(pb::RestoreUser {
-            user: user.as_str().as_bytes().to_vec().into(),
-            record: json.to_vec().into(),
-        });
-        let next = users
-            .peek()
-            .map_or(usize::MAX, |(u, _)| u.as_str().len() + 2048);
-        if size.saturating_add(next) > BATCH_BYTES || users.peek().is_none() {
+        let entry = json.len() + user.as_str().len() + 16;
+        if !batch.is_empty() && size + entry > BATCH_BYTES {
             send(
                 client,
                 std::mem::take(&mut batch),
@@ -146,6 +142,27 @@ pub async fn run(
             .await?;
             size = 0;
         }
+        if entry > REQUEST_MAX {
+            // Alone it is still more than otpd takes in one request: report
+            // it and go on with the others, rather than fail them all.
+            report.failed.push(Failed {
+                user: user.as_str().to_owned(),
+                error: format!(
+                    "its record is {} bytes, more than otpd accepts in one request \
+                     ({REQUEST_MAX}); nothing of it was restored",
+                    json.len()
+                ),
+            });
+            continue;
+        }
+        size += entry;
+        batch.push(pb::RestoreUser {
+            user: user.as_str().as_bytes().to_vec().into(),
+            record: json.to_vec().into(),
+        });
+    }
+    if !batch.is_empty() {
+        send(client, batch, args.dry_run, &mut report).await?;
     }
 
     let verb = if args.dry_run {
