@@ -136,6 +136,11 @@ pub struct Device {
     /// Absent in older records: 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub drift_steps: i32,
+    /// TOTP: accepted codes in a row that matched off the centre of the
+    /// window on the same side (negative: earlier), the evidence the offset
+    /// moves on (see [`crate::drift::learn`]). Absent in older records: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_streak: i32,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -209,6 +214,7 @@ mod tests {
             kind: Kind::Totp,
             hotp_resync: None,
             drift_steps: 0,
+            drift_streak: 0,
         }
     }
 

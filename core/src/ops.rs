@@ -451,7 +451,8 @@ fn check_devices(
             TotpMatch::Accepted { step, skew_steps } => {
                 device.use_step(step);
                 device.clock_skew_seconds = skew_steps.saturating_mul(period);
-                device.drift_steps = drift::learn(drift, skew_steps, max_drift);
+                (device.drift_steps, device.drift_streak) =
+                    drift::learn(drift, device.drift_streak, skew_steps, max_drift);
                 device.last_used_at = Some(now);
                 return Ok(device.name.clone());
             }
@@ -784,6 +785,7 @@ pub fn enroll_start(
             kind,
             hotp_resync: None,
             drift_steps: 0,
+            drift_streak: 0,
         },
         adds: opts.add,
     });
@@ -880,7 +882,10 @@ pub fn enroll_confirm(
     device.enrolled_at = now;
     device.use_step(step);
     device.clock_skew_seconds = skew_steps.saturating_mul(period);
-    device.drift_steps = drift::learn(0, skew_steps, cfg.max_drift_steps);
+    // The confirmation code teaches nothing about the clock: it is often
+    // typed slowly, read just before its step ended.
+    device.drift_steps = 0;
+    device.drift_streak = 0;
     device.last_used_at = None;
     let name = device.name.clone();
     match backup_codes {
@@ -1241,6 +1246,7 @@ pub fn import_devices(
             },
             hotp_resync: None,
             drift_steps: 0,
+            drift_streak: 0,
         });
     }
     rec.devices = devices;

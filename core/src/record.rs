@@ -395,6 +395,7 @@ mod v1 {
                     kind: crate::device::Kind::Totp,
                     hotp_resync: None,
                     drift_steps: 0,
+                    drift_streak: 0,
                 })
                 .into_iter()
                 .collect();
@@ -413,6 +414,7 @@ mod v1 {
                     kind: crate::device::Kind::Totp,
                     hotp_resync: None,
                     drift_steps: 0,
+                    drift_streak: 0,
                 },
                 adds: false,
             });

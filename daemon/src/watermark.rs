@@ -640,6 +640,7 @@ mod tests {
                 kind: crate::device::Kind::Totp,
                 hotp_resync: None,
                 drift_steps: 0,
+                drift_streak: 0,
             }],
             generation,
             ..UserRecord::new()

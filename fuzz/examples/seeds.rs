@@ -107,6 +107,7 @@ fn main() {
             kind: otpd::device::Kind::Totp,
             hotp_resync: None,
             drift_steps: 0,
+            drift_streak: 0,
         }],
         backup_codes: Some(backup),
         ..UserRecord::new()

@@ -156,6 +156,7 @@ impl ServiceFixture {
             kind: otpd::device::Kind::Totp,
             hotp_resync: None,
             drift_steps: 0,
+            drift_streak: 0,
         };
         let alice = UserRecord {
             devices: vec![device(T0 - 3600)],

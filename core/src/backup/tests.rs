@@ -20,6 +20,7 @@ fn device(id: u64, step: Option<u64>) -> Device {
         kind: Kind::Totp,
         hotp_resync: None,
         drift_steps: 0,
+        drift_streak: 0,
     }
 }
 
