@@ -240,16 +240,18 @@ struct Initialised {
     directory: String,
 }
 
-async fn init(client: &mut Client, p: &mut Printer<'_>, args: InitArgs) -> Result<ExitCode, Error> {
-    let status = backup_status(client).await?;
-    if status.configured {
-        return Err(Error::Backup(
-            "a backup key is set already; change it with `otpctl backup change-passphrase`".into(),
-        ));
-    }
-    let source = Source::new(args.passphrase_file.as_deref());
-    let pass = read_new(&source, "New backup passphrase: ")?;
-    let stanza = new_stanza(args.insecure_test_kdf)?;
+/// Reads a new passphrase from `source`, derives a fresh key from it (a
+/// new salt) and sets its public part in otpd, replacing
+/// `expected_recipient` (empty: no key yet). Returns the key, its stanza
+/// and its public key.
+async fn set_new_key(
+    client: &mut Client,
+    source: &Source,
+    insecure_test_kdf: bool,
+    expected_recipient: String,
+) -> Result<(age::x25519::Identity, KdfStanza, String), Error> {
+    let pass = read_new(source, "New backup passphrase: ")?;
+    let stanza = new_stanza(insecure_test_kdf)?;
     let identity = derive_identity(&pass, &stanza)?;
     drop(pass);
     let recipient = identity.to_public().to_string();
@@ -260,9 +262,22 @@ async fn init(client: &mut Client, p: &mut Printer<'_>, args: InitArgs) -> Resul
             kdf_m_kib: stanza.kdf.m_kib,
             kdf_t: stanza.kdf.t,
             kdf_p: stanza.kdf.p,
-            expected_recipient: String::new(),
+            expected_recipient,
         })
         .await?;
+    Ok((identity, stanza, recipient))
+}
+
+async fn init(client: &mut Client, p: &mut Printer<'_>, args: InitArgs) -> Result<ExitCode, Error> {
+    let status = backup_status(client).await?;
+    if status.configured {
+        return Err(Error::Backup(
+            "a backup key is set already; change it with `otpctl backup change-passphrase`".into(),
+        ));
+    }
+    let source = Source::new(args.passphrase_file.as_deref());
+    let (_, _, recipient) =
+        set_new_key(client, &source, args.insecure_test_kdf, String::new()).await?;
     let human = format!(
         "backup key set (public key {recipient}); otpd now writes encrypted backups to {} \
          after changes and on `otpctl backup now`.\n\
@@ -470,21 +485,13 @@ async fn change_passphrase(
         return Err(Error::BackupKeyMismatch);
     }
     let new_source = Source::new(args.new_passphrase_file.as_deref());
-    let new = read_new(&new_source, "New backup passphrase: ")?;
-    let stanza = new_stanza(args.insecure_test_kdf)?;
-    let new_identity = derive_identity(&new, &stanza)?;
-    drop(new);
-    let recipient = new_identity.to_public().to_string();
-    client
-        .set_backup_key(pb::SetBackupKeyRequest {
-            recipient: recipient.clone(),
-            kdf_salt: stanza.salt.clone(),
-            kdf_m_kib: stanza.kdf.m_kib,
-            kdf_t: stanza.kdf.t,
-            kdf_p: stanza.kdf.p,
-            expected_recipient: s.recipient.clone(),
-        })
-        .await?;
+    let (new_identity, stanza, recipient) = set_new_key(
+        client,
+        &new_source,
+        args.insecure_test_kdf,
+        s.recipient.clone(),
+    )
+    .await?;
     // From here on otpd writes only under the new key; re-encrypt the
     // files written under the old one (or older ones the old passphrase
     // opens), each in place, atomically.
