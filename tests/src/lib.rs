@@ -44,6 +44,29 @@ pub fn built(name: &str) -> PathBuf {
     path
 }
 
+/// The built otpctl, talking to the daemon on `socket` (whatever
+/// `OTPD_SOCKET` the test runner has).
+pub fn otpctl(socket: &Path) -> snapbox::cmd::Command {
+    snapbox::cmd::Command::new(built("otpctl"))
+        .arg("--socket")
+        .arg(socket)
+        .env_remove("OTPD_SOCKET")
+}
+
+/// What the real `oathtool` (Debian package oathtool) prints for `args`,
+/// trimmed; it must succeed.
+pub fn oathtool(args: &[&str]) -> String {
+    let out = std::process::Command::new("oathtool")
+        .args(args)
+        .output()
+        .expect("oathtool (Debian package oathtool)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .expect("oathtool prints ASCII")
+        .trim()
+        .to_owned()
+}
+
 /// A temporary directory that other users can traverse (for the tests
 /// that run a client as `nobody`).
 pub fn shared_tempdir() -> tempfile::TempDir {

@@ -38,13 +38,6 @@ fn daemon(interval: u64) -> InProcess {
     InProcess::start_in(dir, config, Arc::new(ManualClock::new(T0)))
 }
 
-fn otpctl(socket: &Path) -> snapbox::cmd::Command {
-    snapbox::cmd::Command::new(built("otpctl"))
-        .arg("--socket")
-        .arg(socket)
-        .env_remove("OTPD_SOCKET")
-}
-
 /// A passphrase file only its owner can read.
 fn pass_file(dir: &Path, name: &str, pass: &str) -> PathBuf {
     let path = dir.join(name);
@@ -118,15 +111,6 @@ fn age_decrypt(file: &Path, id: &Path) -> std::process::Output {
         .arg(file)
         .output()
         .expect("age (Debian package age)")
-}
-
-fn oathtool(args: &[&str]) -> String {
-    let out = Command::new("oathtool")
-        .args(args)
-        .output()
-        .expect("oathtool");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn import_carol(d: &InProcess) {
@@ -236,8 +220,21 @@ async fn changes_are_backed_up_automatically_at_most_once_per_interval() {
     assert_eq!(files(&d).len(), 1);
     d.clock.advance(600);
     wait_for_files(&d, 2);
-    let s = status(&d);
-    assert_eq!(s["pending"], false, "{s}");
+    // The file is renamed into place a moment before otpd notes it as the
+    // backup of these changes: wait (bounded) for that too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&d);
+        if s["pending"] == false {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still pending 30 s after the file: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(files(&d).len(), 2);
     let newest = files(&d).pop().unwrap();
     let id = tmp.path().join("id");
     identity(&newest, &pass, &id).success();

@@ -11,13 +11,6 @@ use std::process::Command;
 use otpd_tests::*;
 use snapbox::cmd::OutputAssert;
 
-fn otpctl(socket: &Path) -> snapbox::cmd::Command {
-    snapbox::cmd::Command::new(built("otpctl"))
-        .arg("--socket")
-        .arg(socket)
-        .env_remove("OTPD_SOCKET")
-}
-
 /// Enrolls `user` through the CLI; returns the app.
 fn enroll_cli(socket: &Path, user: &str) -> App {
     let out = otpctl(socket)

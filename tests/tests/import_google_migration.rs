@@ -22,22 +22,6 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn otpctl(socket: &Path) -> snapbox::cmd::Command {
-    snapbox::cmd::Command::new(built("otpctl"))
-        .arg("--socket")
-        .arg(socket)
-        .env_remove("OTPD_SOCKET")
-}
-
-fn oathtool(args: &[&str]) -> String {
-    let out = Command::new("oathtool")
-        .args(args)
-        .output()
-        .expect("oathtool");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// A protobuf writer: the payload as Google Authenticator encodes it.
 #[derive(Default)]
 struct Pb(Vec<u8>);

@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::Command;
-
 use otpd::Clock;
 use otpd_proto::v1 as pb;
 use otpd_tests::*;
@@ -14,22 +11,6 @@ use serde_json::Value;
 
 const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const KEY_HEX: &str = "3132333435363738393031323334353637383930";
-
-fn otpctl(socket: &Path) -> snapbox::cmd::Command {
-    snapbox::cmd::Command::new(built("otpctl"))
-        .arg("--socket")
-        .arg(socket)
-        .env_remove("OTPD_SOCKET")
-}
-
-fn oathtool(args: &[&str]) -> String {
-    let out = Command::new("oathtool")
-        .args(args)
-        .output()
-        .expect("oathtool");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn results(out: &snapbox::cmd::OutputAssert) -> Vec<(String, String)> {
     let report: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
