@@ -94,6 +94,9 @@ pub struct LoginContext {
     /// Who runs the PAM stack on this machine, as a root caller (the PAM
     /// module) vouches; `None` when not told or not trusted.
     pub requester: Option<LocalRequester>,
+    /// That process and its ancestors, as the daemon read them (for a
+    /// `[grace]` bound to the login session); empty when not read.
+    pub lineage: crate::grace::Lineage,
 }
 
 /// The process that runs the PAM stack, as the PAM module reports it.

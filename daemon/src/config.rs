@@ -85,7 +85,7 @@ pub struct Config {
 pub struct GraceSection {
     /// How long; 0: off.
     pub seconds: u64,
-    /// `remote_host`, `tty` or `both`.
+    /// `session` (the default), `remote_host`, `tty` or `both`.
     #[serde(rename = "match")]
     pub by: otpd_core::grace::Match,
     /// PAM services that may use the grace.

@@ -786,6 +786,15 @@ impl Engine {
             )?;
             Ok((confirmed, Change::Save(Box::new(rec))))
         })
+        .inspect(|_| self.forget_grace(user))
+    }
+
+    /// Ends the user's grace for sudo/su at once: their factors changed
+    /// (a new enrollment, a removed device, a reset).
+    fn forget_grace(&self, user: &UserName) {
+        if let Ok(mut g) = self.graces.lock() {
+            g.forget(user);
+        }
     }
 
     /// Imports a device moved over from another tool (see
@@ -983,6 +992,7 @@ impl Engine {
         allow_last: bool,
     ) -> Result<usize, Error> {
         self.modify(user, |rec| ops::remove_device(rec, user, name, allow_last))
+            .inspect(|_| self.forget_grace(user))
     }
 
     /// Issues an app password; returns it (shown once) and its listing.
@@ -1055,10 +1065,7 @@ impl Engine {
 
     /// Removes everything about the user. Works on a corrupted record too.
     pub fn reset(&self, user: &UserName) -> Result<(), Error> {
-        // A reset ends the user's grace for sudo/su at once.
-        if let Ok(mut g) = self.graces.lock() {
-            g.forget(user);
-        }
+        self.forget_grace(user);
         let lost = self
             .watermarks
             .as_ref()

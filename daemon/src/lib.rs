@@ -34,6 +34,7 @@ pub mod authz;
 pub mod backup;
 pub mod config;
 pub mod connections;
+pub mod lineage;
 pub mod log_output;
 pub mod membership;
 pub mod repeats;

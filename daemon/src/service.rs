@@ -22,6 +22,7 @@ use crate::record::{Method, UserName};
 use crate::secret::Code;
 use crate::totp::Algorithm;
 use otpd_core::enforcement::{self, Enforcement, Requirement};
+use otpd_core::grace::Match;
 
 /// The otpd.v1 service.
 #[derive(Debug, Clone)]
@@ -48,12 +49,7 @@ impl OtpdService {
         if let Err(e) = caller.require_admin("asking for a grace") {
             return fail(caller, "verify", user, e);
         }
-        let ctx = LoginContext {
-            service: context_field(r.service),
-            remote_host: context_field(r.remote_host),
-            tty: context_field(r.tty),
-            requester: local_requester(caller, r.local_requester),
-        };
+        let ctx = self.login_context(caller, &r);
         let (u, c) = (user.clone(), ctx.clone());
         let admitted = self
             .run(move |e| Ok(e.grace_admits(&u, &c)))
@@ -69,6 +65,28 @@ impl OtpdService {
             method: pb::Method::Grace as i32,
             ..Default::default()
         }))
+    }
+
+    /// What a Verify caller tells besides user and credential. With a
+    /// `[grace]` bound to the login session, also the caller's process
+    /// lineage, read from `/proc` for root callers only (the PAM module):
+    /// the kernel's record of who runs the PAM stack, which no caller can
+    /// forge.
+    fn login_context(&self, caller: &Caller, r: &pb::VerifyRequest) -> LoginContext {
+        let grace = &self.engine.config().grace;
+        let lineage = match caller.pid {
+            Some(pid) if caller.uid == 0 && grace.seconds > 0 && grace.by == Match::Session => {
+                crate::lineage::of(pid)
+            }
+            _ => Default::default(),
+        };
+        LoginContext {
+            service: context_field(r.service.clone()),
+            remote_host: context_field(r.remote_host.clone()),
+            tty: context_field(r.tty.clone()),
+            requester: local_requester(caller, r.local_requester),
+            lineage,
+        }
     }
 
     /// A service deciding with `engine`, authorising with `authz`.
@@ -184,6 +202,7 @@ impl OtpdService {
                 uid: caller.uid,
                 is_target_user: true,
             }),
+            lineage: Default::default(),
         };
         let policy = *self.authz.self_service();
         let (u, c, who) = (user.clone(), ctx.clone(), caller.clone());
@@ -1435,12 +1454,7 @@ impl Otpd for OtpdService {
                 Err(e) => return fail(&caller, "verify", &user, e.into()),
             },
         };
-        let ctx = LoginContext {
-            service: context_field(r.service),
-            remote_host: context_field(r.remote_host),
-            tty: context_field(r.tty),
-            requester: local_requester(&caller, r.local_requester),
-        };
+        let ctx = self.login_context(&caller, &r);
         // Each verdict is audited where it is made (on the blocking worker
         // for checked codes), so a caller that hangs up mid-check cannot
         // leave a decision unaudited.

@@ -498,7 +498,24 @@ impl Sshd {
         self.login_as(user, &user.password, code, Some(source))
     }
 
+    /// [`Sshd::login`], then runs `command` (through the user's shell,
+    /// without a pty) in that session instead of `id -un`.
+    pub fn login_running(&self, user: &User, code: &str, command: &str) -> Login {
+        self.login_full(user, &user.password, code, None, command)
+    }
+
     fn login_as(&self, user: &User, password: &str, code: &str, source: Option<Ipv4Addr>) -> Login {
+        self.login_full(user, password, code, source, "id -un")
+    }
+
+    fn login_full(
+        &self,
+        user: &User,
+        password: &str,
+        code: &str,
+        source: Option<Ipv4Addr>,
+        command: &str,
+    ) -> Login {
         let n = self.clients.fetch_add(1, Ordering::Relaxed);
         let out_path = self.dir.path().join(format!("client-{n}.out"));
         let err_path = self.dir.path().join(format!("client-{n}.err"));
@@ -512,7 +529,9 @@ impl Sshd {
             .arg("--code")
             .arg(code)
             .arg("--host-key")
-            .arg(&self.host_key_pub);
+            .arg(&self.host_key_pub)
+            .arg("--command")
+            .arg(command);
         if let Some(source) = source {
             cmd.arg("--source").arg(source.to_string());
         }
@@ -547,6 +566,76 @@ impl Sshd {
         }
         Login::new(status.code(), stdout, stderr)
     }
+}
+
+/// sudo for one [`User`], through its own PAM service: a sudoers drop-in
+/// (`/etc/sudoers.d/<service>`) lets the user run `/usr/bin/true` as root
+/// with `pam_service=<service>`, no sudo ticket (timestamp_timeout=0, so
+/// each sudo authenticates) and PAM allowed without a terminal
+/// (noninteractive_auth: `sudo -n` fails at any prompt). Both files are
+/// removed on drop.
+pub struct Sudo {
+    /// The PAM service name.
+    pub service: String,
+    files: Vec<PathBuf>,
+}
+
+/// Where sudo is.
+pub const SUDO: &str = "/usr/bin/sudo";
+
+impl Sudo {
+    /// A fresh PAM service name for [`Sudo::install`].
+    pub fn service_name() -> String {
+        format!("otpd-test-sudo-{}", random_hex(4))
+    }
+
+    /// For `user`, as PAM service `service`, with `auth` as the whole
+    /// auth part of its PAM stack.
+    pub fn install(service: &str, user: &User, auth: &str) -> Self {
+        assert!(Path::new(SUDO).exists(), "{SUDO} is missing: install sudo");
+        let mut sudo = Self {
+            service: service.to_owned(),
+            files: Vec::new(),
+        };
+        let pam = Path::new("/etc/pam.d").join(&sudo.service);
+        let stack = format!(
+            "# {} test service (tests/src/sshd.rs); removed after the test.\n{auth}\n\
+             account  required  pam_unix.so\n\
+             session  required  pam_permit.so\n",
+            sudo.service
+        );
+        write_new(&pam, &stack, 0o644);
+        sudo.files.push(pam);
+        // No dot in the name: sudo skips such files in sudoers.d.
+        let rules = Path::new("/etc/sudoers.d").join(&sudo.service);
+        let rule = format!(
+            "Defaults:{u} pam_service={s}, timestamp_timeout=0, noninteractive_auth, !lecture\n\
+             {u} ALL=(root) /usr/bin/true\n",
+            u = user.name,
+            s = sudo.service
+        );
+        write_new(&rules, &rule, 0o440);
+        sudo.files.push(rules);
+        sudo
+    }
+}
+
+impl Drop for Sudo {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
 }
 
 /// How a start attempt ended.

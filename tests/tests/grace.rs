@@ -199,3 +199,30 @@ fn a_reset_ends_the_grace() {
     let _codes = enrolled(&d, "alice");
     sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_failure(AUTH_ERR);
 }
+
+/// A new enrollment (a lost phone replaced, without a reset first) or a
+/// removed device ends the user's grace at once: a grace opened by the old
+/// phone's code must not outlive it.
+#[test]
+fn a_new_enrollment_or_a_removed_device_ends_the_grace() {
+    require_root();
+    let d = daemon(600, Match::RemoteHost, &["otpd-gren-sudo"]);
+    let codes = enrolled(&d, "alice");
+    let sshd = PamService::new("otpd-gren-sshd", &otpd_line(d.socket(), ""));
+    let sudo = PamService::new("otpd-gren-sudo", &otpd_line(d.socket(), "grace"));
+    d.clock.advance(30);
+    login_with_code(&sshd, &d, &codes, "alice", RHOST);
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_success();
+    let codes = enrolled(&d, "alice");
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_failure(AUTH_ERR);
+
+    d.clock.advance(60);
+    login_with_code(&sshd, &d, &codes, "alice", RHOST);
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_success();
+    let alice = otpd::record::UserName::test("alice");
+    let status = d.engine.status(&alice).unwrap();
+    let device = status.devices.first().map(|dev| dev.name.clone()).unwrap();
+    let device = otpd::device::DeviceName::parse(&device).unwrap();
+    d.engine.remove_device(&alice, &device, true).unwrap();
+    sudo_without_code(&sudo, "alice", RHOST, "pts/2").assert_failure(AUTH_ERR);
+}

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use otpd_proto::v1 as pb;
-use otpd_tests::sshd::{Codes, Login, Methods, Outcome, Sshd, User};
+use otpd_tests::sshd::{Codes, Login, Methods, Outcome, Sshd, Sudo, User};
 use otpd_tests::*;
 use pb::otpd_client::OtpdClient;
 use tonic::transport::Channel;
@@ -344,4 +344,64 @@ async fn an_imported_device_logs_in_through_sshd_with_an_oathtool_code() {
     let s = status(&mut rig.client, &name).await;
     let devices: Vec<&str> = s.devices.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(devices, ["oath-token"], "{s:?}");
+}
+
+/// `[grace]` bound to the login session (the default match): after an SSH
+/// login with a code, `sudo` inside that SSH session passes without a
+/// second code, while the same user's `sudo` outside it (another session
+/// on the machine, same time) still needs one. sshd reports the client's
+/// address and `ssh` at the login, sudo no remote host and its terminal:
+/// only the process tree ties the two together.
+#[tokio::test(flavor = "multi_thread")]
+async fn sudo_inside_the_ssh_session_needs_no_second_code_and_outside_it_does() {
+    let service = Sudo::service_name();
+    let toml = format!("[grace]\nseconds = 300\nservices = [\"{service}\"]\n");
+    let (rig, mut codes, _) = Rig::start_with(Methods::KeyAndCode, &toml).await;
+    let sudo = Sudo::install(
+        &service,
+        &rig.user,
+        &format!(
+            "auth required {} socket={} grace",
+            built("libpam_otpd.so").display(),
+            rig.daemon.pam_socket.display()
+        ),
+    );
+    // `sudo -n` fails at any prompt: it passes only without a code.
+    let outside = || {
+        std::process::Command::new("runuser")
+            .args([
+                "-u",
+                rig.name(),
+                "--",
+                "/usr/bin/sudo",
+                "-n",
+                "/usr/bin/true",
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(!outside().status.success(), "sudo before any login");
+
+    let login = tokio::task::block_in_place(|| {
+        rig.sshd.login_running(
+            &rig.user,
+            &codes.fresh(),
+            "/usr/bin/sudo -n /usr/bin/true && echo sudo-ok; /usr/bin/sudo -n /usr/bin/true && echo again-ok",
+        )
+    });
+    login.expect(Outcome::LoggedIn);
+    assert_eq!(login.output(), ["sudo-ok", "again-ok"], "{login}");
+
+    let out = outside();
+    assert!(
+        !out.status.success(),
+        "sudo outside the SSH session passed without a code: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = rig.daemon.stderr();
+    let graces = log
+        .lines()
+        .filter(|l| l.contains(&sudo.service) && l.contains("grace"))
+        .count();
+    assert!(graces >= 2, "two sudo runs accepted by grace:\n{log}");
 }
