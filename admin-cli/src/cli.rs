@@ -100,7 +100,7 @@ pub enum Command {
         no_recovery: bool,
     },
     /// Issue a new set of backup codes; every earlier code stops working.
-    BackupCodes(UserArgs),
+    BackupCodes(OwnUserArgs),
     /// Clear a lockout, the throttle and the failure counters.
     Unlock(UserArgs),
     /// Remove the user's secret, pending enrollment, backup codes and counters.
@@ -196,6 +196,14 @@ pub struct UserArgs {
     pub user: String,
 }
 
+/// A user who may also be the caller (self-service).
+#[derive(Debug, Args)]
+pub struct OwnUserArgs {
+    /// The login name [default: you].
+    #[arg(default_value_t = crate::proof::own_name(), hide_default_value = true)]
+    pub user: String,
+}
+
 #[derive(Debug, Args)]
 pub struct UserCodeArgs {
     /// The login name.
@@ -254,7 +262,7 @@ pub enum DeviceCommand {
     #[command(allow_missing_positional = true)]
     Add(DeviceAddArgs),
     /// List a user's devices: parameters, enrolled at, last used, clock skew.
-    List(UserArgs),
+    List(OwnUserArgs),
     /// Rename a device (active or pending).
     Rename(DeviceRenameArgs),
     /// Remove a device (active or pending): its codes stop working at once.
@@ -305,7 +313,7 @@ pub enum AppPasswordCommand {
     /// has the `app_passwords` option, typed in place of password + code.
     Add(AppPasswordAddArgs),
     /// List a user's app passwords (never the passwords themselves).
-    List(UserArgs),
+    List(OwnUserArgs),
     /// Revoke an app password at once.
     #[command(allow_missing_positional = true)]
     Revoke(AppPasswordRevokeArgs),

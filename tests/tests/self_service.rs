@@ -264,6 +264,14 @@ async fn adding_a_device_needs_a_current_code_spent_once_and_a_wrong_one_counts(
         .map(|d| d.name)
         .collect();
     assert_eq!(names, ["default", "tablet"]);
+    // Listing needs no proof, and no user argument: their own.
+    let out = otpctl_as(&user, d.socket(), &["--json", "device", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("\"tablet\"") && listed.contains("\"default\""),
+        "{listed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -274,7 +282,8 @@ async fn a_backup_code_proves_once_and_new_codes_replace_it() {
     let out = otpctl_as(
         &user,
         d.socket(),
-        &["--json", "--code", &codes[0], "backup-codes", &user.name],
+        // No user argument: their own.
+        &["--json", "--code", &codes[0], "backup-codes"],
     );
     let fresh = json(&out);
     let fresh: Vec<String> = fresh["backup_codes"]

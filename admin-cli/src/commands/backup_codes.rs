@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use otpd_proto::v1::RegenerateBackupCodesRequest;
 use zeroize::Zeroizing;
 
-use crate::cli::UserArgs;
+use crate::cli::OwnUserArgs;
 use crate::client::Client;
 use crate::error::Error;
 use crate::output::Printer;
@@ -13,7 +13,7 @@ use crate::output::Printer;
 pub async fn run(
     client: &mut Client,
     p: &mut Printer<'_>,
-    args: UserArgs,
+    args: OwnUserArgs,
 ) -> Result<ExitCode, Error> {
     let response = crate::proof::with_proof(|proof| {
         let request = RegenerateBackupCodesRequest {
