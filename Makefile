@@ -107,7 +107,7 @@ test: deps lint
 # needed. Crashes land in fuzz/artifacts/<target>/; see README, "Fuzzing".
 FUZZ_TARGETS = code user_name config sealed_record pam_answer grpc_request app_password \
 	google_authenticator users_oath otpauth google_migration otpd_backup otpd_export \
-	pam_config proc_stat
+	pam_config proc_stat h2_reply
 FUZZ_SECONDS ?= 20
 FUZZ_TARGET  ?= grpc_request
 FUZZ_TRIPLE  := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')

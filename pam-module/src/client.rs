@@ -1,10 +1,13 @@
 //! The blocking otpd client used inside `pam_sm_authenticate`.
 //!
-//! Every exchange (connect + one RPC) runs on a tokio current-thread runtime
-//! created for it and dropped before the call returns, so no thread, task or
-//! socket outlives the PAM call. All exchanges of one [`Client`] share the
-//! `timeout_ms` budget, so the module never waits on otpd longer than that in
-//! total.
+//! gRPC (`otpd.v1`) over HTTP/2 on a Unix socket, spoken by [`crate::h2`]
+//! on the caller's thread: no runtime, no thread, no task is created, and
+//! no socket outlives the PAM call (the connection is closed when the
+//! [`Client`] is dropped, and before the module prompts the user, see
+//! [`Daemon::hang_up`]). Calls made back to back (a grace query, then the
+//! status) share one connection. All exchanges of one [`Client`] share the
+//! `timeout_ms` budget, so the module never waits on otpd longer than that
+//! in total; otpd is told what is left (`grpc-timeout`).
 //!
 //! Before connecting, the socket path is checked with `lstat`: it must be a
 //! socket owned by root. After connecting, the kernel-reported credentials of
@@ -19,23 +22,23 @@
 //! flooding the socket) is retried with a short back-off within the budget;
 //! if it stays full, the result is [`Error::Busy`], which fails closed.
 
-use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 use otpd_proto::v1 as pb;
-use otpd_proto::v1::otpd_client::OtpdClient;
+use prost::Message;
 use prost::bytes::Bytes;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use zeroize::Zeroize;
 
 use crate::app_password::AppPasswordId;
-use crate::error::Error;
+use crate::error::{Error, GrpcStatus};
 use crate::flow::{Attempt, Daemon, Decision, Enforcement, Method, Reason, State, Status, Verdict};
+use crate::h2::{self, Connection, WireError};
 
 /// First pause before connecting again to a full queue.
 pub const RETRY_MIN: Duration = Duration::from_millis(5);
@@ -51,6 +54,8 @@ pub struct Client {
     timeout: Duration,
     /// Time left for talking to otpd.
     budget: Duration,
+    /// The open connection, between calls made back to back.
+    connection: Option<Connection>,
 }
 
 impl Client {
@@ -63,6 +68,7 @@ impl Client {
             fallback: None,
             timeout,
             budget: timeout,
+            connection: None,
         }
     }
 
@@ -96,77 +102,96 @@ impl Client {
         }
     }
 
-    /// Runs one exchange with otpd within the remaining budget.
-    fn exchange<T, F, Fut>(&mut self, rpc: F) -> Result<T, Error>
-    where
-        F: FnOnce(OtpdClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<T, tonic::Status>>,
-    {
+    /// Runs one call (`method` of `otpd.v1.Otpd`) within the remaining
+    /// budget and decodes its reply.
+    fn exchange<T: Message + Default>(&mut self, method: &str, request: &[u8]) -> Result<T, Error> {
         let timeout_error = Error::Timeout {
             ms: self.timeout.as_millis(),
         };
         if self.budget.is_zero() {
             return Err(timeout_error);
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(Error::Runtime)?;
         let started = Instant::now();
-        let result = runtime.block_on(async {
-            let deadline = tokio::time::Instant::now() + self.budget;
-            let work = async {
-                let stream = match self.open(deadline).await {
-                    Err(e) if self.fall_back(&e) => self.open(deadline).await?,
+        let deadline = started + self.budget;
+        let result = self.call(method, request, deadline);
+        self.budget = self.budget.saturating_sub(started.elapsed());
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(Error::Timeout { .. }) => return Err(timeout_error),
+            Err(e) => return Err(e),
+        };
+        if reply.status != 0 {
+            return Err(Error::Status(GrpcStatus::new(reply.status, reply.message)));
+        }
+        T::decode(reply.body.as_slice()).map_err(|_| Error::Protocol("undecodable reply"))
+    }
+
+    fn call(
+        &mut self,
+        method: &str,
+        request: &[u8],
+        deadline: Instant,
+    ) -> Result<h2::Reply, Error> {
+        let mut connection = match self.connection.take() {
+            Some(c) if !c.is_broken() => c,
+            _ => {
+                let stream = match self.open(deadline) {
+                    Err(e) if self.fall_back(&e) => self.open(deadline)?,
                     other => other?,
                 };
-                let channel = channel(stream).await?;
-                rpc(OtpdClient::new(channel)).await.map_err(Error::Status)
-            };
-            match tokio::time::timeout_at(deadline, work).await {
-                Ok(result) => result,
-                Err(_elapsed) => Err(timeout_error),
+                Connection::new(stream)
             }
-        });
-        // Drops the connection task and closes the socket before returning.
-        drop(runtime);
-        self.budget = self.budget.saturating_sub(started.elapsed());
-        result
+        };
+        let path = format!("/otpd.v1.Otpd/{method}");
+        let reply = connection
+            .unary(&path, request, deadline)
+            .map_err(|e| match e {
+                WireError::Io(source) => Error::Io(source),
+                WireError::Protocol(why) => Error::Protocol(why),
+                WireError::Timeout => Error::Timeout {
+                    ms: self.timeout.as_millis(),
+                },
+            })?;
+        self.connection = Some(connection);
+        Ok(reply)
     }
 
     /// Checks the socket and connects to it, retrying a full queue until
     /// `deadline`.
-    async fn open(&self, deadline: tokio::time::Instant) -> Result<UnixStream, Error> {
+    fn open(&self, deadline: Instant) -> Result<UnixStream, Error> {
         let path = self.socket.as_path();
         check_socket(path)?;
+        let unreachable = |source: io::Error| Error::Unreachable {
+            path: path.to_owned(),
+            source,
+        };
         let mut pause = RETRY_MIN;
         let stream = loop {
-            match UnixStream::connect(path).await {
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .map_err(|e| Error::Local(e.into()))?;
+            match connect(fd, path) {
                 Ok(stream) => break stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let now = tokio::time::Instant::now();
+                    let now = Instant::now();
                     if now >= deadline {
                         return Err(Error::Busy {
                             path: path.to_owned(),
                             ms: self.timeout.as_millis(),
                         });
                     }
-                    tokio::time::sleep_until((now + pause).min(deadline)).await;
+                    std::thread::sleep(pause.min(deadline - now));
                     pause = (pause * 2).min(RETRY_MAX);
                 }
-                Err(source) => {
-                    return Err(Error::Unreachable {
-                        path: path.to_owned(),
-                        source,
-                    });
-                }
+                Err(source) => return Err(unreachable(source)),
             }
         };
-        let peer = stream.peer_cred().map_err(|source| Error::Unreachable {
-            path: path.to_owned(),
-            source,
-        })?;
+        let peer = socket::getsockopt(&stream, sockopt::PeerCredentials)
+            .map_err(|e| unreachable(e.into()))?;
         if peer.uid() != 0 {
             return Err(Error::UntrustedSocket {
                 path: path.to_owned(),
@@ -180,20 +205,43 @@ impl Client {
     }
 }
 
+/// One non-blocking connect of `fd` (a full queue is `EAGAIN`, not a
+/// wait); the stream is blocking afterwards, with per-call timeouts.
+fn connect(fd: std::os::fd::OwnedFd, path: &Path) -> io::Result<UnixStream> {
+    let addr = UnixAddr::new(path)?;
+    socket::connect(fd.as_raw_fd(), &addr)?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// A request's bytes, wiped when dropped (a Verify request holds the code).
+struct Encoded(Vec<u8>);
+
+impl Drop for Encoded {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+fn encode(m: &impl Message) -> Encoded {
+    Encoded(m.encode_to_vec())
+}
+
 impl Daemon for Client {
     fn status(&mut self, user: &[u8]) -> Result<Status, Error> {
-        let request = pb::GetStatusRequest {
+        let request = encode(&pb::GetStatusRequest {
             user: Bytes::copy_from_slice(user),
-        };
-        let reply = self.exchange(|mut c| async move { c.get_status(request).await })?;
-        Ok(Status::from(reply.into_inner()))
+        });
+        let reply: pb::UserStatus = self.exchange("GetStatus", &request.0)?;
+        Ok(Status::from(reply))
     }
 
     fn verify(&mut self, attempt: Attempt) -> Result<Verdict, Error> {
-        let request = pb::VerifyRequest {
+        let request = encode(&pb::VerifyRequest {
             user: Bytes::from(attempt.user),
             // The Secret is wiped when the last reference to these bytes is
-            // dropped. (Copies made while encoding the gRPC frame are not.)
+            // dropped; the encoded request when `request` is.
             code: Bytes::from_owner(attempt.code),
             service: attempt.service,
             remote_host: attempt.remote_host,
@@ -204,13 +252,13 @@ impl Daemon for Client {
             }),
             allow_app_password: attempt.allow_app_password,
             grace_only: false,
-        };
-        let reply = self.exchange(|mut c| async move { c.verify(request).await })?;
-        Ok(Verdict::from(reply.into_inner()))
+        });
+        let reply: pb::VerifyResponse = self.exchange("Verify", &request.0)?;
+        Ok(Verdict::from(reply))
     }
 
     fn grace(&mut self, attempt: Attempt) -> Result<bool, Error> {
-        let request = pb::VerifyRequest {
+        let request = encode(&pb::VerifyRequest {
             user: Bytes::from(attempt.user),
             code: Bytes::new(),
             service: attempt.service,
@@ -222,12 +270,14 @@ impl Daemon for Client {
             }),
             allow_app_password: false,
             grace_only: true,
-        };
-        let reply = self
-            .exchange(|mut c| async move { c.verify(request).await })?
-            .into_inner();
+        });
+        let reply: pb::VerifyResponse = self.exchange("Verify", &request.0)?;
         Ok(reply.decision == pb::Decision::Accepted as i32
             && reply.method == pb::Method::Grace as i32)
+    }
+
+    fn hang_up(&mut self) {
+        self.connection = None;
     }
 }
 
@@ -253,24 +303,6 @@ fn check_socket(path: &Path) -> Result<(), Error> {
             why,
         }),
     }
-}
-
-/// Sets up a gRPC channel over one connection.
-async fn channel(stream: UnixStream) -> Result<Channel, Error> {
-    // The connector hands out the connection made above exactly once; a
-    // reconnect attempt within this call fails instead of dialing again.
-    let slot = Arc::new(Mutex::new(Some(stream)));
-    let connector = tower::service_fn(move |_: Uri| {
-        let stream = slot.lock().ok().and_then(|mut s| s.take());
-        async move {
-            stream.map(TokioIo::new).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotConnected, "otpd connection closed")
-            })
-        }
-    });
-    // The URI is required by the API but unused: the connector ignores it.
-    let endpoint = Endpoint::try_from("http://[::]:50051")?;
-    Ok(endpoint.connect_with_connector(connector).await?)
 }
 
 impl From<pb::UserStatus> for Status {
@@ -344,7 +376,7 @@ impl From<pb::VerifyResponse> for Verdict {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use std::os::unix::net::UnixListener as StdUnixListener;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
 
     use otpd_proto::v1::otpd_server::{Otpd, OtpdServer};
@@ -688,7 +720,7 @@ mod tests {
         // allow_app_password goes on the wire; the id comes back.
         let app = || attempt(std::str::from_utf8(APP_PASSWORD).unwrap());
         let err = c.verify(app()).unwrap_err();
-        assert!(matches!(err, Error::Status(s) if s.code() == tonic::Code::InvalidArgument));
+        assert!(matches!(err, Error::Status(s) if s.code() == crate::error::Code::InvalidArgument));
         assert!(
             !server
                 .seen
@@ -844,6 +876,9 @@ mod tests {
         let mut c = client(path);
         let v = c.verify(attempt("123456")).unwrap();
         assert_eq!(v.decision, Decision::Accepted);
+        // The client keeps its connection until dropped (or hung up); the
+        // fake otpd's graceful stop waits for it.
+        drop(c);
         drop(queued);
         drop(server.join().unwrap());
     }

@@ -35,9 +35,12 @@ pub enum Error {
         /// The configured budget.
         ms: u128,
     },
-    /// The gRPC connection could not be set up over the socket.
+    /// Talking to otpd failed after connecting (the connection broke).
     #[error("cannot talk to otpd: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    Io(#[source] std::io::Error),
+    /// otpd's reply is not what a gRPC reply must be.
+    #[error("cannot talk to otpd: {0}")]
+    Protocol(&'static str),
     /// otpd did not answer within the `timeout_ms` budget.
     #[error("otpd did not answer within {ms} ms")]
     Timeout {
@@ -46,10 +49,10 @@ pub enum Error {
     },
     /// otpd answered with an error status.
     #[error("otpd returned {}: {}", .0.code(), .0.message())]
-    Status(tonic::Status),
-    /// The per-call runtime could not be created.
-    #[error("cannot start the client runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Status(GrpcStatus),
+    /// A local failure: no socket could be created (out of descriptors).
+    #[error("cannot create a socket: {0}")]
+    Local(#[source] std::io::Error),
     /// The conversation with the user failed (hung up, no conversation
     /// function, ...).
     #[error("the conversation with the user failed (PAM error {code})")]
@@ -57,6 +60,105 @@ pub enum Error {
         /// The libpam return code.
         code: i32,
     },
+}
+
+/// A gRPC status code (the names of the gRPC specification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Code {
+    Ok,
+    Cancelled,
+    Unknown,
+    InvalidArgument,
+    DeadlineExceeded,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    ResourceExhausted,
+    FailedPrecondition,
+    Aborted,
+    OutOfRange,
+    Unimplemented,
+    Internal,
+    Unavailable,
+    DataLoss,
+    Unauthenticated,
+}
+
+impl Code {
+    const ALL: [Self; 17] = [
+        Self::Ok,
+        Self::Cancelled,
+        Self::Unknown,
+        Self::InvalidArgument,
+        Self::DeadlineExceeded,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::PermissionDenied,
+        Self::ResourceExhausted,
+        Self::FailedPrecondition,
+        Self::Aborted,
+        Self::OutOfRange,
+        Self::Unimplemented,
+        Self::Internal,
+        Self::Unavailable,
+        Self::DataLoss,
+        Self::Unauthenticated,
+    ];
+
+    /// The code of a `grpc-status` value (an unknown value is `Unknown`).
+    #[must_use]
+    pub fn from_u32(n: u32) -> Self {
+        usize::try_from(n)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .unwrap_or(Self::Unknown)
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// otpd's error answer: code and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcStatus {
+    code: Code,
+    message: String,
+}
+
+impl GrpcStatus {
+    /// A status of `code` (a `grpc-status` value) with `message`.
+    #[must_use]
+    pub fn new(code: u32, message: String) -> Self {
+        Self {
+            code: Code::from_u32(code),
+            message,
+        }
+    }
+
+    /// A status of `code`.
+    #[must_use]
+    pub fn of(code: Code, message: &str) -> Self {
+        Self {
+            code,
+            message: message.to_owned(),
+        }
+    }
+
+    /// The code.
+    #[must_use]
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The message.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 /// How an [`Error`] affects the PAM result (see `flow::pam_result`).
@@ -100,11 +202,12 @@ impl Error {
             Self::Unreachable { source, .. } if nothing_listening(source) => ErrorClass::NotRunning,
             Self::Unreachable { .. }
             | Self::Busy { .. }
-            | Self::Transport(_)
+            | Self::Io(_)
+            | Self::Protocol(_)
             | Self::Timeout { .. } => ErrorClass::Unavailable,
-            Self::Status(s) if s.code() == tonic::Code::Unavailable => ErrorClass::Unavailable,
+            Self::Status(s) if s.code() == Code::Unavailable => ErrorClass::Unavailable,
             Self::Status(_) => ErrorClass::Refused,
-            Self::Runtime(_) => ErrorClass::Local,
+            Self::Local(_) => ErrorClass::Local,
             Self::Conversation { .. } => ErrorClass::Conversation,
         }
     }
@@ -112,7 +215,7 @@ impl Error {
     /// True for otpd's NOT_FOUND status (no such user, for admin callers).
     #[must_use]
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Status(s) if s.code() == tonic::Code::NotFound)
+        matches!(self, Self::Status(s) if s.code() == Code::NotFound)
     }
 }
 
@@ -122,22 +225,13 @@ mod tests {
 
     #[test]
     fn classes() {
-        let st = |c| Error::Status(tonic::Status::new(c, "x"));
-        assert_eq!(
-            st(tonic::Code::Unavailable).class(),
-            ErrorClass::Unavailable
-        );
-        assert_eq!(
-            st(tonic::Code::InvalidArgument).class(),
-            ErrorClass::Refused
-        );
-        assert_eq!(st(tonic::Code::DataLoss).class(), ErrorClass::Refused);
-        assert_eq!(st(tonic::Code::Internal).class(), ErrorClass::Refused);
-        assert_eq!(
-            st(tonic::Code::PermissionDenied).class(),
-            ErrorClass::Refused
-        );
-        assert!(st(tonic::Code::NotFound).is_not_found());
+        let st = |c| Error::Status(GrpcStatus::of(c, "x"));
+        assert_eq!(st(Code::Unavailable).class(), ErrorClass::Unavailable);
+        assert_eq!(st(Code::InvalidArgument).class(), ErrorClass::Refused);
+        assert_eq!(st(Code::DataLoss).class(), ErrorClass::Refused);
+        assert_eq!(st(Code::Internal).class(), ErrorClass::Refused);
+        assert_eq!(st(Code::PermissionDenied).class(), ErrorClass::Refused);
+        assert!(st(Code::NotFound).is_not_found());
         assert_eq!(Error::Timeout { ms: 5 }.class(), ErrorClass::Unavailable);
         let e = Error::UntrustedSocket {
             path: "/x".into(),

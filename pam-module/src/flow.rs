@@ -8,7 +8,7 @@
 use pamsm::PamError;
 
 use crate::app_password::{self, AppPasswordId};
-use crate::error::{Error, ErrorClass};
+use crate::error::{Code, Error, ErrorClass};
 use crate::messages;
 use crate::options::{AppPasswords, FailMode, Options, PassMode};
 use crate::secret::Secret;
@@ -57,6 +57,9 @@ pub trait Daemon {
     fn grace(&mut self, _attempt: Attempt) -> Result<bool, Error> {
         Ok(false)
     }
+    /// Closes any connection kept open between calls: called before the
+    /// module waits for the user.
+    fn hang_up(&mut self) {}
 }
 
 /// Severity of a log line (syslog priorities).
@@ -640,7 +643,7 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
         // attempt that fails counts as a failure.
         let wrong = match &verdict {
             Ok(v) => v.decision == Decision::Rejected && v.reason == Reason::WrongCode,
-            Err(Error::Status(s)) => s.code() == tonic::Code::InvalidArgument,
+            Err(Error::Status(s)) => s.code() == Code::InvalidArgument,
             Err(_) => false,
         };
         if wrong
@@ -685,6 +688,9 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
             self.who,
             if echo { "on" } else { "off" }
         ));
+        // The user may take a minute: no connection to otpd stays open
+        // meanwhile (it would hold one of otpd's connection slots).
+        self.daemon.hang_up();
         self.conv.prompt(self.opts.prompt_text(), echo)
     }
 
@@ -810,7 +816,7 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
         match e {
             // A typo, not a fault: otpd refused the answer as malformed
             // (letters, wrong length) without counting it.
-            Error::Status(s) if s.code() == tonic::Code::InvalidArgument => self.log(
+            Error::Status(s) if s.code() == Code::InvalidArgument => self.log(
                 Level::Notice,
                 &format!(
                     "user {}: malformed code ({}); refused",
@@ -901,6 +907,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+    use crate::error::GrpcStatus;
     use crate::options::parse;
 
     #[derive(Default)]
@@ -1014,8 +1021,8 @@ mod tests {
         }
     }
 
-    fn st(code: tonic::Code) -> Error {
-        Error::Status(tonic::Status::new(code, "from otpd"))
+    fn st(code: Code) -> Error {
+        Error::Status(GrpcStatus::of(code, "from otpd"))
     }
 
     fn request() -> Request {
@@ -1122,7 +1129,7 @@ mod tests {
         // login past the code.)
         for busy in [
             || Error::Timeout { ms: 5000 },
-            || st(tonic::Code::Unavailable),
+            || st(Code::Unavailable),
             || connect_error(libc::EAGAIN),
             || connect_error(libc::EACCES),
             || Error::Busy {
@@ -1134,12 +1141,12 @@ mod tests {
             assert_eq!(e(busy(), Open), PamError::AUTHINFO_UNAVAIL, "{}", busy());
         }
         for code in [
-            tonic::Code::InvalidArgument,
-            tonic::Code::DataLoss,
-            tonic::Code::Internal,
-            tonic::Code::PermissionDenied,
-            tonic::Code::NotFound,
-            tonic::Code::Unknown,
+            Code::InvalidArgument,
+            Code::DataLoss,
+            Code::Internal,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::Unknown,
         ] {
             assert_eq!(e(st(code), Closed), PamError::AUTH_ERR, "{code:?}");
             assert_eq!(e(st(code), Open), PamError::AUTH_ERR, "{code:?}");
@@ -1151,7 +1158,7 @@ mod tests {
         assert_eq!(e(untrusted(), Open), PamError::AUTHINFO_UNAVAIL);
         assert_eq!(e(untrusted(), Closed), PamError::AUTHINFO_UNAVAIL);
         assert_eq!(
-            e(Error::Runtime(std::io::Error::other("x")), Open),
+            e(Error::Local(std::io::Error::other("x")), Open),
             PamError::SYSTEM_ERR
         );
         assert_eq!(
@@ -1353,7 +1360,7 @@ mod tests {
             &["nullok"],
             request(),
             vec![],
-            vec![Err(st(tonic::Code::NotFound))],
+            vec![Err(st(Code::NotFound))],
             vec![],
         );
         assert_eq!(r.out.result, PamError::IGNORE);
@@ -1478,8 +1485,8 @@ mod tests {
             &["nullok"],
             request(),
             vec![Ok(Some("123456"))],
-            vec![Err(st(tonic::Code::DataLoss))],
-            vec![Err(st(tonic::Code::DataLoss))],
+            vec![Err(st(Code::DataLoss))],
+            vec![Err(st(Code::DataLoss))],
         );
         assert_eq!(r.out.result, PamError::AUTH_ERR);
     }
@@ -1551,7 +1558,7 @@ mod tests {
                 ms: 5000,
             },
             || connect_error(libc::EAGAIN),
-            || st(tonic::Code::Unavailable),
+            || st(Code::Unavailable),
         ] {
             let r = run(
                 &["fail_mode=open"],
@@ -1625,10 +1632,10 @@ mod tests {
     #[test]
     fn daemon_errors_fail_closed() {
         for code in [
-            tonic::Code::InvalidArgument,
-            tonic::Code::DataLoss,
-            tonic::Code::Internal,
-            tonic::Code::PermissionDenied,
+            Code::InvalidArgument,
+            Code::DataLoss,
+            Code::Internal,
+            Code::PermissionDenied,
         ] {
             let r = run(
                 &["fail_mode=open"],
@@ -1659,7 +1666,7 @@ mod tests {
             request(),
             vec![Ok(Some(max))],
             vec![],
-            vec![Err(st(tonic::Code::InvalidArgument))],
+            vec![Err(st(Code::InvalidArgument))],
         );
         assert_eq!(r.out.result, PamError::AUTH_ERR);
     }
@@ -1941,7 +1948,7 @@ mod tests {
             &["nullok", "forward_pass"],
             request(),
             vec![Ok(Some("pw123456"))],
-            vec![Err(st(tonic::Code::PermissionDenied))],
+            vec![Err(st(Code::PermissionDenied))],
             vec![Ok(accepted())],
         );
         assert_eq!(r.daemon.status_calls, 1);

@@ -33,6 +33,8 @@ pub mod app_password;
 pub mod client;
 pub mod error;
 pub mod flow;
+pub mod h2;
+pub mod hpack;
 pub mod messages;
 pub mod options;
 pub mod secret;

@@ -56,7 +56,7 @@ fn without_the_option_nothing_is_ever_allowed() {
         request(),
         vec![Ok(Some(APP))],
         vec![],
-        vec![Err(st(tonic::Code::InvalidArgument))],
+        vec![Err(st(Code::InvalidArgument))],
     );
     assert_eq!(r.out.result, PamError::AUTH_ERR);
     assert_eq!(r.daemon.allowed, vec![false]);
@@ -227,7 +227,7 @@ fn a_password_and_code_that_look_like_an_app_password_still_work() {
         request(),
         vec![Ok(Some(ANSWER))],
         vec![Ok(status(State::Active))],
-        vec![Err(st(tonic::Code::InvalidArgument)), Ok(accepted())],
+        vec![Err(st(Code::InvalidArgument)), Ok(accepted())],
     );
     assert_eq!(r.out.result, PamError::SUCCESS);
     assert_eq!(r.daemon.allowed, vec![true, false]);
@@ -304,22 +304,22 @@ fn every_verdict_on_an_app_password_maps_like_a_code() {
             PamError::AUTHINFO_UNAVAIL,
         ),
         (
-            Err(st(tonic::Code::Unavailable)),
+            Err(st(Code::Unavailable)),
             PamError::AUTHINFO_UNAVAIL,
             PamError::AUTHINFO_UNAVAIL,
         ),
         (
-            Err(st(tonic::Code::InvalidArgument)),
+            Err(st(Code::InvalidArgument)),
             PamError::AUTH_ERR,
             PamError::AUTH_ERR,
         ),
         (
-            Err(st(tonic::Code::PermissionDenied)),
+            Err(st(Code::PermissionDenied)),
             PamError::AUTH_ERR,
             PamError::AUTH_ERR,
         ),
         (
-            Err(Error::Runtime(std::io::Error::other("x"))),
+            Err(Error::Local(std::io::Error::other("x"))),
             PamError::SYSTEM_ERR,
             PamError::SYSTEM_ERR,
         ),
@@ -329,7 +329,7 @@ fn every_verdict_on_an_app_password_maps_like_a_code() {
         Err(Error::Unreachable { .. }) => Err(unreachable()),
         Err(Error::Timeout { ms }) => Err(Error::Timeout { ms: *ms }),
         Err(Error::Status(s)) => Err(st(s.code())),
-        Err(_) => Err(Error::Runtime(std::io::Error::other("x"))),
+        Err(_) => Err(Error::Local(std::io::Error::other("x"))),
     };
     for mode in ["app_passwords", "app_passwords_only"] {
         for (answer, closed, open) in &cases {
