@@ -18,14 +18,15 @@ pub enum Require {
     /// Nobody: 2FA stays opt-in (each PAM line's `nullok` decides).
     #[default]
     Nobody,
-    /// Every user, except the exempt ones.
+    /// Every user, except the exempt ones and system accounts (uid below
+    /// `min_uid`, root among them, and `nobody`).
     Everyone,
     /// Members of the listed groups, except the exempt ones.
     Groups,
 }
 
 /// The enforcement policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enforcement {
     /// Who is covered.
     pub require: Require,
@@ -43,7 +44,16 @@ pub struct Enforcement {
     /// At most one reminder per this many seconds to a user without a
     /// recovery path; 0: no reminders.
     pub nudge_interval: u64,
+    /// Accounts with a lower uid (root, system and service accounts) are
+    /// system accounts: [`Require::Everyone`] does not cover them, a
+    /// listed group does.
+    pub min_uid: u32,
 }
+
+/// Debian's `UID_MIN`: the first uid `adduser` gives a person.
+pub const DEFAULT_MIN_UID: u32 = 1000;
+/// The kernel's overflow uid, `nobody`: a system account at any `min_uid`.
+pub const NOBODY_UID: u32 = 65_534;
 
 /// What the name service said about a user's groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +61,27 @@ pub enum Membership {
     /// The names of every group the user is in (primary and
     /// supplementary).
     Groups(Vec<String>),
+    /// A system account (uid below the policy's `min_uid`, or `nobody`)
+    /// and its groups: `everyone` does not cover it, a listed group does.
+    System(Vec<String>),
     /// The lookup failed or took too long: the policy fails closed (the
     /// user is covered unless exempt by name).
     Unknown,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Self {
+            require: Require::Nobody,
+            groups: Vec::new(),
+            exempt_users: Vec::new(),
+            exempt_groups: Vec::new(),
+            deadline: None,
+            contact: String::new(),
+            nudge_interval: 0,
+            min_uid: DEFAULT_MIN_UID,
+        }
+    }
 }
 
 impl Enforcement {
@@ -67,11 +95,12 @@ impl Enforcement {
         if self.require == Require::Nobody || self.exempt_users.iter().any(|u| u == user) {
             return false;
         }
-        let groups = match membership {
+        let (groups, system) = match membership {
             // Fail closed: an unknown membership exempts nobody and puts
             // everyone in scope.
             Membership::Unknown => return true,
-            Membership::Groups(g) => g,
+            Membership::Groups(g) => (g, false),
+            Membership::System(g) => (g, true),
         };
         let member_of = |list: &[String]| groups.iter().any(|g| list.contains(g));
         if member_of(&self.exempt_groups) {
@@ -79,7 +108,7 @@ impl Enforcement {
         }
         match self.require {
             Require::Nobody => false,
-            Require::Everyone => true,
+            Require::Everyone => !system,
             Require::Groups => member_of(&self.groups),
         }
     }
@@ -252,6 +281,7 @@ mod tests {
             deadline: Some(DEADLINE),
             contact: "the help desk".into(),
             nudge_interval: DAY,
+            min_uid: DEFAULT_MIN_UID,
         }
     }
 
@@ -309,6 +339,13 @@ mod tests {
         assert!(e.covers("nogroups", &groups(&[])));
         assert!(!e.covers("ci", &groups(&["robots"])));
         assert!(!e.covers("backup", &groups(&[])));
+        // root and system accounts: not "everyone", but a listed group
+        // covers them.
+        let system = |g: &[&str]| Membership::System(g.iter().map(|s| (*s).to_owned()).collect());
+        assert!(!e.covers("root", &system(&["root"])));
+        assert!(!e.covers("www-data", &system(&["staff"])));
+        assert!(p.covers("root", &system(&["root", "staff"])));
+        assert!(!p.covers("root", &system(&["root"])));
     }
 
     #[test]

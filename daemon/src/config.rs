@@ -180,6 +180,10 @@ pub struct EnforcementSection {
     /// Remind users without a recovery path (one device, no backup codes
     /// left) at login at most once per this many hours; 0: never.
     pub recovery_nudge_hours: u64,
+    /// Accounts with a lower uid (root, system and service accounts, and
+    /// always `nobody`) are not covered by "everyone"; a listed group
+    /// covers them. 0: "everyone" covers root and system accounts too.
+    pub min_uid: u32,
 }
 
 impl Default for EnforcementSection {
@@ -192,6 +196,7 @@ impl Default for EnforcementSection {
             deadline: String::new(),
             contact: "your administrator".into(),
             recovery_nudge_hours: 24,
+            min_uid: enforcement::DEFAULT_MIN_UID,
         }
     }
 }
@@ -222,6 +227,7 @@ impl EnforcementSection {
             deadline,
             contact: self.contact.trim().to_owned(),
             nudge_interval: self.recovery_nudge_hours * 3600,
+            min_uid: self.min_uid,
         })
     }
 }

@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::time::Duration;
 
 use nix::unistd::{Gid, Group, User};
-use otpd_core::enforcement::{Enforcement, Membership, Require};
+use otpd_core::enforcement::{Enforcement, Membership, NOBODY_UID, Require};
 
 /// How long one user's group lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -22,13 +22,11 @@ pub const INVENTORY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Login shells of accounts nobody logs in to.
 const NO_LOGIN_SHELLS: [&str; 4] = ["nologin", "false", "sync", "halt"];
 
-/// The first uid of a regular (human) account, as Debian's `UID_MIN`.
-const UID_MIN: u32 = 1000;
-
-/// The groups `user` is in (primary and supplementary), by name.
-pub async fn of(user: &str) -> Membership {
+/// The groups `user` is in (primary and supplementary), by name; a system
+/// account (uid below `min_uid`, or `nobody`) as such.
+pub async fn of(user: &str, min_uid: u32) -> Membership {
     let name = user.to_owned();
-    let lookup = tokio::task::spawn_blocking(move || lookup(&name));
+    let lookup = tokio::task::spawn_blocking(move || lookup(&name, min_uid));
     match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Ok(Ok(Ok(m))) => m,
         Ok(Ok(Err(e))) => {
@@ -45,7 +43,11 @@ pub async fn of(user: &str) -> Membership {
     }
 }
 
-fn lookup(user: &str) -> Result<Membership, String> {
+fn is_system(uid: u32, min_uid: u32) -> bool {
+    uid < min_uid || uid == NOBODY_UID
+}
+
+fn lookup(user: &str, min_uid: u32) -> Result<Membership, String> {
     let Some(account) = User::from_name(user).map_err(|e| e.to_string())? else {
         // No such account: a member of no group.
         return Ok(Membership::Groups(Vec::new()));
@@ -60,13 +62,17 @@ fn lookup(user: &str) -> Result<Membership, String> {
             None => continue,
         }
     }
-    Ok(Membership::Groups(names))
+    if is_system(account.uid.as_raw(), min_uid) {
+        Ok(Membership::System(names))
+    } else {
+        Ok(Membership::Groups(names))
+    }
 }
 
 /// The users `policy` may cover, for the inventory: the listed members of
 /// its groups, and from `/etc/passwd` the accounts whose primary group is
 /// one of them (or, with `require = "everyone"`, every regular account:
-/// uid from 1000, a login shell). Directory users who are in no listed
+/// uid from `min_uid`, not `nobody`, a login shell). Directory users who are in no listed
 /// group by name cannot be enumerated; they appear once otpd knows them.
 /// Blocking; bounded by [`INVENTORY_TIMEOUT`] when run through
 /// [`candidates_bounded`].
@@ -94,8 +100,7 @@ pub fn candidates(policy: &Enforcement) -> Result<BTreeSet<String>, String> {
             Require::Nobody => false,
             Require::Groups => gids.contains(&Gid::from_raw(gid)),
             Require::Everyone => {
-                uid >= UID_MIN
-                    && uid != 65534
+                !is_system(uid, policy.min_uid)
                     && !NO_LOGIN_SHELLS.iter().any(|s| shell.ends_with(s))
             }
         };
@@ -122,12 +127,14 @@ mod tests {
 
     #[tokio::test]
     async fn root_is_in_the_root_group_and_strangers_in_none() {
-        match of("root").await {
-            Membership::Groups(g) => assert!(g.iter().any(|n| n == "root"), "{g:?}"),
-            Membership::Unknown => panic!("root's groups unknown"),
+        match of("root", 1000).await {
+            Membership::System(g) => assert!(g.iter().any(|n| n == "root"), "{g:?}"),
+            other => panic!("root is a system account in group root: {other:?}"),
         }
+        // With min_uid 0, root is a user like any other.
+        assert!(matches!(of("root", 0).await, Membership::Groups(_)));
         assert_eq!(
-            of("no-such-user-otpd-test").await,
+            of("no-such-user-otpd-test", 1000).await,
             Membership::Groups(Vec::new())
         );
     }

@@ -335,9 +335,10 @@ impl OtpdService {
         if !policy.is_active() {
             return None;
         }
-        let membership = crate::membership::of(user).await;
+        let membership = crate::membership::of(user, policy.min_uid).await;
         let requirement = policy.requirement(user, &membership, enrolled, self.engine.now());
-        Some(enforcement_to_wire(policy, requirement))
+        let self_enroll = self.authz.self_service().enroll;
+        Some(enforcement_to_wire(policy, requirement, self_enroll))
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, Error>
@@ -520,7 +521,7 @@ fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
     wire
 }
 
-fn enforcement_to_wire(policy: &Enforcement, r: Requirement) -> pb::Enforcement {
+fn enforcement_to_wire(policy: &Enforcement, r: Requirement, self_enroll: bool) -> pb::Enforcement {
     pb::Enforcement {
         must_enroll: r.must_enroll(),
         deadline: policy.deadline.map_or(0, clamp_i64),
@@ -530,6 +531,7 @@ fn enforcement_to_wire(policy: &Enforcement, r: Requirement) -> pb::Enforcement 
             .unwrap_or_default(),
         refused: matches!(r, Requirement::Overdue { .. }),
         contact: policy.contact.clone(),
+        self_enroll,
     }
 }
 
@@ -1146,7 +1148,7 @@ impl Otpd for OtpdService {
             let Ok(user) = UserName::parse(name.as_bytes()) else {
                 continue;
             };
-            let membership = crate::membership::of(&name).await;
+            let membership = crate::membership::of(&name, policy.min_uid).await;
             if !policy.covers(&name, &membership) {
                 continue;
             }

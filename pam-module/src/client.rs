@@ -329,6 +329,7 @@ impl From<pb::Enforcement> for Enforcement {
             refused: e.refused,
             deadline_date: e.deadline_date,
             contact: e.contact,
+            self_enroll: e.self_enroll,
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct Enforcement {
     pub deadline_date: String,
     /// Whom to ask.
     pub contact: String,
+    /// Users may enroll themselves (`otpctl enroll`).
+    pub self_enroll: bool,
 }
 
 impl Status {
@@ -1373,6 +1375,7 @@ mod tests {
             refused,
             deadline_date: "2026-12-15".into(),
             contact: "the help desk".into(),
+            self_enroll: true,
         })
     }
 

@@ -34,14 +34,17 @@ pub fn backup_codes_low(user: &str) -> String {
 /// second factor of, before its deadline, while they have none.
 #[must_use]
 pub fn enrollment_due(e: &Enforcement) -> String {
-    if e.deadline_date.is_empty() {
-        "Two-factor authentication is required. Run `otpctl enroll` now.".to_owned()
+    let when = if e.deadline_date.is_empty() {
+        String::new()
     } else {
-        format!(
-            "Two-factor authentication is required from {}. Run `otpctl enroll` now.",
-            e.deadline_date
-        )
-    }
+        format!(" from {}", e.deadline_date)
+    };
+    let what = if e.self_enroll {
+        "Run `otpctl enroll` now.".to_owned()
+    } else {
+        format!("Ask {} to enroll you.", e.contact)
+    };
+    format!("Two-factor authentication is required{when}. {what}")
 }
 
 /// Shown when such a user is refused after the deadline. `user` is
@@ -128,6 +131,27 @@ mod tests {
         assert_eq!(
             too_many_attempts(0),
             "Too many failed attempts; try again later"
+        );
+    }
+
+    #[test]
+    fn the_reminder_says_who_enrolls() {
+        let mut e = Enforcement {
+            must_enroll: true,
+            refused: false,
+            deadline_date: "2026-12-15".into(),
+            contact: "the help desk".into(),
+            self_enroll: false,
+        };
+        assert_eq!(
+            enrollment_due(&e),
+            "Two-factor authentication is required from 2026-12-15. Ask the help desk to enroll you."
+        );
+        e.self_enroll = true;
+        e.deadline_date.clear();
+        assert_eq!(
+            enrollment_due(&e),
+            "Two-factor authentication is required. Run `otpctl enroll` now."
         );
     }
 

@@ -94,6 +94,7 @@ impl Accounts {
             deadline: deadline.to_owned(),
             contact: CONTACT.to_owned(),
             recovery_nudge_hours: 24,
+            ..EnforcementSection::default()
         }
     }
 }
@@ -111,7 +112,8 @@ fn then_permit(otpd: String) -> String {
 }
 
 fn due(date: &str) -> String {
-    format!("Two-factor authentication is required from {date}. Run `otpctl enroll` now.\n")
+    // Self-enrollment is off by default: the reminder names the contact.
+    format!("Two-factor authentication is required from {date}. Ask {CONTACT} to enroll you.\n")
 }
 
 fn otpctl(socket: &Path, args: &[&str]) -> (bool, String, String) {
@@ -223,6 +225,44 @@ fn after_the_deadline_such_a_user_is_refused_with_what_to_do_even_with_nullok() 
         .run()
         .assert_success()
         .assert_user_sees(SUCCESS_LINE, PROMPT);
+}
+
+/// `require = "everyone"` after the deadline: regular accounts without a
+/// device are refused, root and system accounts (uid below `min_uid`,
+/// 1000 by default) are not covered, so `su` and `sudo` through a `nullok`
+/// line keep working for them; `min_uid = 0` covers them too.
+#[test]
+fn everyone_leaves_root_and_system_accounts_out_unless_min_uid_is_zero() {
+    require_root();
+    let a = Accounts::create("e");
+    let everyone = "[enforcement]\nrequire = \"everyone\"\ndeadline = \"2020-01-01\"\n";
+    let d = RealDaemon::start_with_config(everyone);
+    let nullok = PamService::new(
+        "otpd-enf-everyone",
+        &then_permit(otpd_line(&d.socket(), "nullok")),
+    );
+    nullok.pamtester(&a.member).run().assert_failure(AUTH_ERR);
+    for system in ["root", "www-data", "nobody"] {
+        nullok
+            .pamtester(system)
+            .run()
+            .assert_success()
+            .assert_user_sees(SUCCESS_LINE, "");
+        assert!(
+            !d.status(system).enforcement.unwrap().must_enroll,
+            "{system}"
+        );
+    }
+    drop(d);
+
+    let d = RealDaemon::start_with_config(&format!("{everyone}min_uid = 0\n"));
+    let nullok = PamService::new(
+        "otpd-enf-everyone0",
+        &then_permit(otpd_line(&d.socket(), "nullok")),
+    );
+    nullok.pamtester("root").run().assert_failure(AUTH_ERR);
+    // nobody (the overflow uid) is never a person.
+    nullok.pamtester("nobody").run().assert_success();
 }
 
 #[test]
