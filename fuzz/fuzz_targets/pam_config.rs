@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let mut files = pam::Files::new();
     files.insert("sshd".into(), lines.clone());
     files.insert("common-auth".into(), lines);
-    for finding in pam::check(&files, "/etc/pam.d") {
+    for finding in pam::check(&files, "/etc/pam.d", "/run/otpd/pam.sock") {
         assert!(finding.line.is_some_and(|l| l >= 1));
     }
     let _ = pam::nullok_after_deadline(&files, "/etc/pam.d", "2026-12-15");

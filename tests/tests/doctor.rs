@@ -180,6 +180,50 @@ fn the_readme_setup_with_a_running_otpd_is_clean() {
     d.stop();
 }
 
+/// otpd's sockets moved by its config: doctor, given only `--config`,
+/// asks the daemon on the config's socket, and a PAM line whose `socket=`
+/// names the config's PAM socket (the module under cargo's name) is fine.
+#[test]
+fn the_configs_sockets_are_used_and_a_matching_socket_option_is_fine() {
+    let s = setup(SSHD_CLEAN, SSHD_KEY_AND_CODE);
+    std::fs::write(
+        s.path("pam/sshd"),
+        format!(
+            "# @include common-auth\nauth required /opt/otpd/libpam_otpd.so socket={}\n",
+            s.path("pam.sock").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        s.path("otpd.toml"),
+        format!(
+            "socket = \"{}\"\npam_socket = \"{}\"\nstate_dir = \"{}\"\n",
+            s.path("otpd.sock").display(),
+            s.path("pam.sock").display(),
+            s.path("state").display()
+        ),
+    )
+    .unwrap();
+    let d = Process::start(s.dir.path());
+    let out = Command::new(built("otpctl"))
+        .env_remove("OTPD_SOCKET")
+        .args(["--json", "doctor", "--sshd", "/usr/sbin/sshd", "--pam-dir"])
+        .arg(s.path("pam"))
+        .arg("--sshd-config")
+        .arg(s.path("sshd_config"))
+        .arg("--config")
+        .arg(s.path("otpd.toml"))
+        .arg("--otpd")
+        .arg(built("otpd"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+    assert_eq!(out.status.code(), Some(0));
+    d.stop();
+}
+
 #[test]
 fn password_authentication_yes_lets_clients_skip_the_code() {
     let s = setup(

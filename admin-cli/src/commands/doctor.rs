@@ -76,15 +76,32 @@ struct OtpdConfig {
     path: PathBuf,
     state_dir: Option<PathBuf>,
     pam_socket: Option<PathBuf>,
+    /// The public socket, if the config moves it.
+    socket: Option<PathBuf>,
     socket_mode: u32,
 }
+
+/// Where otpd's root-only PAM socket is unless its config says otherwise.
+const DEFAULT_PAM_SOCKET: &str = "/run/otpd/pam.sock";
 
 pub async fn run(socket: &Path, p: &mut Printer<'_>, args: DoctorArgs) -> Result<ExitCode, Error> {
     let mut r = Report::default();
     let config = otpd_config(&args, &mut r);
+    // The config's socket, unless --socket or OTPD_SOCKET named another.
+    let socket = match &config.socket {
+        Some(s) if socket == Path::new(crate::cli::DEFAULT_SOCKET) => s.clone(),
+        _ => socket.to_owned(),
+    };
+    let socket = socket.as_path();
     let files = pam_files(&args.pam_dir, &mut r)?;
     let dir = args.pam_dir.display().to_string();
-    r.findings.extend(pam::check(&files, &dir));
+    let pam_socket = config
+        .pam_socket
+        .as_deref()
+        .unwrap_or(Path::new(DEFAULT_PAM_SOCKET))
+        .display()
+        .to_string();
+    r.findings.extend(pam::check(&files, &dir, &pam_socket));
     r.checked
         .push(format!("PAM: {} files in {dir}", files.len()));
     ssh(&args, &files, &mut r);
@@ -159,6 +176,7 @@ fn otpd_config(args: &DoctorArgs, r: &mut Report) -> OtpdConfig {
         path: path.clone(),
         state_dir: None,
         pam_socket: None,
+        socket: None,
         socket_mode: 0o666,
     };
     let fix = "fix the file; `otpd --config FILE --check-config` checks it (README: \
@@ -193,6 +211,7 @@ fn otpd_config(args: &DoctorArgs, r: &mut Report) -> OtpdConfig {
     let string = |key: &str| table.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
     config.state_dir = string("state_dir");
     config.pam_socket = string("pam_socket");
+    config.socket = string("socket");
     if let Some(mode) = table
         .get("socket_mode")
         .and_then(toml::Value::as_integer)

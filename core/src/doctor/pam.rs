@@ -295,7 +295,11 @@ fn expand<'a>(
 
 /// Whether `module` (a name or a path) is pam_otpd.
 pub fn is_otpd(module: &str) -> bool {
-    module.rsplit('/').next() == Some("pam_otpd.so")
+    // `libpam_otpd.so` is the name cargo builds it under.
+    matches!(
+        module.rsplit('/').next(),
+        Some("pam_otpd.so" | "libpam_otpd.so")
+    )
 }
 
 /// Whether `service`'s auth stack runs pam_otpd.
@@ -368,7 +372,7 @@ fn ends_on_failure(control: &Control) -> bool {
 /// the directory they were read from (for the file names in findings).
 /// A rule shared by several stacks (a line of `common-auth`) is reported
 /// once, naming the stacks.
-pub fn check(files: &Files, dir: &str) -> Vec<Finding> {
+pub fn check(files: &Files, dir: &str, pam_socket: &str) -> Vec<Finding> {
     let mut found: BTreeMap<(&'static str, String, u32), (Finding, Vec<String>)> = BTreeMap::new();
     let mut add = |service: &str, f: Finding| {
         let key = (f.id, f.file.clone(), f.line.unwrap_or(0));
@@ -421,17 +425,27 @@ pub fn check(files: &Files, dir: &str) -> Vec<Finding> {
                         ),
                     );
                 }
-                if rule.args.iter().any(|a| a.starts_with("socket=")) {
+                let elsewhere = rule
+                    .args
+                    .iter()
+                    .filter_map(|a| a.strip_prefix("socket="))
+                    .find(|s| *s != pam_socket);
+                if let Some(socket) = elsewhere {
                     add(
                         service,
                         Finding::warning(
                             "pam-socket-option",
                             &path(rule.file),
                             at,
-                            "`socket=` points pam_otpd away from the root-only PAM socket; on \
-                         the public socket any local user can fill the queue logins wait in"
-                                .into(),
-                            "leave `socket=` out of the PAM line (README: Traps)".into(),
+                            format!(
+                                "`socket={socket}` points pam_otpd away from otpd's root-only \
+                                 PAM socket ({pam_socket}); on the public socket any local \
+                                 user can fill the queue logins wait in"
+                            ),
+                            format!(
+                                "set `socket={pam_socket}`, or leave `socket=` out when that \
+                                 is the default /run/otpd/pam.sock (README: Traps)"
+                            ),
                         ),
                     );
                 }

@@ -1,5 +1,7 @@
 use super::*;
 
+const PAM_SOCKET: &str = "/run/otpd/pam.sock";
+
 const COMMON_AUTH: &str = "\
 # Debian's common-auth
 auth\t[success=1 default=ignore]\tpam_unix.so nullok
@@ -105,7 +107,7 @@ fn the_readme_key_and_code_stack_is_clean() {
         ),
         ("common-account", "account required pam_unix.so\n"),
     ]);
-    assert_eq!(check(&files, "/etc/pam.d"), vec![]);
+    assert_eq!(check(&files, "/etc/pam.d", PAM_SOCKET), vec![]);
 }
 
 #[test]
@@ -121,7 +123,7 @@ fn requisite_before_pam_otpd_is_named_once_for_every_stack() {
             "@include common-auth\nauth required pam_otpd.so nullok\n",
         ),
     ]);
-    let found = check(&files, "/etc/pam.d/");
+    let found = check(&files, "/etc/pam.d/", PAM_SOCKET);
     assert_eq!(ids(&found), ["requisite"]);
     assert_eq!(found[0].file, "/etc/pam.d/common-auth");
     assert_eq!(found[0].line, Some(3));
@@ -138,20 +140,20 @@ fn sufficient_or_a_jump_over_pam_otpd_is_an_error() {
         "sshd",
         "auth sufficient pam_unix.so\nauth required pam_otpd.so\n",
     )]);
-    assert_eq!(ids(&check(&files, "d")), ["skips-otpd"]);
+    assert_eq!(ids(&check(&files, "d", PAM_SOCKET)), ["skips-otpd"]);
     let files = dir(&[(
         "sshd",
         "auth [success=1 default=ignore] pam_unix.so\nauth required pam_otpd.so\n\
          auth required pam_permit.so\n",
     )]);
-    let found = check(&files, "d");
+    let found = check(&files, "d", PAM_SOCKET);
     assert_eq!(ids(&found), ["skips-otpd"]);
     assert_eq!(found[0].line, Some(1));
     let files = dir(&[(
         "sshd",
         "auth [success=done default=die] pam_unix.so\nauth required pam_otpd.so\n",
     )]);
-    assert_eq!(ids(&check(&files, "d")), ["skips-otpd"]);
+    assert_eq!(ids(&check(&files, "d", PAM_SOCKET)), ["skips-otpd"]);
 }
 
 #[test]
@@ -164,7 +166,7 @@ fn pam_otpd_in_common_auth_fail_open_and_socket_are_named() {
         ),
         ("login", "@include common-auth\n"),
     ]);
-    let found = check(&files, "/etc/pam.d");
+    let found = check(&files, "/etc/pam.d", PAM_SOCKET);
     assert_eq!(
         ids(&found),
         ["fail-open", "otpd-in-common-auth", "pam-socket-option"]
@@ -174,29 +176,62 @@ fn pam_otpd_in_common_auth_fail_open_and_socket_are_named() {
 }
 
 #[test]
+fn socket_naming_otpds_own_pam_socket_is_fine_and_libpam_otpd_is_recognised() {
+    // Under cargo's name, pointing at the configured PAM socket (moved
+    // from the default): nothing to say.
+    let files = dir(&[(
+        "sshd",
+        "auth required /opt/otpd/libpam_otpd.so socket=/srv/otpd/pam.sock
+",
+    )]);
+    assert_eq!(
+        ids(&check(&files, "/etc/pam.d", "/srv/otpd/pam.sock")),
+        Vec::<&str>::new()
+    );
+    // Another socket: named, with the configured one in the fix.
+    let found = check(&files, "/etc/pam.d", PAM_SOCKET);
+    assert_eq!(ids(&found), ["pam-socket-option"]);
+    assert!(
+        found[0].fix.contains("socket=/run/otpd/pam.sock"),
+        "{}",
+        found[0].fix
+    );
+    // The module is recognised: nullok alone is PAM_IGNORE only.
+    let files = dir(&[(
+        "sshd",
+        "auth required /opt/otpd/libpam_otpd.so nullok
+",
+    )]);
+    assert_eq!(
+        ids(&check(&files, "/etc/pam.d", PAM_SOCKET)),
+        ["ignore-only"]
+    );
+}
+
+#[test]
 fn pam_ignore_as_the_only_result_is_an_error() {
     let files = dir(&[(
         "sshd",
         "auth required pam_env.so\nauth required pam_otpd.so nullok\n",
     )]);
-    let found = check(&files, "/etc/pam.d");
+    let found = check(&files, "/etc/pam.d", PAM_SOCKET);
     assert_eq!(ids(&found), ["ignore-only"]);
     assert_eq!(found[0].line, Some(2));
     // Without nullok the module decides itself.
     let files = dir(&[("sshd", "auth required pam_otpd.so\n")]);
-    assert_eq!(check(&files, "d"), vec![]);
+    assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
     // With a module that decides, nullok is fine.
     let files = dir(&[(
         "sshd",
         "auth required pam_unix.so\nauth required pam_otpd.so nullok\n",
     )]);
-    assert_eq!(check(&files, "d"), vec![]);
+    assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
 }
 
 #[test]
 fn stacks_without_pam_otpd_are_not_judged() {
     let files = dir(&[("other", "auth sufficient pam_permit.so\n")]);
-    assert_eq!(check(&files, "d"), vec![]);
+    assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
 }
 
 #[test]
@@ -234,5 +269,5 @@ fn files_that_include_each_other_many_times_take_bounded_work() {
         .collect();
     let stack = auth_stack(&files, "f0");
     assert!(stack.len() <= MAX_EXPANSIONS, "{}", stack.len());
-    assert!(check(&files, "d").is_empty());
+    assert!(check(&files, "d", PAM_SOCKET).is_empty());
 }
