@@ -22,6 +22,7 @@ pub use otpd_core::{drift, grace};
 pub mod clock;
 pub mod engine;
 pub mod error;
+pub mod group_commit;
 pub mod kdf_pool;
 pub mod keyfile;
 pub mod store;

@@ -39,12 +39,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{self, MasterKey};
 use crate::error::Error;
+use crate::group_commit::{GroupSync, SyncFailed};
 use crate::record::UserRecord;
 
 /// The journal's file name inside the state directory.
@@ -266,8 +267,9 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
 
 struct Inner {
     /// `None` after a failed write: reopened (and cut back to `len`) by the
-    /// next one.
-    file: Option<File>,
+    /// next one. Shared with the syncs of [`Watermarks::sync`], which run
+    /// outside the lock.
+    file: Option<Arc<File>>,
     /// Length of the valid journal.
     len: u64,
     /// Bytes of the newest entry of each user (for compaction).
@@ -285,6 +287,10 @@ struct Inner {
 pub struct Watermarks {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// The journal's syncs, shared by concurrent durable writers (group
+    /// commit): a write appends under the lock, then waits for a sync that
+    /// started after it.
+    sync: GroupSync,
     /// Tests: make syncing the state directory fail.
     #[cfg(test)]
     fail_dir_sync: std::sync::atomic::AtomicBool,
@@ -405,8 +411,9 @@ impl Watermarks {
         }
         Ok(Self {
             path: path.to_owned(),
+            sync: GroupSync::default(),
             inner: Mutex::new(Inner {
-                file: Some(file),
+                file: Some(Arc::new(file)),
                 len,
                 live_total: live.values().sum(),
                 live,
@@ -479,6 +486,7 @@ impl Watermarks {
             inner.file = None;
             return Err(e);
         }
+        let appended_at = inner.len;
         inner.len += bytes.len() as u64;
         for (mark, size) in marks.into_iter().zip(sizes) {
             let old = inner.live.insert(mark.user.clone(), size).unwrap_or(0);
@@ -492,7 +500,45 @@ impl Watermarks {
         {
             tracing::warn!(path = %self.path.display(), error = %e, "watermark journal not compacted; retried later");
         }
+        drop(inner);
+        if durable {
+            self.sync_journal(appended_at)?;
+        }
         Ok(())
+    }
+
+    /// Waits until the journal is on disk up to a sync that started after
+    /// this call (shared with the other durable writers). A compaction
+    /// meanwhile wrote everything durably into the file that now stands at
+    /// the path: syncing that file is then enough.
+    fn sync_journal(&self, appended_at: u64) -> Result<(), Error> {
+        let bad = |reason: String| Error::Watermark {
+            path: self.path.clone(),
+            reason,
+        };
+        let result = self.sync.wait(|| {
+            let file = self.inner().file.clone();
+            match file {
+                Some(f) => f.sync_data(),
+                None => Err(std::io::Error::other("the journal failed since")),
+            }
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut inner = self.inner();
+                // Reopened (and cut back) by the next write, which also
+                // retries the sync of whatever this one left unsynced.
+                inner.file = None;
+                drop(inner);
+                Err(bad(match e {
+                    SyncFailed::Own(e) => e.to_string(),
+                    SyncFailed::Shared => {
+                        format!("the shared sync of the entry at {appended_at} failed")
+                    }
+                }))
+            }
+        }
     }
 
     /// Rewrites the whole journal sealed under `key` (a key rotation),
@@ -523,16 +569,13 @@ impl Watermarks {
             let file = open_file(&self.path).map_err(bad)?;
             // Cut off what a failed write may have left.
             file.set_len(inner.len).map_err(bad)?;
-            inner.file = Some(file);
+            inner.file = Some(Arc::new(file));
         }
         let file = inner
             .file
             .as_ref()
             .ok_or_else(|| bad(std::io::Error::other("closed")))?;
         file.write_all_at(bytes, inner.len).map_err(bad)?;
-        if durable {
-            file.sync_data().map_err(bad)?;
-        }
         Ok(())
     }
 
@@ -572,7 +615,7 @@ impl Watermarks {
         // The path names the new file now: write to it from here on, even
         // if the directory does not sync (the old file is unlinked; what
         // went there would be lost at the next start).
-        inner.file = Some(file);
+        inner.file = Some(Arc::new(file));
         inner.len = len;
         inner.live_total = live.values().sum();
         inner.live = live;

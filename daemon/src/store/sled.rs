@@ -4,7 +4,9 @@
 //! `decide` choose, swap the new value in only if the record still holds
 //! the bytes `decide` saw; otherwise `decide` runs again on the bytes that
 //! won (at most [`UPDATE_ATTEMPTS`] times). A write is flushed (fsynced)
-//! before `update` returns. [`Store::update_batch`] runs the same loop for
+//! before `update` returns; concurrent updates share their flushes (group
+//! commit, [`crate::group_commit`]): each returns after a flush that
+//! started after its write. [`Store::update_batch`] runs the same loop for
 //! many users in rounds (read all, decide all, `before_write`, swap each
 //! in; the users that lost a swap are decided again) and flushes once.
 //!
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::{Store, UPDATE_ATTEMPTS, Write};
 use crate::error::Error;
+use crate::group_commit::{GroupSync, SyncFailed};
 use crate::record::UserName;
 
 /// Shortest time between two attempts to reopen a failed database.
@@ -32,6 +35,8 @@ pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 struct Handle {
     db: ::sled::Db,
     users: ::sled::Tree,
+    /// The flushes of this handle, shared by concurrent writers.
+    sync: GroupSync,
 }
 
 /// Health of the store, behind one lock.
@@ -82,7 +87,11 @@ fn open_handle(path: &Path) -> Result<Handle, Error> {
             _ => Error::Store(format!("cannot open {}: {e}", path.display())),
         })?;
     let users = db.open_tree("users.v1").map_err(store_error)?;
-    Ok(Handle { db, users })
+    Ok(Handle {
+        db,
+        users,
+        sync: GroupSync::default(),
+    })
 }
 
 impl SledStore {
@@ -196,8 +205,15 @@ impl SledStore {
     }
 }
 
+/// Makes every write made so far durable: a flush shared with the
+/// concurrent writers of the handle.
 fn flush(h: &Handle) -> Result<(), Error> {
-    h.db.flush().map(|_| ()).map_err(store_error)
+    h.sync
+        .wait(|| h.db.flush().map(|_| ()).map_err(store_error))
+        .map_err(|e| match e {
+            SyncFailed::Own(e) => e,
+            SyncFailed::Shared => Error::Store("the shared flush failed".into()),
+        })
 }
 
 /// Result of one update on a handle: `Err` is a failure of the store (it
