@@ -14,6 +14,9 @@
 #   make fuzz-run FUZZ_TARGET=code FUZZ_SECONDS=3600   one target, long.
 #   make bench       verify latency over the socket (release build).
 #   make bench-import  a million pam_oath users imported (release build).
+#   make bench-load  Verify decisions per second, 64 callers (release build).
+#   make bench-compare pam_otpd beside pam_permit, google-authenticator and
+#                    pam_oath, one pamtester login each (root; installs them).
 #   make demo        a real SSH login with a TOTP code on 127.0.0.1.
 
 PREFIX     ?= /usr/local
@@ -27,7 +30,7 @@ PAMDIR     ?= $(shell dirname "$$(find /lib /usr/lib /lib64 /usr/lib64 -name pam
 CARGO      ?= cargo
 APT_PACKAGES = libpam0g-dev pkg-config
 
-.PHONY: all build deps install uninstall test lint bench bench-import demo clean fuzz-build fuzz-ci fuzz-run
+.PHONY: all build deps install uninstall test lint bench bench-import bench-compare bench-load demo clean fuzz-build fuzz-ci fuzz-run
 
 all: build
 
@@ -157,6 +160,21 @@ bench:
 bench-import:
 	$(CARGO) build --release --locked -p otpd -p otpctl
 	$(CARGO) bench -p otpd-tests --bench bulk_import --locked
+
+# The daemon under load: 64 callers on persistent connections, a mix of
+# accepted codes, wrong codes and status reads (OTPD_LOAD_USERS,
+# OTPD_LOAD_CALLERS, OTPD_LOAD_SECONDS).
+bench-load:
+	$(CARGO) bench -p otpd-tests --bench verify_load --locked
+
+# The side-by-side table of the README's performance section: the peers
+# from Debian's packages, a syslog listener, interleaved series (root).
+# OTPD_COMPARE_BEFORE=/path/to/libpam_otpd.so adds an older build.
+bench-compare:
+	@for p in pamtester libpam-google-authenticator libpam-oath; do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get install -y --no-install-recommends $$missing; fi
+	$(CARGO) bench -p otpd-tests --bench compare --locked
 
 demo:
 	$(CARGO) build --workspace --locked

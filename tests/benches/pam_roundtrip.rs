@@ -24,8 +24,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,53 +35,6 @@ use otpd_tests::*;
 const N: usize = 200;
 /// Unmeasured round trips per series first.
 const WARM_UP: usize = 10;
-
-/// The pam_otpd cdylib of this build profile, built (or brought up to date)
-/// with cargo first.
-fn module_of_this_profile() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<bench> → target/<profile>
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let so = dir.join("libpam_otpd.so");
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let args: &[&str] = if release {
-        &["build", "--release", "-p", "pam_otpd"]
-    } else {
-        &["build", "-p", "pam_otpd"]
-    };
-    if so.exists() {
-        println!(
-            "checking that {} is up to date: cargo {}",
-            so.display(),
-            args.join(" ")
-        );
-    } else {
-        println!(
-            "{} is missing (`cargo bench -p otpd-tests` does not build the pam_otpd \
-             cdylib): building it with cargo {}",
-            so.display(),
-            args.join(" ")
-        );
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(workspace)
-        .status()
-        .expect("run cargo");
-    assert!(
-        status.success(),
-        "cargo {} failed: {status}",
-        args.join(" ")
-    );
-    assert!(
-        so.exists(),
-        "{} still missing after the build",
-        so.display()
-    );
-    so
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -115,7 +66,7 @@ fn paired(a: &[Duration], b: &[Duration]) -> (f64, f64) {
 
 fn main() {
     require_root();
-    let so = module_of_this_profile();
+    let so = build_this_profile(&["pam_otpd"]).join("libpam_otpd.so");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = shared_tempdir();

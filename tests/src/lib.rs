@@ -44,6 +44,43 @@ pub fn built(name: &str) -> PathBuf {
     path
 }
 
+/// Builds `packages` (or brings them up to date) with cargo in the profile
+/// of the running bench (`target/release` for `cargo bench`): `cargo bench
+/// -p otpd-tests` builds neither the pam_otpd cdylib nor the binaries of
+/// other packages. Returns the profile's directory.
+pub fn build_this_profile(packages: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<bench> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned();
+    let mut args = vec!["build", "--locked"];
+    if dir.file_name().is_some_and(|n| n == "release") {
+        args.push("--release");
+    }
+    for p in packages {
+        args.extend(["-p", p]);
+    }
+    println!("building what the bench runs: cargo {}", args.join(" "));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(&args)
+        .current_dir(workspace)
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "cargo {} failed: {status}",
+        args.join(" ")
+    );
+    dir
+}
+
 /// The built otpctl, talking to the daemon on `socket` (whatever
 /// `OTPD_SOCKET` the test runner has).
 pub fn otpctl(socket: &Path) -> snapbox::cmd::Command {
