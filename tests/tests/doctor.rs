@@ -69,10 +69,20 @@ impl Setup {
 
     /// Runs `otpctl --json doctor`; returns the exit code and the report.
     fn doctor(&self, extra: &[&str]) -> (i32, Value) {
+        let socket = self.path("otpd.sock");
+        let state = self.path("state");
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--socket".as_ref(), socket.as_os_str()];
+        args.extend(["--state-dir".as_ref(), state.as_os_str()]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        self.doctor_with(&args)
+    }
+
+    /// Runs `otpctl --json doctor` on this place's files (PAM, sshd, otpd
+    /// config) with `extra` options, nothing else: no `--socket`, no
+    /// `OTPD_SOCKET`.
+    fn doctor_with(&self, extra: &[&std::ffi::OsStr]) -> (i32, Value) {
         let out = Command::new(built("otpctl"))
             .env_remove("OTPD_SOCKET")
-            .arg("--socket")
-            .arg(self.path("otpd.sock"))
             .args(["--json", "doctor", "--sshd", "/usr/sbin/sshd"])
             .arg("--pam-dir")
             .arg(self.path("pam"))
@@ -80,8 +90,6 @@ impl Setup {
             .arg(self.path("sshd_config"))
             .arg("--config")
             .arg(self.path("otpd.toml"))
-            .arg("--state-dir")
-            .arg(self.path("state"))
             .arg("--otpd")
             .arg(built("otpd"))
             .args(extra)
@@ -205,22 +213,9 @@ fn the_configs_sockets_are_used_and_a_matching_socket_option_is_fine() {
     )
     .unwrap();
     let d = Process::start(s.dir.path());
-    let out = Command::new(built("otpctl"))
-        .env_remove("OTPD_SOCKET")
-        .args(["--json", "doctor", "--sshd", "/usr/sbin/sshd", "--pam-dir"])
-        .arg(s.path("pam"))
-        .arg("--sshd-config")
-        .arg(s.path("sshd_config"))
-        .arg("--config")
-        .arg(s.path("otpd.toml"))
-        .arg("--otpd")
-        .arg(built("otpd"))
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let (code, report) = s.doctor_with(&[]);
     assert_eq!(report["findings"], serde_json::json!([]), "{report}");
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(code, 0);
     d.stop();
 }
 
