@@ -301,7 +301,12 @@ enum Change {
     Save(Box<UserRecord>),
 }
 
-const STRIPES: usize = 64;
+/// Per-user locks, by hash of the name. A decision holds its user's stripe
+/// while it waits for its syncs (group commit), so two callers whose users
+/// share a stripe wait for each other: among 64 callers, 4,096 stripes
+/// leave half a colliding pair on average (64 stripes left 31).
+/// 4,096 locks: 32 KiB.
+const STRIPES: usize = 4096;
 
 /// The decision engine.
 pub struct Engine {
