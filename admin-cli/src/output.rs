@@ -639,7 +639,8 @@ impl StatusListing<'_, '_> {
                 }
                 serde_json::to_writer(&mut *self.p.out, &StatusJson::from(row))?;
             }
-            return Ok(());
+            // The array streams: each page goes out as it arrives.
+            return self.p.out.flush();
         }
         if rows.is_empty() && !first_page {
             return Ok(());
@@ -651,7 +652,8 @@ impl StatusListing<'_, '_> {
         } else {
             text.split_once('\n').map_or("", |(_, rows)| rows)
         };
-        write!(self.p.out, "{text}")
+        write!(self.p.out, "{text}")?;
+        self.p.out.flush()
     }
 
     /// Ends the listing (the JSON array).

@@ -34,7 +34,7 @@
 //! off with a warning; damage anywhere else stops the daemon at start with
 //! a clear error, because it would silently weaken replay protection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -274,7 +274,8 @@ struct Inner {
     live: HashMap<String, u64>,
     /// The sum of `live` (kept, not summed per write: a million users).
     live_total: u64,
-    marks: HashMap<String, Mark>,
+    /// In name order, so that a listing page reads only its range.
+    marks: BTreeMap<String, Mark>,
     /// A compaction renamed its file in place but the state directory did
     /// not sync: the rename may not survive a power loss yet. Retried by
     /// every write; a durable write fails until it succeeds.
@@ -348,7 +349,7 @@ impl Watermarks {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| bad(format!("cannot read: {e}")))?;
-        let mut marks = HashMap::new();
+        let mut marks = BTreeMap::new();
         let mut live = HashMap::new();
         let mut at = 0usize;
         while at < bytes.len() {
@@ -447,9 +448,22 @@ impl Watermarks {
 
     /// Every user with a mark, sorted.
     pub fn users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self.inner().marks.keys().cloned().collect();
-        users.sort_unstable();
-        users
+        self.inner().marks.keys().cloned().collect()
+    }
+
+    /// Up to `limit` users, in name order after `after`, whose last mark
+    /// is not a removal: users the store should hold. Reads only that
+    /// range, however many marks there are.
+    pub fn present_after(&self, after: Option<&str>, limit: usize) -> Vec<String> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.inner()
+            .marks
+            .range::<str, _>((start, Bound::Unbounded))
+            .filter(|(_, m)| !m.removed)
+            .take(limit)
+            .map(|(u, _)| u.clone())
+            .collect()
     }
 
     /// Appends `mark`; with `durable`, it is on disk on return. On failure
