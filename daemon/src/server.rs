@@ -81,7 +81,7 @@ impl Daemon {
         prepare_state_dir(&config.state_dir)?;
         let store_dir = store_path(&config.state_dir);
         private_dir(&store_dir)?;
-        let store = SledStore::open(&store_dir)?;
+        let store = SledStore::open_with_cache(&store_dir, config.store.cache_bytes())?;
         restrict_tree(&store_dir)?;
         let key = open_key(&config.state_dir, &store)?;
         // A key rotation that did not finish: records open with either key

@@ -52,6 +52,7 @@ struct State {
 pub struct SledStore {
     state: Mutex<State>,
     path: PathBuf,
+    cache_bytes: u64,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -66,9 +67,14 @@ fn store_error(e: ::sled::Error) -> Error {
     Error::Store(e.to_string())
 }
 
-fn open_handle(path: &Path) -> Result<Handle, Error> {
+/// sled's page cache when not configured ([`SledStore::open_with_cache`]):
+/// `[store] cache_mib`'s default.
+pub const DEFAULT_CACHE_BYTES: u64 = crate::config::DEFAULT_STORE_CACHE_MIB << 20;
+
+fn open_handle(path: &Path, cache_bytes: u64) -> Result<Handle, Error> {
     let db = ::sled::Config::new()
         .path(path)
+        .cache_capacity(cache_bytes)
         .open()
         .map_err(|e| match &e {
             ::sled::Error::Io(io)
@@ -89,7 +95,13 @@ impl SledStore {
     /// Opens (or creates) the database at `path`. Another process holding it
     /// is reported as [`Error::StoreLocked`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let handle = open_handle(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_bytes` (sled may
+    /// exceed it somewhat: it counts the pages' serialised size).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
+        let handle = open_handle(path, cache_bytes)?;
         Ok(Self {
             state: Mutex::new(State {
                 handle: Some(Arc::new(handle)),
@@ -98,6 +110,7 @@ impl SledStore {
                 last_reopen: None,
             }),
             path: path.to_owned(),
+            cache_bytes,
         })
     }
 
@@ -135,7 +148,7 @@ impl SledStore {
                     });
                 }
                 state.last_reopen = Some(now);
-                match open_handle(&self.path) {
+                match open_handle(&self.path, self.cache_bytes) {
                     Ok(h) => {
                         tracing::debug!(path = %self.path.display(), "store reopened");
                         state.handle = Some(Arc::new(h));
