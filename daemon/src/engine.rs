@@ -157,6 +157,14 @@ pub fn default_kdf_parallelism() -> usize {
         .clamp(1, MAX_KDF_PARALLELISM)
 }
 
+/// Most memory the backup-code hashes hold at once, in bytes: one working
+/// memory of `kdf.m_kib` per hash that may run at once, however many
+/// attempts arrive (the rest wait for a permit, holding none). With the
+/// defaults: 19 MiB x one per core, at most 4 = 76 MiB.
+pub fn kdf_memory_ceiling(kdf: &crate::kdf::KdfParams, parallelism: usize) -> u64 {
+    u64::from(kdf.m_kib) * 1024 * parallelism as u64
+}
+
 /// State of a user's second factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
