@@ -2073,6 +2073,43 @@ erin  not-enrolled  -     0       0      -             -             -         0
         assert_eq!(out, one);
     }
 
+    /// What a page writes is flushed before the next page is asked for:
+    /// `otpctl status` prints as ListUsers delivers, text and JSON.
+    #[test]
+    fn each_status_page_is_flushed_as_it_is_printed() {
+        /// Bytes written, and how many had been written at each flush.
+        #[derive(Default)]
+        struct Recorder {
+            written: Vec<u8>,
+            flushes: Vec<usize>,
+        }
+        impl Write for Recorder {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.written.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.flushes.push(self.written.len());
+                Ok(())
+            }
+        }
+        for json in [false, true] {
+            let (mut out, mut err) = (Recorder::default(), Vec::new());
+            let mut p = Printer::new(&mut out, &mut err, json);
+            let mut listing = p.status_listing().unwrap();
+            listing.page(&[alice()], &[]).unwrap();
+            listing.page(&[bob()], &[]).unwrap();
+            let text = String::from_utf8(out.written.clone()).unwrap();
+            // The first page went out whole before the second was printed.
+            let first = &text[..out.flushes[0]];
+            assert!(
+                first.contains("alice") && !first.contains("bob"),
+                "{json}: {first}"
+            );
+            assert_eq!(out.flushes.last(), Some(&text.len()), "{json}: {text}");
+        }
+    }
+
     #[test]
     fn device_rename_and_remove() {
         let (out, err) = render(false, |p| p.device_renamed("alice", "phone", "old-phone"));

@@ -23,8 +23,11 @@ use otpd_proto::v1 as pb;
 use otpd_tests::*;
 use serde_json::Value;
 
-/// Imported users: more than one filtered call reads.
-const IMPORTED: usize = LIST_SCAN_PER_CALL + 500;
+/// Imported users for the filters: several pages.
+const IMPORTED: usize = 2_500;
+
+/// Imported users for the bound: more than one filtered call reads.
+const MANY: usize = LIST_SCAN_PER_CALL + 500;
 
 /// `otpctl ARGS`: (success, stdout, stderr).
 fn run(socket: &Path, args: &[&str]) -> (bool, String, String) {
@@ -88,9 +91,9 @@ fn start() -> InProcess {
     InProcess::start_in(dir, config, Arc::new(ManualClock::new(T0)))
 }
 
-fn import(d: &InProcess) {
+fn import(d: &InProcess, n: usize) {
     let mut text = String::new();
-    for i in 0..IMPORTED {
+    for i in 0..n {
         let tokens = if two_tokens(i) { 2 } else { 1 };
         for t in 0..tokens {
             let key = format!("{:040x}", (i as u128) << 8 | t as u128 | 1 << 100);
@@ -109,7 +112,7 @@ fn import(d: &InProcess) {
 #[tokio::test(flavor = "multi_thread")]
 async fn status_pages_through_every_user_and_otpd_filters_them() {
     let d = start();
-    import(&d);
+    import(&d, IMPORTED);
     let mut c = d.client().await;
     // Enrolled: 1 device, 10 backup codes (low with low_warning = 10).
     enroll(&mut c, "zz-active", T0).await;
@@ -171,7 +174,7 @@ async fn status_pages_through_every_user_and_otpd_filters_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filtered_call_reads_a_bounded_number_of_records() {
     let d = start();
-    import(&d);
+    import(&d, MANY);
     let mut c = d.client().await;
     let (app, _) = enroll(&mut c, "zz-locked", T0).await;
     verify(&mut c, "zz-locked", &app.wrong_code_at(T0)).await;
