@@ -29,7 +29,7 @@ PAMDIR     ?= $(shell dirname "$$(find /lib /usr/lib /lib64 /usr/lib64 -name pam
 CARGO      ?= cargo
 APT_PACKAGES = libpam0g-dev pkg-config
 
-.PHONY: all build deps install uninstall test lint bench bench-import bench-scale demo clean fuzz-build fuzz-ci fuzz-run
+.PHONY: all build deps install uninstall test lint bench bench-import demo clean fuzz-build fuzz-ci fuzz-run
 
 all: build
 
@@ -166,6 +166,7 @@ bench-import:
 # time to otpctl status's first line, a filter that matches nobody; a
 # backup-code storm at the largest size. OTPD_BENCH_SCALE=1,10000 for other
 # sizes.
+.PHONY: bench-scale
 bench-scale:
 	$(CARGO) build --release --locked -p otpd -p otpctl
 	$(CARGO) bench -p otpd-tests --bench scale --locked
