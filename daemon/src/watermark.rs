@@ -649,14 +649,14 @@ pub fn report_start(engine: &crate::engine::Engine) {
         Ok(check) if check.rolled_back.is_empty() && check.unreadable.is_empty() => {
             tracing::info!(
                 checked = check.checked,
-                skipped = check.skipped,
+                more_unchecked = check.more_unchecked,
                 "store checked against the replay watermarks: no rollback"
             );
         }
         Ok(check) => {
             tracing::error!(
                 checked = check.checked,
-                skipped = check.skipped,
+                more_unchecked = check.more_unchecked,
                 rolled_back = ?check.rolled_back,
                 unreadable = ?check.unreadable,
                 "the store lost writes (rolled back) or holds records that do not open; \
