@@ -17,6 +17,8 @@
 #   make bench-load  Verify decisions per second, 64 callers (release build).
 #   make bench-compare pam_otpd beside pam_permit, google-authenticator and
 #                    pam_oath, one pamtester login each (root; installs them).
+#   make bench-scale   Verify, status and listing latency, disk and memory
+#                    at 1, 10,000 and 1,000,000 users (release build).
 #   make demo        a real SSH login with a TOTP code on 127.0.0.1.
 
 PREFIX     ?= /usr/local
@@ -175,6 +177,17 @@ bench-compare:
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get install -y --no-install-recommends $$missing; fi
 	$(CARGO) bench -p otpd-tests --bench compare --locked
+
+# The same figures at 1, 10,000 and 1,000,000 users, each store filled by
+# a bulk import: store size per user, otpd's RSS at rest, after a load and
+# its peak, Verify and GetStatus p50/p99, the first ListUsers page, the
+# time to otpctl status's first line, a filter that matches nobody; a
+# backup-code storm at the largest size. OTPD_BENCH_SCALE=1,10000 for other
+# sizes.
+.PHONY: bench-scale
+bench-scale:
+	$(CARGO) build --release --locked -p otpd -p otpctl
+	$(CARGO) bench -p otpd-tests --bench scale --locked
 
 demo:
 	$(CARGO) build --workspace --locked

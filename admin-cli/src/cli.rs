@@ -92,12 +92,10 @@ pub enum Command {
         /// List the users the enforcement policy ([enforcement] in
         /// otpd.toml) requires a second factor of who have no active
         /// device, with the policy's deadline.
-        #[arg(long, conflicts_with_all = ["user", "no_recovery"])]
+        #[arg(long, conflicts_with_all = ["user", "locked", "pending", "low_backup_codes", "no_recovery"])]
         must_enroll: bool,
-        /// Only users without a recovery path (a single device and no
-        /// backup code left).
-        #[arg(long, conflicts_with = "user")]
-        no_recovery: bool,
+        #[command(flatten)]
+        filters: StatusFilters,
     },
     /// Issue a new set of backup codes; every earlier code stops working.
     BackupCodes(OwnUserArgs),
@@ -162,6 +160,33 @@ pub enum Command {
     /// or warnings; --ignore ID accepts one on purpose), 2 on a usage
     /// error, 5 when the PAM directory cannot be read. Run it as root.
     Doctor(DoctorArgs),
+}
+
+/// `otpctl status` filters: otpd applies them (a page at a time), so only
+/// the matching users cross the socket. Several: users matching all.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct StatusFilters {
+    /// Only users locked out (from the local machine and known hosts, or
+    /// from other hosts).
+    #[arg(long, conflicts_with = "user")]
+    pub locked: bool,
+    /// Only users whose enrollment (or re-enrollment) awaits confirmation.
+    #[arg(long, conflicts_with = "user")]
+    pub pending: bool,
+    /// Only enrolled users with at most N backup codes left (N: otpd's
+    /// [backup_codes] low_warning, 3 by default, when not given).
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        require_equals = true,
+        conflicts_with = "user"
+    )]
+    pub low_backup_codes: Option<Option<u32>>,
+    /// Only users without a recovery path (a single device and no
+    /// backup code left).
+    #[arg(long, conflicts_with = "user")]
+    pub no_recovery: bool,
 }
 
 #[derive(Debug, Args)]

@@ -639,7 +639,8 @@ impl StatusListing<'_, '_> {
                 }
                 serde_json::to_writer(&mut *self.p.out, &StatusJson::from(row))?;
             }
-            return Ok(());
+            // The array streams: each page goes out as it arrives.
+            return self.p.out.flush();
         }
         if rows.is_empty() && !first_page {
             return Ok(());
@@ -651,7 +652,8 @@ impl StatusListing<'_, '_> {
         } else {
             text.split_once('\n').map_or("", |(_, rows)| rows)
         };
-        write!(self.p.out, "{text}")
+        write!(self.p.out, "{text}")?;
+        self.p.out.flush()
     }
 
     /// Ends the listing (the JSON array).
@@ -2069,6 +2071,43 @@ erin  not-enrolled  -     0       0      -             -             -         0
             )
         });
         assert_eq!(out, one);
+    }
+
+    /// What a page writes is flushed before the next page is asked for:
+    /// `otpctl status` prints as ListUsers delivers, text and JSON.
+    #[test]
+    fn each_status_page_is_flushed_as_it_is_printed() {
+        /// Bytes written, and how many had been written at each flush.
+        #[derive(Default)]
+        struct Recorder {
+            written: Vec<u8>,
+            flushes: Vec<usize>,
+        }
+        impl Write for Recorder {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.written.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.flushes.push(self.written.len());
+                Ok(())
+            }
+        }
+        for json in [false, true] {
+            let (mut out, mut err) = (Recorder::default(), Vec::new());
+            let mut p = Printer::new(&mut out, &mut err, json);
+            let mut listing = p.status_listing().unwrap();
+            listing.page(&[alice()], &[]).unwrap();
+            listing.page(&[bob()], &[]).unwrap();
+            let text = String::from_utf8(out.written.clone()).unwrap();
+            // The first page went out whole before the second was printed.
+            let first = &text[..out.flushes[0]];
+            assert!(
+                first.contains("alice") && !first.contains("bob"),
+                "{json}: {first}"
+            );
+            assert_eq!(out.flushes.last(), Some(&text.len()), "{json}: {text}");
+        }
     }
 
     #[test]

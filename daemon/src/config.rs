@@ -75,6 +75,37 @@ pub struct Config {
     pub enrollment: EnrollmentSection,
     /// Grace for sudo/su after a login (off by default).
     pub grace: GraceSection,
+    /// The embedded database.
+    pub store: StoreSection,
+}
+
+/// Default of `[store] cache_mib`.
+pub const DEFAULT_STORE_CACHE_MIB: u64 = 16;
+
+/// `[store]`: the embedded database (sled) under `state_dir/store`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// sled's page cache, in MiB (1 to 4096). Records not in it are read
+    /// from the file (the kernel's page cache, outside otpd's RSS), so a
+    /// small cache serves a million users; sled's own default would be
+    /// 1024.
+    pub cache_mib: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            cache_mib: DEFAULT_STORE_CACHE_MIB,
+        }
+    }
+}
+
+impl StoreSection {
+    /// The cache size in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// `[grace]`: a code accepted for a user is remembered (in the daemon's
@@ -325,6 +356,7 @@ impl Default for Config {
             self_service: SelfServiceSection::default(),
             enrollment: EnrollmentSection::default(),
             grace: GraceSection::default(),
+            store: StoreSection::default(),
         }
     }
 }
@@ -468,6 +500,12 @@ impl Config {
                 self.grace.seconds
             ));
         }
+        if !(1..=4096).contains(&self.store.cache_mib) {
+            return Err(format!(
+                "store.cache_mib must be 1..=4096, not {}",
+                self.store.cache_mib
+            ));
+        }
         if !(60..=7 * 24 * 3600).contains(&self.enrollment.pending_expiry_seconds) {
             return Err(format!(
                 "enrollment.pending_expiry_seconds must be 60..=604800 (a week), not {}",
@@ -596,6 +634,7 @@ mod tests {
             (backup.interval_seconds, backup.keep)
         );
         assert_eq!(explicit.engine_config().defaults, TotpParams::default());
+        assert_eq!(explicit.store.cache_mib, DEFAULT_STORE_CACHE_MIB);
         Ok(())
     }
 
@@ -609,6 +648,7 @@ mod tests {
             ("socket = \"relative\"", "absolute"),
             ("[backup]\ndirectory = \"backups\"", "absolute"),
             ("[backup]\nkeep = 0", "at least 1"),
+            ("[store]\ncache_mib = 0", "store.cache_mib must be 1..=4096"),
             (
                 "[enforcement]\nrequire = \"groups\"",
                 "needs enforcement.groups",

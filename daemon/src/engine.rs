@@ -157,6 +157,14 @@ pub fn default_kdf_parallelism() -> usize {
         .clamp(1, MAX_KDF_PARALLELISM)
 }
 
+/// Most memory the backup-code hashes hold at once, in bytes: one working
+/// memory of `kdf.m_kib` per hash that may run at once, however many
+/// attempts arrive (the rest wait for a permit, holding none). With the
+/// defaults: 19 MiB x one per core, at most 4 = 76 MiB.
+pub fn kdf_memory_ceiling(kdf: &crate::kdf::KdfParams, parallelism: usize) -> u64 {
+    u64::from(kdf.m_kib) * 1024 * parallelism as u64
+}
+
 /// State of a user's second factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -269,12 +277,66 @@ pub struct UserStatus {
 pub struct StoreCheck {
     /// Users checked.
     pub checked: usize,
-    /// Users not checked (over the bound); checked on first use.
-    pub skipped: usize,
+    /// More users than the bound are stored: those past it were not
+    /// checked (nor counted); each is checked on first use.
+    pub more_unchecked: bool,
     /// Users whose record was found rolled back (now or earlier).
     pub rolled_back: Vec<String>,
     /// Users who fail closed: record corrupted or lost.
     pub unreadable: Vec<String>,
+}
+
+/// Records one filtered [`Engine::list_page`] call reads at most, matches
+/// or not: a filter that matches nobody among a million users costs a
+/// hundred bounded calls, never one that reads the whole store.
+pub const LIST_SCAN_PER_CALL: usize = 10_000;
+
+/// Which users a listing returns: those matching every filter set (none
+/// set: everyone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Locked out, from the trusted origins or from strangers.
+    pub locked: bool,
+    /// A (re-)enrollment awaits confirmation.
+    pub pending: bool,
+    /// Enrolled with at most this many backup codes left.
+    pub backup_codes_at_most: Option<u32>,
+    /// Enrolled with a single device and no backup code left.
+    pub no_recovery_path: bool,
+}
+
+impl ListFilter {
+    /// No filter set: every user.
+    pub fn is_everyone(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `s` passes every filter set.
+    pub fn matches(&self, s: &UserStatus) -> bool {
+        (!self.locked || s.locked_until > 0 || s.strangers_locked_until > 0)
+            && (!self.pending || s.pending)
+            && self
+                .backup_codes_at_most
+                .is_none_or(|n| s.is_enrolled() && s.backup_codes_left <= n)
+            && (!self.no_recovery_path || s.no_recovery_path())
+    }
+}
+
+impl UserStatus {
+    /// Active or locked: a device is confirmed.
+    pub fn is_enrolled(&self) -> bool {
+        matches!(self.state, State::Active | State::Locked)
+    }
+
+    /// Enrolled with a single device and no backup code left: losing
+    /// that device locks the user out.
+    pub fn no_recovery_path(&self) -> bool {
+        self.is_enrolled()
+            && !otpd_core::enforcement::has_recovery_path(
+                self.devices.len(),
+                usize::try_from(self.backup_codes_left).unwrap_or(usize::MAX),
+            )
+    }
 }
 
 /// One page of the user listing.
@@ -284,7 +346,8 @@ pub struct UserPage {
     pub users: Vec<UserStatus>,
     /// Names whose records do not open.
     pub unreadable: Vec<String>,
-    /// The last name of the page, when more may follow.
+    /// The last name read for the page, when more may follow (with a
+    /// filter it may be past the last user returned).
     pub next_after: Option<String>,
 }
 
@@ -1129,31 +1192,53 @@ impl Engine {
 
     /// Status of every stored user, and the names whose records do not open.
     pub fn list(&self) -> Result<(Vec<UserStatus>, Vec<String>), Error> {
-        let page = self.list_page(None, usize::MAX)?;
+        let page = self.list_page(None, usize::MAX, &ListFilter::default())?;
         Ok((page.users, page.unreadable))
     }
 
-    /// Up to `limit` users after `after`, in name order.
-    pub fn list_page(&self, after: Option<&str>, limit: usize) -> Result<UserPage, Error> {
+    /// Up to `limit` users after `after` that pass `filter`, in name
+    /// order. With a filter, at most [`LIST_SCAN_PER_CALL`] records are
+    /// read (the page may then be short, or empty, with `next_after` set),
+    /// and records that do not open are not reported.
+    pub fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        filter: &ListFilter,
+    ) -> Result<UserPage, Error> {
         let mut page = UserPage::default();
-        let names = self.known_users(after, limit)?;
-        let full = names.len() >= limit;
-        for name in names {
+        let everyone = filter.is_everyone();
+        let scan = if everyone { limit } else { LIST_SCAN_PER_CALL };
+        let names = self.known_users(after, scan)?;
+        let mut more = names.len() >= scan;
+        let last = names.len();
+        for (i, name) in names.into_iter().enumerate() {
             page.next_after = Some(name.clone());
             let Ok(user) = UserName::parse(name.as_bytes()) else {
-                page.unreadable.push(name);
+                if everyone {
+                    page.unreadable.push(name);
+                }
                 continue;
             };
             match self.status(&user) {
-                Ok(s) => page.users.push(s),
+                Ok(s) if filter.matches(&s) => page.users.push(s),
+                Ok(_) => {}
                 Err(Error::Core(
                     otpd_core::Error::Corrupted { .. } | otpd_core::Error::NewerRecord { .. },
                 ))
-                | Err(Error::RolledBack { .. }) => page.unreadable.push(name),
+                | Err(Error::RolledBack { .. }) => {
+                    if everyone {
+                        page.unreadable.push(name);
+                    }
+                }
                 Err(e) => return Err(e),
             }
+            if page.users.len() >= limit && i + 1 < last {
+                more = true;
+                break;
+            }
         }
-        if !full {
+        if !more {
             page.next_after = None;
         }
         Ok(page)
@@ -1233,12 +1318,12 @@ impl Engine {
 
     /// Users in the store, and users the watermarks say should be there,
     /// after `after`, at most `limit`.
+    /// Both sources are read as ranges: a page costs the same at a
+    /// million users as at ten.
     fn known_users(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
         let mut names = self.store.list(after, limit)?;
         if let Some(w) = &self.watermarks {
-            names.extend(w.users().into_iter().filter(|u| {
-                after.is_none_or(|a| u.as_str() > a) && w.get(u).is_some_and(|m| !m.removed)
-            }));
+            names.extend(w.present_after(after, limit));
             names.sort_unstable();
             names.dedup();
             names.truncate(limit);
@@ -1249,12 +1334,16 @@ impl Engine {
     /// Checks up to `limit` users against their watermarks (at start),
     /// reporting rolled-back records.
     pub fn check_store(&self, limit: usize) -> Result<StoreCheck, Error> {
-        let names = self.known_users(None, usize::MAX)?;
+        // One name past the bound says whether any were left unchecked;
+        // they are not counted: walking every key of a million-user store
+        // at start would leave about 100 MiB resident in sled.
+        let mut names = self.known_users(None, limit.saturating_add(1))?;
         let mut check = StoreCheck {
-            skipped: names.len().saturating_sub(limit),
+            more_unchecked: names.len() > limit,
             ..StoreCheck::default()
         };
-        for name in names.into_iter().take(limit) {
+        names.truncate(limit);
+        for name in names {
             check.checked += 1;
             let Ok(user) = UserName::parse(name.as_bytes()) else {
                 check.unreadable.push(name);

@@ -134,6 +134,23 @@ mod tests {
         }
     }
 
+    /// The ceiling README states for backup-code work: 19 MiB per hash, at
+    /// most 4 at once on any machine, one per core below that.
+    #[test]
+    fn the_kdf_memory_ceiling_is_19_mib_per_core_up_to_76_mib() {
+        use crate::engine::{MAX_KDF_PARALLELISM, default_kdf_parallelism, kdf_memory_ceiling};
+        const MIB: u64 = 1 << 20;
+        let kdf = KdfParams::default();
+        assert_eq!(kdf_memory_ceiling(&kdf, 1), 19 * MIB);
+        assert_eq!(kdf_memory_ceiling(&kdf, MAX_KDF_PARALLELISM), 76 * MIB);
+        let here = default_kdf_parallelism();
+        assert!((1..=MAX_KDF_PARALLELISM).contains(&here));
+        assert!(kdf_memory_ceiling(&kdf, here) <= 76 * MIB);
+        // The pool lends at most that many working memories.
+        assert_eq!(KdfMemory::new(here).buffers(), here);
+        assert_eq!(KdfMemory::new(0).buffers(), 1);
+    }
+
     #[test]
     fn the_memory_pool_never_holds_more_buffers_than_its_size() -> Result<(), Error> {
         let mem = std::sync::Arc::new(KdfMemory::new(2));

@@ -31,6 +31,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Largest request accepted, in bytes. Every legitimate request is tiny.
 pub const MAX_MESSAGE: usize = 16 * 1024;
 
+/// Largest reply sent, in bytes (otpctl accepts no more either); a
+/// ListUsers page stops short of it.
+pub const MAX_REPLY: usize = 64 * 1024;
+
 /// Mode of the PAM socket: only its owner (the daemon's user, root) and
 /// root can connect.
 pub const PAM_SOCKET_MODE: u32 = 0o600;
@@ -77,7 +81,7 @@ impl Daemon {
         prepare_state_dir(&config.state_dir)?;
         let store_dir = store_path(&config.state_dir);
         private_dir(&store_dir)?;
-        let store = SledStore::open(&store_dir)?;
+        let store = SledStore::open_with_cache(&store_dir, config.store.cache_bytes())?;
         restrict_tree(&store_dir)?;
         let key = open_key(&config.state_dir, &store)?;
         // A key rotation that did not finish: records open with either key
@@ -177,7 +181,7 @@ impl Daemon {
             .add_service(
                 OtpdServer::new(service)
                     .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(64 * 1024),
+                    .max_encoding_message_size(MAX_REPLY),
             )
             .serve_with_incoming_shutdown(incoming, signal);
         let deadline = async move {

@@ -535,13 +535,54 @@ fn enforcement_to_wire(policy: &Enforcement, r: Requirement, self_enroll: bool) 
     }
 }
 
+/// Bytes of users a ListUsers reply carries at most: under
+/// [`crate::server::MAX_REPLY`] with room for the rest of the reply
+/// (1,000 users with several devices each do not fit in one).
+pub const LIST_REPLY_BUDGET: usize = crate::server::MAX_REPLY - 4 * 1024;
+
+/// The reply for `page`, cut short (at least one user kept) where its
+/// users would pass [`LIST_REPLY_BUDGET`]: it then ends at the last user
+/// it holds, and the next call goes on from there.
+fn list_reply(page: engine::UserPage) -> pb::ListUsersResponse {
+    use prost::Message as _;
+    let mut reply = pb::ListUsersResponse {
+        next_after: page.next_after.unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut size: usize = page.unreadable.iter().map(|u| u.len() + 3).sum();
+    for s in page.users {
+        let wire = status_to_wire(s);
+        let len = wire.encoded_len() + 4;
+        if !reply.users.is_empty() && size + len > LIST_REPLY_BUDGET {
+            if let Some(last) = reply.users.last() {
+                reply.next_after = last.user.clone();
+            }
+            let cut = reply.next_after.clone();
+            reply.unreadable = page.unreadable.into_iter().filter(|u| *u <= cut).collect();
+            return reply;
+        }
+        size += len;
+        reply.users.push(wire);
+    }
+    reply.unreadable = page.unreadable;
+    reply
+}
+
+/// The filters of a ListUsers call; `low_warning`: the threshold of
+/// `low_backup_codes` when the caller gives none.
+fn list_filter(r: &pb::ListUsersRequest, low_warning: u32) -> engine::ListFilter {
+    engine::ListFilter {
+        locked: r.locked,
+        pending: r.pending,
+        backup_codes_at_most: r
+            .low_backup_codes
+            .then(|| r.backup_codes_at_most.unwrap_or(low_warning)),
+        no_recovery_path: r.no_recovery_path,
+    }
+}
+
 fn status_to_wire(s: engine::UserStatus) -> pb::UserStatus {
-    let enrolled = matches!(s.state, engine::State::Active | engine::State::Locked);
-    let no_recovery_path = enrolled
-        && !enforcement::has_recovery_path(
-            s.devices.len(),
-            usize::try_from(s.backup_codes_left).unwrap_or(usize::MAX),
-        );
+    let no_recovery_path = s.no_recovery_path();
     pb::UserStatus {
         enforcement: None,
         no_recovery_path,
@@ -1651,23 +1692,20 @@ impl Otpd for OtpdService {
             return Err(e.into());
         }
         let r = request.into_inner();
+        let filter = list_filter(&r, self.engine.config().backup_codes_low);
         let after = (!r.after.is_empty()).then_some(r.after);
         let limit = match r.limit {
             0 => usize::MAX,
             n => usize::try_from(n).unwrap_or(usize::MAX),
         };
         let page = self
-            .run(move |e| e.list_page(after.as_deref(), limit))
+            .run(move |e| e.list_page(after.as_deref(), limit, &filter))
             .await
             .map_err(|e| {
                 audit::refused(Some(&caller), "list", None, &e);
                 Status::from(e)
             })?;
-        Ok(Response::new(pb::ListUsersResponse {
-            users: page.users.into_iter().map(status_to_wire).collect(),
-            unreadable: page.unreadable,
-            next_after: page.next_after.unwrap_or_default(),
-        }))
+        Ok(Response::new(list_reply(page)))
     }
 
     async fn regenerate_backup_codes(

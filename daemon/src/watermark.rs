@@ -34,9 +34,9 @@
 //! off with a warning; damage anywhere else stops the daemon at start with
 //! a clear error, because it would silently weaken replay protection.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -265,6 +265,13 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
     out
 }
 
+/// A user's last mark, as held in memory.
+struct Held {
+    mark: Mark,
+    /// Bytes of its journal entry.
+    entry_len: u32,
+}
+
 struct Inner {
     /// `None` after a failed write: reopened (and cut back to `len`) by the
     /// next one. Shared with the syncs of [`Watermarks::sync`], which run
@@ -272,11 +279,13 @@ struct Inner {
     file: Option<Arc<File>>,
     /// Length of the valid journal.
     len: u64,
-    /// Bytes of the newest entry of each user (for compaction).
-    live: HashMap<String, u64>,
-    /// The sum of `live` (kept, not summed per write: a million users).
+    /// The sum of the sizes of each user's newest entry (kept, not summed
+    /// per write: a million users).
     live_total: u64,
-    marks: HashMap<String, Mark>,
+    /// The last mark of each user and the size of its entry (for
+    /// compaction), in name order so that a listing page reads only its
+    /// range.
+    marks: BTreeMap<String, Held>,
     /// A compaction renamed its file in place but the state directory did
     /// not sync: the rename may not survive a power loss yet. Retried by
     /// every write; a durable write fails until it succeeds.
@@ -327,6 +336,20 @@ fn open_file(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 fn entry(key: &MasterKey, mark: &Mark) -> Result<Vec<u8>, Error> {
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(mark).map_err(|e| Error::Internal(format!("encode mark: {e}")))?,
@@ -351,38 +374,48 @@ impl Watermarks {
             reason,
         };
         let mut file = open_file(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| bad(format!("cannot read: {e}")))?;
-        let mut marks = HashMap::new();
-        let mut live = HashMap::new();
-        let mut at = 0usize;
-        while at < bytes.len() {
-            let rest = &bytes[at..];
-            let header: Option<[u8; 4]> = rest.get(..4).and_then(|h| h.try_into().ok());
-            let Some(header) = header else { break };
+        let size = file
+            .metadata()
+            .map_err(|e| bad(format!("cannot read: {e}")))?
+            .len();
+        // Read entry by entry (not the whole file at once: at a million
+        // users it is hundreds of MiB).
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, &mut file);
+        let mut marks: BTreeMap<String, Held> = BTreeMap::new();
+        let mut at = 0u64;
+        let mut sealed = Vec::new();
+        while at < size {
+            let mut header = [0u8; 4];
+            if read_full(&mut reader, &mut header).map_err(|e| bad(format!("cannot read: {e}")))?
+                < 4
+            {
+                break;
+            }
             let len = u32::from_le_bytes(header);
-            let end = at.saturating_add(4).saturating_add(len as usize);
+            let end = at.saturating_add(4).saturating_add(u64::from(len));
             if len > MAX_ENTRY {
                 return Err(bad(format!(
                     "damaged at byte {at} (entry length {len}); replay protection \
                      cannot be trusted. Move the file aside to start without it"
                 )));
             }
-            let Some(sealed) = bytes.get(at + 4..end) else {
+            sealed.resize(len as usize, 0);
+            if read_full(&mut reader, &mut sealed).map_err(|e| bad(format!("cannot read: {e}")))?
+                < sealed.len()
+            {
                 break;
-            };
+            }
             // During a key rotation entries may be sealed under either key.
             let mark = keys
                 .iter()
-                .find_map(|key| crypto::open(key, SEAL_LABEL, sealed).ok())
+                .find_map(|key| crypto::open(key, SEAL_LABEL, &sealed).ok())
                 .and_then(|plain| serde_json::from_slice::<Mark>(&plain).ok());
             match mark {
                 Some(mark) => {
-                    live.insert(mark.user.clone(), u64::from(len) + 4);
-                    marks.insert(mark.user.clone(), mark);
+                    let entry_len = len.saturating_add(4);
+                    marks.insert(mark.user.clone(), Held { mark, entry_len });
                 }
-                None if end == bytes.len() => break,
+                None if end >= size => break,
                 None => {
                     return Err(bad(format!(
                         "entry at byte {at} does not authenticate (damaged, or sealed \
@@ -393,11 +426,12 @@ impl Watermarks {
             }
             at = end;
         }
-        let len = at as u64;
-        if at < bytes.len() {
+        drop(reader);
+        let len = at;
+        if at < size {
             tracing::warn!(
                 path = %path.display(),
-                dropped_bytes = bytes.len() - at,
+                dropped_bytes = size - at,
                 "watermark journal ends in a torn entry (a crash during a write); cut off"
             );
             file.set_len(len)
@@ -415,8 +449,7 @@ impl Watermarks {
             inner: Mutex::new(Inner {
                 file: Some(Arc::new(file)),
                 len,
-                live_total: live.values().sum(),
-                live,
+                live_total: marks.values().map(|h| u64::from(h.entry_len)).sum(),
                 marks,
                 dir_unsynced: false,
             }),
@@ -449,14 +482,27 @@ impl Watermarks {
 
     /// The mark of `user`, if any.
     pub fn get(&self, user: &str) -> Option<Mark> {
-        self.inner().marks.get(user).cloned()
+        self.inner().marks.get(user).map(|h| h.mark.clone())
     }
 
     /// Every user with a mark, sorted.
     pub fn users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self.inner().marks.keys().cloned().collect();
-        users.sort_unstable();
-        users
+        self.inner().marks.keys().cloned().collect()
+    }
+
+    /// Up to `limit` users, in name order after `after`, whose last mark
+    /// is not a removal: users the store should hold. Reads only that
+    /// range, however many marks there are.
+    pub fn present_after(&self, after: Option<&str>, limit: usize) -> Vec<String> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.inner()
+            .marks
+            .range::<str, _>((start, Bound::Unbounded))
+            .filter(|(_, h)| !h.mark.removed)
+            .take(limit)
+            .map(|(u, _)| u.clone())
+            .collect()
     }
 
     /// Appends `mark`; with `durable`, it is on disk on return. On failure
@@ -489,9 +535,12 @@ impl Watermarks {
         let appended_at = inner.len;
         inner.len += bytes.len() as u64;
         for (mark, size) in marks.into_iter().zip(sizes) {
-            let old = inner.live.insert(mark.user.clone(), size).unwrap_or(0);
+            let entry_len = u32::try_from(size).unwrap_or(u32::MAX);
+            let old = inner
+                .marks
+                .insert(mark.user.clone(), Held { mark, entry_len })
+                .map_or(0, |h| u64::from(h.entry_len));
             inner.live_total = inner.live_total.saturating_sub(old).saturating_add(size);
-            inner.marks.insert(mark.user.clone(), mark);
         }
         let live = inner.live_total;
         if inner.len > COMPACT_AT
@@ -595,19 +644,22 @@ impl Watermarks {
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(bad)?;
+        // Written entry by entry through a buffer (not built whole in
+        // memory: at a million users it is hundreds of MiB).
         let mut len = 0u64;
-        let mut live = HashMap::new();
-        let mut buf = Vec::new();
-        for mark in inner.marks.values() {
-            let e = entry(key, mark)?;
-            live.insert(mark.user.clone(), e.len() as u64);
-            len += e.len() as u64;
-            buf.extend_from_slice(&e);
-        }
-        let written = file
-            .write_all_at(&buf, 0)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| fs::rename(&tmp, &self.path));
+        let mut sizes = Vec::with_capacity(inner.marks.len());
+        let written = (|| {
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, &file);
+            for held in inner.marks.values() {
+                let e = entry(key, &held.mark).map_err(std::io::Error::other)?;
+                sizes.push(u32::try_from(e.len()).unwrap_or(u32::MAX));
+                len += e.len() as u64;
+                out.write_all(&e)?;
+            }
+            out.flush()
+        })()
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, &self.path));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(bad(e));
@@ -617,8 +669,10 @@ impl Watermarks {
         // went there would be lost at the next start).
         inner.file = Some(Arc::new(file));
         inner.len = len;
-        inner.live_total = live.values().sum();
-        inner.live = live;
+        for (held, size) in inner.marks.values_mut().zip(sizes) {
+            held.entry_len = size;
+        }
+        inner.live_total = len;
         if let Err(e) = self.sync_dir() {
             inner.dir_unsynced = true;
             return Err(bad(e));
@@ -638,14 +692,14 @@ pub fn report_start(engine: &crate::engine::Engine) {
         Ok(check) if check.rolled_back.is_empty() && check.unreadable.is_empty() => {
             tracing::info!(
                 checked = check.checked,
-                skipped = check.skipped,
+                more_unchecked = check.more_unchecked,
                 "store checked against the replay watermarks: no rollback"
             );
         }
         Ok(check) => {
             tracing::error!(
                 checked = check.checked,
-                skipped = check.skipped,
+                more_unchecked = check.more_unchecked,
                 rolled_back = ?check.rolled_back,
                 unreadable = ?check.unreadable,
                 "the store lost writes (rolled back) or holds records that do not open; \
@@ -843,6 +897,12 @@ mod tests {
         fs::write(&p, &full[..full.len() - 7])?;
         let w = Watermarks::open(&p, &[&key])?;
         assert_eq!(w.users(), vec!["alice".to_string()]);
+        drop(w);
+        // A torn header after whole entries: cut off, both marks stay.
+        fs::write(&p, [&full[..], &[9, 0]].concat())?;
+        let w = Watermarks::open(&p, &[&key])?;
+        assert_eq!(w.users(), vec!["alice".to_string(), "bob".to_string()]);
+        assert_eq!(fs::metadata(&p)?.len(), full.len() as u64);
         drop(w);
         // Damage before the end: refused.
         let mut damaged = full.clone();

@@ -14,59 +14,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fmt::Write as _;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use otpd_proto::v1::Decision;
+use otpd_tests::bench_users::{disk_usage, key, users_file};
 use otpd_tests::*;
-
-/// A user's 20-byte key, as hex (distinct per user and token).
-fn key(user: usize, token: usize) -> String {
-    let a = (user as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed;
-    let b = (token as u64 + 1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    format!("{a:016x}{b:016x}{:08x}", (user as u32) ^ 0xa5a5_a5a5)
-}
-
-/// The users file: the lines pam_oath writes, in a mixture; and the
-/// number of lines.
-fn users_file(n: usize) -> (String, usize) {
-    let mut text = String::with_capacity(n * 80);
-    let mut lines = 0;
-    for i in 0..n {
-        let tokens = if i % 50 == 49 { 2 } else { 1 };
-        for t in 0..tokens {
-            lines += 1;
-            let k = key(i, t);
-            match (i + t) % 4 {
-                // A counter token at its counter.
-                0 => writeln!(text, "HOTP\tuser{i}\t-\t{k}\t{}", i % 1000),
-                // An 8-digit time token.
-                1 => writeln!(text, "HOTP/T30/8\tuser{i}\t-\t{k}"),
-                _ => writeln!(text, "HOTP/T30\tuser{i}\t-\t{k}"),
-            }
-            .unwrap();
-        }
-    }
-    (text, lines)
-}
-
-/// Bytes on disk (allocated blocks) under `dir`.
-fn disk_usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.blocks() * 512
-        };
-    }
-    total
-}
 
 /// Peak resident memory of a running process (VmHWM), in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {

@@ -646,5 +646,6 @@ impl Codes {
     }
 }
 
+pub mod bench_users;
 pub mod pam_env;
 pub mod sshd;

@@ -565,6 +565,7 @@ async fn daemon(socket: &Path, files: &pam::Files, dir: &str, config: &OtpdConfi
         let request = ListUsersRequest {
             after: after.clone(),
             limit: PAGE,
+            ..ListUsersRequest::default()
         };
         let page = match client.list_users(request).await {
             Ok(page) => page.into_inner(),

@@ -48,8 +48,8 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
         Command::Status {
             user,
             must_enroll,
-            no_recovery,
-        } => status::run(&mut client, p, user, must_enroll, no_recovery).await,
+            filters,
+        } => status::run(&mut client, p, user, must_enroll, filters).await,
         Command::BackupCodes(args) => backup_codes::run(&mut client, p, args).await,
         Command::Unlock(args) => unlock::run(&mut client, p, args).await,
         Command::Reset(args) => reset::run(&mut client, p, args).await,

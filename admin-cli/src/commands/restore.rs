@@ -95,6 +95,7 @@ pub async fn run(
             .list_users(pb::ListUsersRequest {
                 after: after.clone(),
                 limit: 1000,
+                ..pb::ListUsersRequest::default()
             })
             .await?
             .into_inner();

@@ -1,11 +1,13 @@
 //! `otpctl status [USER]`: GetStatus for one user, ListUsers page by page
-//! for all (`--no-recovery`: only users without a recovery path);
+//! for all, printed as each page arrives (`--locked`, `--pending`,
+//! `--low-backup-codes[=N]`, `--no-recovery`: filtered by otpd);
 //! `--must-enroll`: ListMustEnroll.
 
 use std::process::ExitCode;
 
 use otpd_proto::v1::{GetStatusRequest, ListMustEnrollRequest, ListUsersRequest};
 
+use crate::cli::StatusFilters;
 use crate::client::Client;
 use crate::error::Error;
 use crate::output::Printer;
@@ -18,7 +20,7 @@ pub async fn run(
     p: &mut Printer<'_>,
     user: Option<String>,
     must_enroll: bool,
-    no_recovery: bool,
+    filters: StatusFilters,
 ) -> Result<ExitCode, Error> {
     if must_enroll {
         let reply = client
@@ -40,19 +42,14 @@ pub async fn run(
         }
         None => {
             // Page by page, printing as it goes: memory stays bounded by
-            // one page however many users there are.
+            // one page however many users there are. A filtered page may
+            // be empty while more follow (otpd reads a bounded number of
+            // records per call).
             let mut listing = p.status_listing()?;
             let mut after = String::new();
             loop {
-                let request = ListUsersRequest {
-                    after: after.clone(),
-                    limit: PAGE,
-                };
-                let mut page = client.list_users(request).await?.into_inner();
-                if no_recovery {
-                    page.users.retain(|u| u.no_recovery_path);
-                    page.unreadable.clear();
-                }
+                let request = list_request(after.clone(), filters);
+                let page = client.list_users(request).await?.into_inner();
                 listing.page(&page.users, &page.unreadable)?;
                 match next_page(&after, page.next_after)? {
                     Some(next) => after = next,
@@ -63,6 +60,19 @@ pub async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ListUsers call for the page after `after`, with the filters.
+fn list_request(after: String, f: StatusFilters) -> ListUsersRequest {
+    ListUsersRequest {
+        after,
+        limit: PAGE,
+        locked: f.locked,
+        pending: f.pending,
+        low_backup_codes: f.low_backup_codes.is_some(),
+        backup_codes_at_most: f.low_backup_codes.flatten(),
+        no_recovery_path: f.no_recovery,
+    }
 }
 
 /// Where the listing goes on after a page that ended at `next_after`:
@@ -100,5 +110,34 @@ mod tests {
             let e = next_page("bob", stuck.into()).err();
             assert!(matches!(e, Some(Error::ListingStuck { .. })), "{stuck}");
         }
+    }
+
+    #[test]
+    fn filters_go_to_otpd() {
+        let r = list_request("bob".into(), StatusFilters::default());
+        assert_eq!(
+            r,
+            ListUsersRequest {
+                after: "bob".into(),
+                limit: PAGE,
+                ..ListUsersRequest::default()
+            }
+        );
+        let low = |n| StatusFilters {
+            low_backup_codes: Some(n),
+            ..StatusFilters::default()
+        };
+        let r = list_request(String::new(), low(None));
+        assert!(r.low_backup_codes && r.backup_codes_at_most.is_none());
+        let r = list_request(String::new(), low(Some(0)));
+        assert!(r.low_backup_codes && r.backup_codes_at_most == Some(0));
+        let all = StatusFilters {
+            locked: true,
+            pending: true,
+            low_backup_codes: None,
+            no_recovery: true,
+        };
+        let r = list_request(String::new(), all);
+        assert!(r.locked && r.pending && r.no_recovery_path && !r.low_backup_codes);
     }
 }

@@ -57,6 +57,7 @@ struct State {
 pub struct SledStore {
     state: Mutex<State>,
     path: PathBuf,
+    cache_bytes: u64,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -71,9 +72,14 @@ fn store_error(e: ::sled::Error) -> Error {
     Error::Store(e.to_string())
 }
 
-fn open_handle(path: &Path) -> Result<Handle, Error> {
+/// sled's page cache when not configured ([`SledStore::open_with_cache`]):
+/// `[store] cache_mib`'s default.
+pub const DEFAULT_CACHE_BYTES: u64 = crate::config::DEFAULT_STORE_CACHE_MIB << 20;
+
+fn open_handle(path: &Path, cache_bytes: u64) -> Result<Handle, Error> {
     let db = ::sled::Config::new()
         .path(path)
+        .cache_capacity(cache_bytes)
         .open()
         .map_err(|e| match &e {
             ::sled::Error::Io(io)
@@ -98,7 +104,13 @@ impl SledStore {
     /// Opens (or creates) the database at `path`. Another process holding it
     /// is reported as [`Error::StoreLocked`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let handle = open_handle(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_bytes` (sled may
+    /// exceed it somewhat: it counts the pages' serialised size).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
+        let handle = open_handle(path, cache_bytes)?;
         Ok(Self {
             state: Mutex::new(State {
                 handle: Some(Arc::new(handle)),
@@ -107,6 +119,7 @@ impl SledStore {
                 last_reopen: None,
             }),
             path: path.to_owned(),
+            cache_bytes,
         })
     }
 
@@ -144,7 +157,7 @@ impl SledStore {
                     });
                 }
                 state.last_reopen = Some(now);
-                match open_handle(&self.path) {
+                match open_handle(&self.path, self.cache_bytes) {
                     Ok(h) => {
                         tracing::debug!(path = %self.path.display(), "store reopened");
                         state.handle = Some(Arc::new(h));
@@ -416,6 +429,22 @@ impl Store for SledStore {
 mod tests {
     use super::*;
 
+    /// Opens the database again right after a handle was dropped: sled's
+    /// background flusher may hold the file lock a moment longer, so a
+    /// lock is retried for up to 5 s (as the conformance suite does).
+    fn reopen(path: &Path) -> Result<SledStore, Error> {
+        let mut tries = 0;
+        loop {
+            match SledStore::open(path) {
+                Err(Error::StoreLocked { .. }) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     #[test]
     fn put_get_remove_survive_reopen() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -425,7 +454,7 @@ mod tests {
             s.put(&UserName::test("alice"), b"a")?;
             s.remove(&UserName::test("bob"))?;
         }
-        let s = SledStore::open(dir.path())?;
+        let s = reopen(dir.path())?;
         assert_eq!(s.get(&UserName::test("alice"))?, Some(b"a".to_vec()));
         assert_eq!(s.get(&UserName::test("bob"))?, None);
         assert_eq!(s.users()?, vec!["alice".to_string()]);
