@@ -777,6 +777,22 @@ mod tests {
         assert!(c.status(b"bob").unwrap_err().is_not_found());
     }
 
+    /// One connection serving more reply bytes than HTTP/2's initial
+    /// 64 KiB window: the client gives the window back as it reads, so
+    /// the server never stalls.
+    #[test]
+    fn a_connection_serving_many_calls_keeps_its_window_open() {
+        let server = Server::start();
+        if !running_as_root(server.dir.path()) {
+            return;
+        }
+        let mut c = Client::new(server.socket(), Duration::from_secs(60));
+        for _ in 0..10_000 {
+            assert_eq!(c.status(b"alice").unwrap().digits, 8);
+        }
+        drop(c);
+    }
+
     #[test]
     fn a_silent_socket_times_out_and_the_budget_is_shared() {
         let dir = tempfile::tempdir().unwrap();

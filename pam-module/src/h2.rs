@@ -39,6 +39,7 @@ mod frame {
     pub const PUSH_PROMISE: u8 = 0x5;
     pub const PING: u8 = 0x6;
     pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
     pub const CONTINUATION: u8 = 0x9;
 }
 
@@ -98,6 +99,10 @@ pub struct Connection {
     /// Read but not yet used.
     buf: Vec<u8>,
     broken: bool,
+    /// DATA bytes received and not yet given back to the connection's
+    /// flow-control window (sent with the next request): a connection that
+    /// serves many calls never runs out of window.
+    unacknowledged: u32,
 }
 
 fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
@@ -162,6 +167,7 @@ impl Connection {
             decoder: Decoder::default(),
             buf: Vec::new(),
             broken: false,
+            unacknowledged: 0,
         }
     }
 
@@ -215,6 +221,11 @@ impl Connection {
             frame_header(&mut out, 6, frame::SETTINGS, 0, 0);
             out.extend_from_slice(&[0, 2, 0, 0, 0, 0]);
             self.started = true;
+        }
+        if self.unacknowledged > 0 {
+            frame_header(&mut out, 4, frame::WINDOW_UPDATE, 0, 0);
+            out.extend_from_slice(&self.unacknowledged.to_be_bytes());
+            self.unacknowledged = 0;
         }
         let mut block = Vec::with_capacity(128);
         hpack::indexed(&mut block, hpack::index::METHOD_POST);
@@ -413,6 +424,11 @@ impl Connection {
                     if !seen_headers {
                         return Err(WireError::Protocol("data before headers"));
                     }
+                    // The whole payload counts against the window, padding
+                    // included (at most 16 KiB a frame).
+                    self.unacknowledged = self
+                        .unacknowledged
+                        .saturating_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
                     data.extend_from_slice(unpad(&payload, flags, false)?);
                     if data.len() > MAX_REPLY + 5 {
                         return Err(WireError::Protocol("reply too large"));
@@ -563,7 +579,7 @@ mod tests {
         server.extend(frame(frame::PING, 0, 0, b"12345678"));
         server.extend(frame(frame::DATA, 0, 1, &[0, 0, 0, 0, 3, 9]));
         server.extend(frame(frame::DATA, flag::PADDED, 1, &[2, 8, 7, 0, 0]));
-        server.extend(frame(0x8, 0, 0, &[0, 0, 1, 0]));
+        server.extend(frame(frame::WINDOW_UPDATE, 0, 0, &[0, 0, 1, 0]));
         server.extend(frame(
             frame::HEADERS,
             flag::END_HEADERS | flag::END_STREAM,
