@@ -497,12 +497,19 @@ fn after_the_deadline_users_who_must_enroll_and_nullok_are_found() {
         .find(|f| f["id"] == "must-enroll" && f["what"].as_str().unwrap().starts_with(user))
         .unwrap_or_else(|| panic!("{report}"));
     assert_eq!(ghost["severity"], "error");
+    let what = ghost["what"].as_str().unwrap();
+    assert!(what.ends_with("logins are refused"), "{what}");
+    assert!(what.contains("everyone policy, since "), "{what}");
     assert!(
-        ghost["what"]
+        ghost["fix"]
             .as_str()
             .unwrap()
-            .ends_with("logins are refused")
+            .ends_with("(README: Roll out to everyone or a group)")
     );
+    let checked = report["checked"].to_string();
+    // The one stored user, counted in the singular (how many must enroll
+    // depends on the machine's own accounts).
+    assert!(checked.contains(": 1 user\""), "{checked}");
     assert!(
         ghost["fix"]
             .as_str()
@@ -541,5 +548,7 @@ fn after_the_deadline_users_who_must_enroll_and_nullok_are_found() {
         .find(|f| f["id"] == "must-enroll" && f["what"].as_str().unwrap().starts_with(user))
         .unwrap_or_else(|| panic!("{report}"));
     assert_eq!(ghost["severity"], "warning");
+    let what = ghost["what"].as_str().unwrap();
+    assert!(what.contains("everyone policy, from 2999-01-01"), "{what}");
     d.stop();
 }

@@ -607,15 +607,18 @@ async fn daemon(socket: &Path, files: &pam::Files, dir: &str, config: &OtpdConfi
         }
         after = page.next_after;
     }
-    r.checked
-        .push(format!("otpd at {}: {users} users", socket.display()));
+    r.checked.push(format!(
+        "otpd at {}: {}",
+        socket.display(),
+        count(users, "user")
+    ));
     match client.list_must_enroll(ListMustEnrollRequest {}).await {
         Ok(answer) => {
             let m = answer.into_inner();
-            let when = if m.deadline_date.is_empty() {
-                "now".to_owned()
-            } else {
-                format!("from {}", m.deadline_date)
+            let when = match (m.deadline_date.as_str(), m.deadline_passed) {
+                ("", _) => "now".to_owned(),
+                (date, true) => format!("since {date}"),
+                (date, false) => format!("from {date}"),
             };
             for user in &m.users {
                 let what = format!(
@@ -630,7 +633,7 @@ async fn daemon(socket: &Path, files: &pam::Files, dir: &str, config: &OtpdConfi
                 );
                 let fix = format!(
                     "otpctl enroll {user}, or exempt the account in [enforcement] \
-                     exempt_users (README: Configuration)"
+                     exempt_users (README: Roll out to everyone or a group)"
                 );
                 if m.deadline_passed {
                     r.error("must-enroll", &config.path, None, what, &fix);
@@ -643,9 +646,9 @@ async fn daemon(socket: &Path, files: &pam::Files, dir: &str, config: &OtpdConfi
                     .extend(pam::nullok_after_deadline(files, dir, &m.deadline_date));
             }
             r.checked.push(format!(
-                "enforcement: {} ({} users must still enroll)",
+                "enforcement: {} ({} must still enroll)",
                 m.require,
-                m.users.len()
+                count(m.users.len(), "user")
             ));
         }
         Err(status) if status.code() == Code::Unimplemented => r
@@ -654,5 +657,14 @@ async fn daemon(socket: &Path, files: &pam::Files, dir: &str, config: &OtpdConfi
         Err(status) => r
             .skipped
             .push(format!("users who must enroll: {}", Error::Status(status))),
+    }
+}
+
+/// `n` and `noun`, plural unless `n` is 1.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
