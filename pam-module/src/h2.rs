@@ -214,17 +214,22 @@ impl Connection {
             .filter(|d| !d.is_zero())
             .ok_or(WireError::Timeout)?;
 
-        let mut out = Vec::with_capacity(256 + message.len());
+        // Holds the code (a Verify request): wiped when dropped, also on
+        // an error. Sized so that it never reallocates (which would leave
+        // an unwiped copy behind): the frames around the message take
+        // under 200 bytes.
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(256 + message.len()));
+        let out_vec: &mut Vec<u8> = &mut out;
         if !self.started {
-            out.extend_from_slice(PREFACE);
+            out_vec.extend_from_slice(PREFACE);
             // SETTINGS: ENABLE_PUSH = 0; the rest stays at the defaults.
-            frame_header(&mut out, 6, frame::SETTINGS, 0, 0);
-            out.extend_from_slice(&[0, 2, 0, 0, 0, 0]);
+            frame_header(out_vec, 6, frame::SETTINGS, 0, 0);
+            out_vec.extend_from_slice(&[0, 2, 0, 0, 0, 0]);
             self.started = true;
         }
         if self.unacknowledged > 0 {
-            frame_header(&mut out, 4, frame::WINDOW_UPDATE, 0, 0);
-            out.extend_from_slice(&self.unacknowledged.to_be_bytes());
+            frame_header(out_vec, 4, frame::WINDOW_UPDATE, 0, 0);
+            out_vec.extend_from_slice(&self.unacknowledged.to_be_bytes());
             self.unacknowledged = 0;
         }
         let mut block = Vec::with_capacity(128);
@@ -239,26 +244,25 @@ impl Connection {
         if block.len() > MAX_FRAME {
             return Err(WireError::Protocol("request headers too large"));
         }
-        frame_header(&mut out, block.len(), frame::HEADERS, flag::END_HEADERS, id);
-        out.extend_from_slice(&block);
+        frame_header(out_vec, block.len(), frame::HEADERS, flag::END_HEADERS, id);
+        out_vec.extend_from_slice(&block);
         // One DATA frame: gRPC's prefix (not compressed, length) + message.
         let len = u32::try_from(message.len())
             .ok()
             .filter(|_| message.len() + 5 <= MAX_FRAME)
             .ok_or(WireError::Protocol("request too large"))?;
         frame_header(
-            &mut out,
+            out_vec,
             message.len() + 5,
             frame::DATA,
             flag::END_STREAM,
             id,
         );
-        out.push(0);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(message);
-        self.write(&out, deadline)?;
-        // The request frame holds the code: wipe this copy.
-        zeroize::Zeroize::zeroize(&mut out);
+        out_vec.push(0);
+        out_vec.extend_from_slice(&len.to_be_bytes());
+        out_vec.extend_from_slice(message);
+        self.write(out_vec, deadline)?;
+        drop(out);
         self.read_reply(id, deadline)
     }
 
