@@ -14,9 +14,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-use std::time::Instant;
-
 use otpd_proto::v1::Decision;
 use otpd_tests::bench_users::{disk_usage, key, users_file};
 use otpd_tests::*;
@@ -54,28 +51,7 @@ fn main() {
     std::fs::write(&file, text).unwrap();
     let daemon = Process::start(dir.path());
 
-    let start = Instant::now();
-    let out = Command::new(built("otpctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(["import", "pam-oath", "--quiet"])
-        .arg(&file)
-        .env_remove("OTPD_SOCKET")
-        .output()
-        .unwrap();
-    let wall = start.elapsed();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "import failed ({}): {report}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        report.trim_end(),
-        format!("{lines} imported, 0 skipped, 0 failed"),
-        "{report}"
-    );
+    let wall = import_pam_oath(&daemon.socket, &file, lines);
     let otpctl_rss = children_peak_rss_mib();
     let otpd_rss = peak_rss_mib(daemon.child.id());
     let state = disk_usage(&daemon.state_dir);

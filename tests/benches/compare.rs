@@ -291,18 +291,7 @@ fn main() {
     let otpd_dir = tmp.path().join("otpd");
     std::fs::create_dir(&otpd_dir).unwrap();
     let daemon = Process::start(&otpd_dir);
-    let out = Command::new(dir.join("otpctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(["import", "pam-oath", "--quiet"])
-        .arg(&oath_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "otpctl import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_pam_oath(&daemon.socket, &oath_file, users.len() + users_before.len());
 
     let tag = format!("otpd-cmp-{tag}");
     let mut services = Services(Vec::new());

@@ -20,7 +20,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -65,7 +64,7 @@ fn main() {
     let users = env_number("OTPD_LOAD_USERS", 100_000);
     let callers = env_number("OTPD_LOAD_CALLERS", 64);
     let seconds = env_number("OTPD_LOAD_SECONDS", 10);
-    let dir = build_this_profile(&["otpd", "otpctl"]);
+    build_this_profile(&["otpd", "otpctl"]);
     let tmp = shared_tempdir();
     let file = tmp.path().join("users.oath");
     let mut text = String::with_capacity(users * 64);
@@ -77,22 +76,10 @@ fn main() {
     std::fs::create_dir(&otpd_dir).unwrap();
     let daemon = Process::start(&otpd_dir);
     let pid = daemon.child.id();
-    let started = Instant::now();
-    let out = Command::new(dir.join("otpctl"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(["import", "pam-oath", "--quiet"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let took = import_pam_oath(&daemon.socket, &file, users);
     println!(
         "{users} users imported in {:.1} s; otpd RSS {:.1} MiB",
-        started.elapsed().as_secs_f64(),
+        took.as_secs_f64(),
         rss_mib(pid, "VmRSS:")
     );
 

@@ -81,6 +81,36 @@ pub fn build_this_profile(packages: &[&str]) -> PathBuf {
     dir
 }
 
+/// Imports a pam_oath users file of `lines` lines into the daemon on
+/// `socket` with the built otpctl (`import pam-oath --quiet`, the bulk
+/// path the benches fill their stores with); panics unless every line was
+/// imported. Returns how long otpctl took.
+pub fn import_pam_oath(socket: &Path, file: &Path, lines: usize) -> Duration {
+    let start = std::time::Instant::now();
+    let out = Command::new(built("otpctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(["import", "pam-oath", "--quiet"])
+        .arg(file)
+        .env_remove("OTPD_SOCKET")
+        .output()
+        .unwrap();
+    let wall = start.elapsed();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "import failed ({}): {report}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        report.trim_end(),
+        format!("{lines} imported, 0 skipped, 0 failed"),
+        "{report}"
+    );
+    wall
+}
+
 /// The built otpctl, talking to the daemon on `socket` (whatever
 /// `OTPD_SOCKET` the test runner has).
 pub fn otpctl(socket: &Path) -> snapbox::cmd::Command {
