@@ -1047,9 +1047,13 @@ fn move_aside(file: &Path, read: &ReadFile, dir: &Path, user: &str) -> Result<Pa
     out.write_all(&read.bytes)
         .and_then(|()| out.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    // The same inode, and still what was read: a file removed and
+    // created again may get the freed inode number back, so the identity
+    // alone does not show that it is the file that was read.
     let still = fs::symlink_metadata(read.path())
-        .map(|m| (m.dev(), m.ino()) == read.id)
-        .unwrap_or(false);
+        .map(|m| m.file_type().is_file() && (m.dev(), m.ino()) == read.id)
+        .unwrap_or(false)
+        && fs::read(read.path()).is_ok_and(|now| *Zeroizing::new(now) == *read.bytes);
     if !still {
         return Err(format!(
             "copied to {}, but {} changed since it was read: left in place",
