@@ -196,6 +196,10 @@ pub enum Verdict {
         backup_codes_left: u32,
         /// At or below the warning level.
         backup_codes_low: bool,
+        /// Remind the user that they have no recovery path (one device, no
+        /// backup code left): set by [`remind`] for a login, at most once
+        /// per [`crate::enforcement::Enforcement::nudge_interval`].
+        recovery_nudge: bool,
     },
     /// Checked and wrong; counted.
     Rejected {
@@ -655,8 +659,23 @@ fn succeed(
             via,
             backup_codes_left: left,
             backup_codes_low: left <= cfg.backup_codes_low,
+            recovery_nudge: false,
         },
         changed: true,
+    }
+}
+
+/// For a login (not a self-service proof): when `step` accepted the
+/// credential and the reminder that the user has no recovery path is due,
+/// sets the verdict's `recovery_nudge` and notes the time in the record,
+/// which the login's own write then saves (no second write).
+pub fn remind(step: &mut Step, rec: &mut UserRecord, now: u64, cfg: &Config) {
+    if let Step::Done {
+        verdict: Verdict::Accepted { recovery_nudge, .. },
+        changed: true,
+    } = step
+    {
+        *recovery_nudge = crate::enforcement::nudge(rec, now, cfg.enforcement.nudge_interval);
     }
 }
 

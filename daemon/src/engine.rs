@@ -716,7 +716,7 @@ impl Engine {
                     Change::Keep,
                 ));
             };
-            let step = ops::verify(
+            let mut step = ops::verify(
                 &mut rec,
                 credential.attempt(),
                 ctx,
@@ -729,6 +729,7 @@ impl Engine {
                     slot.is_some()
                 },
             );
+            ops::remind(&mut step, &mut rec, now, &self.cfg);
             let change = match &step {
                 Step::Done { changed: true, .. } => Change::Save(Box::new(rec)),
                 _ => Change::Keep,
@@ -784,14 +785,16 @@ impl Engine {
             let Some(mut rec) = rec else {
                 return Ok((Verdict::NotEnrolled, Change::Keep));
             };
-            match ops::finish(
+            let mut step = ops::finish(
                 &mut rec,
                 &attempt.job,
                 hashed.as_ref().ok(),
                 ctx,
                 now,
                 &self.cfg,
-            ) {
+            );
+            ops::remind(&mut step, &mut rec, now, &self.cfg);
+            match step {
                 Step::Done {
                     verdict,
                     changed: true,
@@ -1163,24 +1166,6 @@ impl Engine {
     /// deadline).
     pub fn now(&self) -> u64 {
         self.clock.now()
-    }
-
-    /// After a successful login: whether to remind `user` that they have
-    /// no recovery path (at most once per the configured interval; the
-    /// reminder is noted in the record).
-    pub fn recovery_nudge(&self, user: &UserName) -> Result<bool, Error> {
-        let now = self.clock.now();
-        let interval = self.cfg.enforcement.nudge_interval;
-        self.transact(user, |rec| {
-            let Some(mut rec) = rec else {
-                return Ok((false, Change::Keep));
-            };
-            if otpd_core::enforcement::nudge(&mut rec, now, interval) {
-                Ok((true, Change::Save(Box::new(rec))))
-            } else {
-                Ok((false, Change::Keep))
-            }
-        })
     }
 
     /// The status of one user (state NotEnrolled if unknown).

@@ -498,10 +498,12 @@ fn verdict_to_wire(v: &Verdict) -> pb::VerifyResponse {
             via,
             backup_codes_left,
             backup_codes_low,
+            recovery_nudge,
         } => {
             wire.method = method_to_wire(Some(via.method())) as i32;
             wire.backup_codes_left = *backup_codes_left;
             wire.backup_codes_low = *backup_codes_low;
+            wire.recovery_nudge = *recovery_nudge;
             match via {
                 Via::Totp { device } => wire.device = device.to_string(),
                 Via::AppPassword { id } => wire.app_password_id = id.clone(),
@@ -1537,21 +1539,12 @@ impl Otpd for OtpdService {
             Verdict::NotEnrolled => {
                 wire.enforcement = self.enforcement_of(user.as_str(), false).await;
             }
-            Verdict::Accepted { .. } => {
-                let u = user.clone();
-                match self.run(move |e| e.recovery_nudge(&u)).await {
-                    Ok(true) => {
-                        wire.recovery_nudge = true;
-                        wire.contact = self.engine.config().enforcement.contact.clone();
-                    }
-                    Ok(false) => {}
-                    // The login stands; the reminder waits for the next.
-                    Err(e) => tracing::warn!(
-                        user = user.as_str(),
-                        error = %e,
-                        "cannot note the recovery reminder"
-                    ),
-                }
+            // The reminder was noted with the login's own write.
+            Verdict::Accepted {
+                recovery_nudge: true,
+                ..
+            } => {
+                wire.contact = self.engine.config().enforcement.contact.clone();
             }
             _ => {}
         }

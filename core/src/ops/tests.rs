@@ -496,6 +496,7 @@ fn either_device_s_code_is_accepted_and_named() -> Result<(), Error> {
             via: totp_via("phone"),
             backup_codes_left: 10,
             backup_codes_low: false,
+            recovery_nudge: false,
         }
     );
     // A's code again: replayed. B's code of the same moment: A's watermark
@@ -622,7 +623,8 @@ fn a_backup_code_is_accepted_once_through_the_two_steps() -> Result<(), Error> {
         Verdict::Accepted {
             via: Via::BackupCode,
             backup_codes_left: 9,
-            backup_codes_low: false
+            backup_codes_low: false,
+            recovery_nudge: false,
         }
     );
     let last = rec
@@ -649,6 +651,7 @@ fn the_low_warning_comes_with_the_last_backup_codes() -> Result<(), Error> {
                 via: Via::BackupCode,
                 backup_codes_left,
                 backup_codes_low,
+                ..
             } => {
                 let left = u32::try_from(codes.len() - i - 1).unwrap_or(u32::MAX);
                 assert_eq!(backup_codes_left, left);
@@ -1929,5 +1932,68 @@ fn an_imported_hotp_device_starts_at_the_old_tools_counter() -> Result<(), Error
         &run_code(&mut rec, &code("162583"), T0)?,
         &totp_via("default"),
     );
+    Ok(())
+}
+
+/// The reminder that a user has no recovery path comes with the login
+/// that accepted the code (its own write), at most once per interval, and
+/// never with a refusal.
+#[test]
+fn a_login_without_a_recovery_path_is_reminded_once_per_interval() -> Result<(), Error> {
+    let (mut rec, _, _) = enrolled()?;
+    rec.backup_codes = None;
+    let mut cfg = cfg();
+    cfg.enforcement.nudge_interval = 3600;
+    let login = |rec: &mut UserRecord, c: &Code, now: u64| {
+        let mut step = verify(rec, Attempt::Code(c), &sshd(), now, &cfg, &mut || true);
+        remind(&mut step, rec, now, &cfg);
+        done(step)
+    };
+    let reminded = |v: &Verdict| {
+        matches!(
+            v,
+            Verdict::Accepted {
+                recovery_nudge: true,
+                ..
+            }
+        )
+    };
+    let wrong = wrong_code(&rec, T0 + 30, 6);
+    let (v, _) = login(&mut rec, &wrong, T0 + 30)?;
+    assert!(!reminded(&v) && rec.recovery_nudged_at.is_none(), "{v:?}");
+    let c = code_now(&rec, "phone", T0 + 60, 0)?;
+    let (v, changed) = login(&mut rec, &c, T0 + 60)?;
+    assert!(reminded(&v) && changed, "{v:?}");
+    assert_eq!(rec.recovery_nudged_at, Some(T0 + 60));
+    let c = code_now(&rec, "phone", T0 + 120, 0)?;
+    let (v, _) = login(&mut rec, &c, T0 + 120)?;
+    assert!(!reminded(&v), "within the interval: {v:?}");
+    let later = T0 + 60 + 3600;
+    let c = code_now(&rec, "phone", later, 0)?;
+    let (v, _) = login(&mut rec, &c, later)?;
+    assert!(reminded(&v), "after the interval: {v:?}");
+    // A proof of self-service (ops::verify without remind) notes nothing.
+    let c = code_now(&rec, "phone", later + 7200, 0)?;
+    let mut step = verify(
+        &mut rec,
+        Attempt::Code(&c),
+        &sshd(),
+        later + 7200,
+        &cfg,
+        &mut || true,
+    );
+    assert!(matches!(
+        &step,
+        Step::Done {
+            verdict: Verdict::Accepted {
+                recovery_nudge: false,
+                ..
+            },
+            ..
+        }
+    ));
+    step = unchanged(Verdict::Busy);
+    remind(&mut step, &mut rec, later + 7200, &cfg);
+    assert_eq!(rec.recovery_nudged_at, Some(later));
     Ok(())
 }
