@@ -371,6 +371,24 @@ enum Change {
 /// 4,096 locks: 32 KiB.
 const STRIPES: usize = 4096;
 
+/// The stripe of [`Engine`]'s per-user locks that guards `user`.
+fn stripe_of(user: &UserName) -> usize {
+    let mut h = DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % STRIPES as u64) as usize
+}
+
+/// One Verify of [`Engine::verify_batch`].
+#[derive(Debug)]
+pub struct VerifyCall {
+    /// Whose.
+    pub user: UserName,
+    /// The code or app password.
+    pub credential: Credential,
+    /// Where from.
+    pub ctx: LoginContext,
+}
+
 /// The decision engine.
 pub struct Engine {
     store: Box<dyn Store>,
@@ -479,11 +497,8 @@ impl Engine {
     }
 
     fn lock(&self, user: &UserName) -> MutexGuard<'_, ()> {
-        let mut h = DefaultHasher::new();
-        user.hash(&mut h);
-        let i = (h.finish() % STRIPES as u64) as usize;
         // The guarded value is `()`: a poisoned lock protects nothing broken.
-        self.stripes[i]
+        self.stripes[stripe_of(user)]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -752,6 +767,152 @@ impl Engine {
                 }))
             }
         }
+    }
+
+    /// Many first phases of Verify ([`Engine::verify_credential`]) as one
+    /// batch: each decided as atomically as alone, all made durable
+    /// together (one journal sync and one store flush for the batch, group
+    /// commit), so that under load a decision costs a fraction of a sync.
+    /// No result is returned before every write of the batch is on disk.
+    ///
+    /// A user must appear at most once in a batch (the caller puts a
+    /// second call of the same user into a later batch): two decisions of
+    /// one user in one round would stage two watermarks for one
+    /// generation. Such an entry is refused with an internal error.
+    ///
+    /// Returns one result per call, in order. When the batch cannot be made
+    /// durable (the journal or the store failed), every call fails with
+    /// that error (nothing of the batch is known to be written: fail
+    /// closed).
+    pub fn verify_batch(&self, calls: Vec<VerifyCall>) -> Vec<Result<Verification, Error>> {
+        let now = self.clock.now();
+        let key = self.keys().0;
+        let users: Vec<UserName> = calls.iter().map(|c| c.user.clone()).collect();
+        let mut seen = HashSet::with_capacity(users.len());
+        let twice: Vec<bool> = users.iter().map(|u| !seen.insert(u)).collect();
+        // The users' stripes, in ascending order (a single decision holds
+        // one stripe at most: no lock cycle), each once.
+        let mut stripes: Vec<usize> = users.iter().map(stripe_of).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<MutexGuard<'_, ()>> = stripes
+            .iter()
+            .map(|&i| {
+                self.stripes[i]
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect();
+        let mut steps: Vec<Option<Step>> = (0..calls.len()).map(|_| None).collect();
+        let mut slots: Vec<Option<InFlight>> = (0..calls.len()).map(|_| None).collect();
+        let staged: std::cell::RefCell<Vec<Option<Mark>>> =
+            std::cell::RefCell::new(vec![None; calls.len()]);
+        let mut written: Vec<Option<Mark>> = vec![None; calls.len()];
+        let results = self.store.update_batch(
+            &users,
+            &mut |i, sealed| {
+                let user = &users[i];
+                if twice[i] {
+                    return Err(Error::Internal(format!(
+                        "user {:?} is in a verify batch twice",
+                        user.as_str()
+                    )));
+                }
+                let Some(mut rec) = self.load(user, sealed)? else {
+                    steps[i] = Some(Step::Done {
+                        verdict: Verdict::NotEnrolled,
+                        changed: false,
+                    });
+                    return Ok(Write::Keep);
+                };
+                let slot = &mut slots[i];
+                let call = &calls[i];
+                let mut step = ops::verify(
+                    &mut rec,
+                    call.credential.attempt(),
+                    &call.ctx,
+                    now,
+                    &self.cfg,
+                    &mut || {
+                        if slot.is_none() {
+                            *slot = InFlight::enter(&self.kdf_in_flight, user);
+                        }
+                        slot.is_some()
+                    },
+                );
+                ops::remind(&mut step, &mut rec, now, &self.cfg);
+                let write = if let Step::Done { changed: true, .. } = &step {
+                    rec.drop_expired_pending(now, self.cfg.pending_expiry);
+                    let (bytes, mark) = self.seal_next(user, &mut rec, &key)?;
+                    staged.borrow_mut()[i] = mark;
+                    Write::Put(bytes)
+                } else {
+                    Write::Keep
+                };
+                steps[i] = Some(step);
+                Ok(write)
+            },
+            &mut || {
+                let Some(w) = &self.watermarks else {
+                    return Ok(());
+                };
+                let mut marks = Vec::new();
+                for (i, slot) in staged.borrow_mut().iter_mut().enumerate() {
+                    if let Some(mark) = slot.take() {
+                        written[i] = Some(mark.clone());
+                        marks.push(mark);
+                    }
+                }
+                w.put_many(&key, marks, true)
+            },
+        );
+        let results = match results {
+            Ok(results) => results,
+            Err(e) => {
+                let shared: Vec<_> = (1..calls.len()).map(|_| Err(e.duplicate())).collect();
+                return std::iter::once(Err(e)).chain(shared).collect();
+            }
+        };
+        let mut committed = Vec::new();
+        let out = results
+            .into_iter()
+            .zip(calls)
+            .zip(steps.into_iter().zip(slots))
+            .zip(written)
+            .map(|(((r, call), (step, slot)), mark)| {
+                r?;
+                if let Some(mark) = mark {
+                    committed.push(Mark {
+                        committed: mark.generation,
+                        ..mark
+                    });
+                }
+                match step {
+                    None => Err(Error::Internal("the store's update decided nothing".into())),
+                    Some(Step::Done { verdict, .. }) => {
+                        self.remember_grace(&call.user, &call.ctx, &verdict);
+                        Ok(Verification::Done(verdict))
+                    }
+                    Some(Step::Hash(job)) => {
+                        let slot = slot.ok_or_else(|| {
+                            Error::Internal("hash requested without a slot".into())
+                        })?;
+                        Ok(Verification::NeedsKdf(KdfAttempt {
+                            user: call.user,
+                            credential: call.credential,
+                            job,
+                            _in_flight: slot,
+                        }))
+                    }
+                }
+            })
+            .collect();
+        if let Some(w) = &self.watermarks
+            && let Err(e) = w.put_many(&key, committed, false)
+        {
+            tracing::debug!(error = %e, "commit marks not written");
+        }
+        out
     }
 
     /// [`Engine::verify_credential`] for a code.

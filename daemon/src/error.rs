@@ -113,3 +113,50 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl Error {
+    /// The same error again, for each of the callers a batch failed for
+    /// (a store or journal failure fails the whole batch). Keeps the
+    /// variant, which decides the status the callers see; the causes that
+    /// cannot be copied keep their message.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Core(e) => Self::Internal(e.to_string()),
+            Self::PermissionDenied(m) => Self::PermissionDenied(m.clone()),
+            Self::StoreLocked { path } => Self::StoreLocked { path: path.clone() },
+            Self::Store(m) => Self::Store(m.clone()),
+            Self::StoreUnavailable { path } => Self::StoreUnavailable { path: path.clone() },
+            Self::StoreContended { user, attempts } => Self::StoreContended {
+                user: user.clone(),
+                attempts: *attempts,
+            },
+            Self::Watermark { path, reason } => Self::Watermark {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::RolledBack { user } => Self::RolledBack { user: user.clone() },
+            Self::Key { path, reason } => Self::Key {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::StateDir { path, reason } => Self::StateDir {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::Config { path, reason } => Self::Config {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::Socket { path, reason } => Self::Socket {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::BackupKey(m) => Self::BackupKey(m.clone()),
+            Self::Backup { path, reason } => Self::Backup {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::Internal(m) => Self::Internal(m.clone()),
+        }
+    }
+}

@@ -35,6 +35,7 @@ pub mod authz;
 pub mod backup;
 pub mod config;
 pub mod connections;
+pub mod decider;
 pub mod lineage;
 pub mod log_output;
 pub mod membership;

@@ -167,7 +167,7 @@ impl Daemon {
         let owner = nix::unistd::geteuid().as_raw();
         let limiter = Limiter::new(MAX_PER_UID, self.max_total, owner);
         let incoming = Incoming::new(pam_listener, listener, limiter);
-        let service = OtpdService::new(Arc::clone(&self.engine), self.authz)
+        let service = OtpdService::new(Arc::clone(&self.engine), self.authz)?
             .with_backups(Arc::clone(&self.backups));
         let scheduled = tokio::spawn(Arc::clone(&self.backups).run());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::app_password::AppPasswordInput;
 use crate::audit;
 use crate::authz::{Authz, Caller, Peer};
+use crate::decider::Decider;
 use crate::device::DeviceName;
 use crate::engine::{
     self, BackupAttempt, Credential, Decision, Engine, EnrollOptions, EnrollStarted,
@@ -33,6 +34,8 @@ pub struct OtpdService {
     kdf_release_pending: Arc<AtomicBool>,
     /// Encrypted backups (`None`: the Backup RPCs fail).
     backups: Option<Arc<crate::backup::Backups>>,
+    /// Decides Verify calls in batches (group commit).
+    decider: Arc<Decider>,
 }
 
 impl OtpdService {
@@ -90,13 +93,18 @@ impl OtpdService {
     }
 
     /// A service deciding with `engine`, authorising with `authz`.
-    pub fn new(engine: Arc<Engine>, authz: Arc<Authz>) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// When the deciding threads cannot be started.
+    pub fn new(engine: Arc<Engine>, authz: Arc<Authz>) -> Result<Self, Error> {
+        let decider = Arc::new(Decider::start(&engine)?);
+        Ok(Self {
             engine,
             authz,
             kdf_release_pending: Arc::default(),
             backups: None,
-        }
+            decider,
+        })
     }
 
     /// Serves the backup RPCs with `backups`.
@@ -1500,19 +1508,16 @@ impl Otpd for OtpdService {
             },
         };
         let ctx = self.login_context(&caller, &r);
-        // Each verdict is audited where it is made (on the blocking worker
-        // for checked codes), so a caller that hangs up mid-check cannot
-        // leave a decision unaudited.
-        let (u, c, who) = (user.clone(), ctx.clone(), caller.clone());
-        let phase_one = self
-            .run(move |e| {
-                let v = e.verify_credential(&u, credential, &c);
-                if let Ok(Verification::Done(verdict)) = &v {
-                    audit::verify(&who, u.as_str(), &c, verdict);
-                }
-                v
-            })
-            .await;
+        // Decided in a batch with the other waiting calls (one sync for
+        // all); each verdict is audited where it is made, on the deciding
+        // thread, so a caller that hangs up mid-check cannot leave a
+        // decision unaudited.
+        let call = engine::VerifyCall {
+            user: user.clone(),
+            credential,
+            ctx: ctx.clone(),
+        };
+        let phase_one = self.decider.verify(call, caller.clone()).await;
         let checked = match phase_one {
             Ok(Verification::Done(v)) => Ok(v),
             Ok(Verification::NeedsKdf(attempt)) => {
