@@ -537,10 +537,22 @@ impl Engine {
         let Some(w) = &self.watermarks else {
             return Ok(rec);
         };
-        let Some(mark) = w.get(user.as_str()) else {
+        let Some(head) = w.head(user.as_str()) else {
             return Ok(rec);
         };
         let generation = rec.as_ref().map_or(0, |r| r.generation);
+        if generation >= head.generation {
+            // Not older than its last mark: nothing to reconcile (the
+            // common case, decided from memory).
+            return Ok(rec);
+        }
+        let (current, previous) = self.keys();
+        let keys: Vec<&MasterKey> = std::iter::once(&*current)
+            .chain(previous.as_deref())
+            .collect();
+        let Some(mark) = w.get(user.as_str(), &keys)? else {
+            return Ok(rec);
+        };
         let fixed = watermark::reconcile(&mark, rec);
         if fixed.step_raised || fixed.codes_removed > 0 {
             tracing::warn!(
@@ -602,7 +614,7 @@ impl Engine {
             rec.generation = rec.generation.saturating_add(1);
             return Ok((rec.seal(&key, user, &mut OsRng)?, None));
         };
-        let prev = w.get(user.as_str()).unwrap_or_default();
+        let prev = w.head(user.as_str()).unwrap_or_default();
         rec.generation = rec.generation.max(prev.generation).saturating_add(1);
         let sealed = rec.seal(&key, user, &mut OsRng)?;
         let mark = Mark::of_record(user.as_str(), rec, &prev);
@@ -623,7 +635,7 @@ impl Engine {
             rec.generation = rec.generation.saturating_add(1);
             return Ok((rec.seal(key, user, &mut OsRng)?, None));
         };
-        let prev = w.get(user.as_str()).unwrap_or_default();
+        let prev = w.head(user.as_str()).unwrap_or_default();
         rec.generation = rec.generation.max(prev.generation).saturating_add(1);
         let sealed = rec.seal(key, user, &mut OsRng)?;
         Ok((sealed, Some(Mark::of_record(user.as_str(), rec, &prev))))
@@ -635,7 +647,7 @@ impl Engine {
         let Some(w) = &self.watermarks else {
             return Ok(None);
         };
-        let prev = w.get(user.as_str()).unwrap_or_default();
+        let prev = w.head(user.as_str()).unwrap_or_default();
         let mark = Mark::of_removal(user.as_str(), &prev);
         w.put(&self.keys().0, mark.clone(), true)?;
         Ok(Some(mark))
@@ -1301,7 +1313,7 @@ impl Engine {
         let lost = self
             .watermarks
             .as_ref()
-            .and_then(|w| w.get(user.as_str()))
+            .and_then(|w| w.head(user.as_str()))
             .is_some_and(|m| !m.removed);
         let _guard = self.lock(user);
         let mut mark = None;
@@ -1440,7 +1452,7 @@ impl Engine {
             rolled_back_at: self
                 .watermarks
                 .as_ref()
-                .and_then(|w| w.get(user))
+                .and_then(|w| w.head(user))
                 .and_then(|m| m.rolled_back_at)
                 .unwrap_or(0),
             devices: rec
@@ -1572,7 +1584,11 @@ impl Engine {
             after = Some(last);
         }
         if let Some(w) = &self.watermarks {
-            w.reseal(&self.keys().0)?;
+            let (current, previous) = self.keys();
+            let keys: Vec<&MasterKey> = std::iter::once(&*current)
+                .chain(previous.as_deref())
+                .collect();
+            w.reseal(&current, &keys)?;
         }
         crate::keyfile::promote(&next_path, &path)?;
         self.keys

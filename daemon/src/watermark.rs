@@ -121,7 +121,7 @@ impl std::fmt::Debug for Mark {
 impl Mark {
     /// The mark of `rec`, about to be written as generation
     /// `rec.generation`, following `prev`.
-    pub fn of_record(user: &str, rec: &UserRecord, prev: &Mark) -> Self {
+    pub fn of_record(user: &str, rec: &UserRecord, prev: &Head) -> Self {
         let backup = rec.backup_codes.as_ref();
         Self {
             user: user.to_owned(),
@@ -151,7 +151,7 @@ impl Mark {
     }
 
     /// The mark of a removal following `prev`.
-    pub fn of_removal(user: &str, prev: &Mark) -> Self {
+    pub fn of_removal(user: &str, prev: &Head) -> Self {
         Self {
             user: user.to_owned(),
             generation: prev.generation.saturating_add(1),
@@ -265,10 +265,41 @@ pub fn reconcile(mark: &Mark, rec: Option<UserRecord>) -> Reconciled {
     out
 }
 
-/// A user's last mark, as held in memory.
+/// What every decision needs of a user's last mark, held in memory; the
+/// rest of the mark (devices, backup-code fingerprints, app passwords) is
+/// read from the journal when a record turns out older than its mark
+/// (a rollback, or a write that did not complete) — about 60 bytes per
+/// user in memory instead of the whole mark's ~500.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// [`Mark::generation`].
+    pub generation: u64,
+    /// [`Mark::committed`].
+    pub committed: u64,
+    /// [`Mark::removed`].
+    pub removed: bool,
+    /// [`Mark::rolled_back_at`].
+    pub rolled_back_at: Option<u64>,
+}
+
+impl Mark {
+    /// The part held in memory.
+    pub fn head(&self) -> Head {
+        Head {
+            generation: self.generation,
+            committed: self.committed,
+            removed: self.removed,
+            rolled_back_at: self.rolled_back_at,
+        }
+    }
+}
+
+/// A user's last mark, as held in memory: its head and where its entry is.
 struct Held {
-    mark: Mark,
-    /// Bytes of its journal entry.
+    head: Head,
+    /// Offset of its journal entry (the length header's first byte).
+    at: u64,
+    /// Bytes of its journal entry (header included).
     entry_len: u32,
 }
 
@@ -282,10 +313,9 @@ struct Inner {
     /// The sum of the sizes of each user's newest entry (kept, not summed
     /// per write: a million users).
     live_total: u64,
-    /// The last mark of each user and the size of its entry (for
-    /// compaction), in name order so that a listing page reads only its
-    /// range.
-    marks: BTreeMap<String, Held>,
+    /// The head of each user's last mark and where its entry is, in name
+    /// order so that a listing page reads only its range.
+    marks: BTreeMap<Box<str>, Held>,
     /// A compaction renamed its file in place but the state directory did
     /// not sync: the rename may not survive a power loss yet. Retried by
     /// every write; a durable write fails until it succeeds.
@@ -365,6 +395,25 @@ fn entry(key: &MasterKey, mark: &Mark) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// The mark in the entry of `entry_len` bytes (header included) at `at`,
+/// opened with one of `keys`.
+fn read_mark(file: &File, at: u64, entry_len: u32, keys: &[&MasterKey]) -> Result<Mark, String> {
+    let mut raw = vec![0u8; entry_len as usize];
+    file.read_exact_at(&mut raw, at)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let Some((header, sealed)) = raw.split_first_chunk::<4>() else {
+        return Err("shorter than its header".into());
+    };
+    if u64::from(u32::from_le_bytes(*header)) + 4 != u64::from(entry_len) {
+        return Err("its length changed (the journal was changed under otpd)".into());
+    }
+    let plain = keys
+        .iter()
+        .find_map(|key| crypto::open(key, SEAL_LABEL, sealed).ok())
+        .ok_or("does not authenticate (the journal was changed under otpd)")?;
+    serde_json::from_slice::<Mark>(&plain).map_err(|e| format!("malformed: {e}"))
+}
+
 impl Watermarks {
     /// Opens (or creates) the journal at `path` and reads every mark.
     /// A torn last entry is cut off; any other damage is an error.
@@ -381,7 +430,7 @@ impl Watermarks {
         // Read entry by entry (not the whole file at once: at a million
         // users it is hundreds of MiB).
         let mut reader = std::io::BufReader::with_capacity(256 * 1024, &mut file);
-        let mut marks: BTreeMap<String, Held> = BTreeMap::new();
+        let mut marks: BTreeMap<Box<str>, Held> = BTreeMap::new();
         let mut at = 0u64;
         let mut sealed = Vec::new();
         while at < size {
@@ -413,7 +462,15 @@ impl Watermarks {
             match mark {
                 Some(mark) => {
                     let entry_len = len.saturating_add(4);
-                    marks.insert(mark.user.clone(), Held { mark, entry_len });
+                    let head = mark.head();
+                    marks.insert(
+                        mark.user.into_boxed_str(),
+                        Held {
+                            head,
+                            at,
+                            entry_len,
+                        },
+                    );
                 }
                 None if end >= size => break,
                 None => {
@@ -480,14 +537,48 @@ impl Watermarks {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The mark of `user`, if any.
-    pub fn get(&self, user: &str) -> Option<Mark> {
-        self.inner().marks.get(user).map(|h| h.mark.clone())
+    /// The head of `user`'s last mark, if any (from memory).
+    pub fn head(&self, user: &str) -> Option<Head> {
+        self.inner().marks.get(user).map(|h| h.head)
+    }
+
+    /// The whole last mark of `user`, if any, read from the journal and
+    /// opened with one of `keys`.
+    ///
+    /// # Errors
+    /// When the entry cannot be read or does not open: the journal was
+    /// changed under the daemon (fail closed).
+    pub fn get(&self, user: &str, keys: &[&MasterKey]) -> Result<Option<Mark>, Error> {
+        let (file, at, entry_len) = {
+            let inner = self.inner();
+            let Some(held) = inner.marks.get(user) else {
+                return Ok(None);
+            };
+            (inner.file.clone(), held.at, held.entry_len)
+        };
+        let bad = |reason: String| Error::Watermark {
+            path: self.path.clone(),
+            reason,
+        };
+        // After a failed write the handle is gone until the next write
+        // reopens it; the file at the path holds every entry listed.
+        let file = match file {
+            Some(f) => f,
+            None => Arc::new(open_file(&self.path).map_err(|e| bad(format!("cannot open: {e}")))?),
+        };
+        let mark = read_mark(&file, at, entry_len, keys)
+            .map_err(|reason| bad(format!("entry of user {user:?} at byte {at}: {reason}")))?;
+        if mark.user != user {
+            return Err(bad(format!(
+                "the entry at byte {at} is not the mark of user {user:?}"
+            )));
+        }
+        Ok(Some(mark))
     }
 
     /// Every user with a mark, sorted.
     pub fn users(&self) -> Vec<String> {
-        self.inner().marks.keys().cloned().collect()
+        self.inner().marks.keys().map(|u| u.to_string()).collect()
     }
 
     /// Up to `limit` users, in name order after `after`, whose last mark
@@ -499,9 +590,9 @@ impl Watermarks {
         self.inner()
             .marks
             .range::<str, _>((start, Bound::Unbounded))
-            .filter(|(_, h)| !h.mark.removed)
+            .filter(|(_, h)| !h.head.removed)
             .take(limit)
-            .map(|(u, _)| u.clone())
+            .map(|(u, _)| u.to_string())
             .collect()
     }
 
@@ -534,18 +625,25 @@ impl Watermarks {
         }
         let appended_at = inner.len;
         inner.len += bytes.len() as u64;
+        let mut at = appended_at;
         for (mark, size) in marks.into_iter().zip(sizes) {
             let entry_len = u32::try_from(size).unwrap_or(u32::MAX);
+            let held = Held {
+                head: mark.head(),
+                at,
+                entry_len,
+            };
+            at += size;
             let old = inner
                 .marks
-                .insert(mark.user.clone(), Held { mark, entry_len })
+                .insert(mark.user.into_boxed_str(), held)
                 .map_or(0, |h| u64::from(h.entry_len));
             inner.live_total = inner.live_total.saturating_sub(old).saturating_add(size);
         }
         let live = inner.live_total;
         if inner.len > COMPACT_AT
             && inner.len > live.saturating_mul(4)
-            && let Err(e) = self.compact(&mut inner, key)
+            && let Err(e) = self.compact(&mut inner, None)
         {
             tracing::warn!(path = %self.path.display(), error = %e, "watermark journal not compacted; retried later");
         }
@@ -590,11 +688,12 @@ impl Watermarks {
         }
     }
 
-    /// Rewrites the whole journal sealed under `key` (a key rotation),
-    /// durably, replacing the file in one rename.
-    pub fn reseal(&self, key: &MasterKey) -> Result<(), Error> {
+    /// Rewrites the whole journal sealed under `key` (a key rotation; the
+    /// entries open with one of `old`), durably, replacing the file in one
+    /// rename.
+    pub fn reseal(&self, key: &MasterKey, old: &[&MasterKey]) -> Result<(), Error> {
         let mut inner = self.inner();
-        self.compact(&mut inner, key)
+        self.compact(&mut inner, Some((key, old)))
     }
 
     fn append(&self, inner: &mut Inner, bytes: &[u8], durable: bool) -> Result<(), Error> {
@@ -629,15 +728,23 @@ impl Watermarks {
     }
 
     /// Rewrites the journal with one entry per user (atomically: a new file
-    /// renamed over the old one).
-    fn compact(&self, inner: &mut Inner, key: &MasterKey) -> Result<(), Error> {
+    /// renamed over the old one): each user's last entry copied as it is,
+    /// or with `reseal` (the new key, and the keys the entries open with)
+    /// opened and sealed again.
+    fn compact(
+        &self,
+        inner: &mut Inner,
+        reseal: Option<(&MasterKey, &[&MasterKey])>,
+    ) -> Result<(), Error> {
         let bad = |e: std::io::Error| Error::Watermark {
             path: self.path.clone(),
             reason: format!("compaction: {e}"),
         };
         let tmp = self.path.with_extension("compact");
         let _ = fs::remove_file(&tmp);
+        // Read too: the marks are read from it once it is the journal.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -646,15 +753,30 @@ impl Watermarks {
             .map_err(bad)?;
         // Written entry by entry through a buffer (not built whole in
         // memory: at a million users it is hundreds of MiB).
+        let old = match &inner.file {
+            Some(f) => Arc::clone(f),
+            None => Arc::new(open_file(&self.path).map_err(bad)?),
+        };
         let mut len = 0u64;
         let mut sizes = Vec::with_capacity(inner.marks.len());
         let written = (|| {
             let mut out = std::io::BufWriter::with_capacity(256 * 1024, &file);
+            let mut raw = Vec::new();
             for held in inner.marks.values() {
-                let e = entry(key, &held.mark).map_err(std::io::Error::other)?;
+                raw.resize(held.entry_len as usize, 0);
+                old.read_exact_at(&mut raw, held.at)?;
+                let e = match reseal {
+                    None => std::mem::take(&mut raw),
+                    Some((key, keys)) => {
+                        let mark = read_mark(&old, held.at, held.entry_len, keys)
+                            .map_err(std::io::Error::other)?;
+                        entry(key, &mark).map_err(std::io::Error::other)?
+                    }
+                };
                 sizes.push(u32::try_from(e.len()).unwrap_or(u32::MAX));
                 len += e.len() as u64;
                 out.write_all(&e)?;
+                raw = e;
             }
             out.flush()
         })()
@@ -669,8 +791,11 @@ impl Watermarks {
         // went there would be lost at the next start).
         inner.file = Some(Arc::new(file));
         inner.len = len;
+        let mut at = 0u64;
         for (held, size) in inner.marks.values_mut().zip(sizes) {
+            held.at = at;
             held.entry_len = size;
+            at += u64::from(size);
         }
         inner.live_total = len;
         if let Err(e) = self.sync_dir() {
@@ -749,7 +874,7 @@ mod tests {
     }
 
     fn committed(user: &str, rec: &UserRecord) -> Mark {
-        let mut m = Mark::of_record(user, rec, &Mark::default());
+        let mut m = Mark::of_record(user, rec, &Head::default());
         m.committed = rec.generation;
         m
     }
@@ -776,7 +901,7 @@ mod tests {
     #[test]
     fn incomplete_last_write_is_merged_but_not_reported() {
         let new = enrolled(1, 100, 5);
-        let mut mark = Mark::of_record("a", &new, &Mark::default());
+        let mut mark = Mark::of_record("a", &new, &Head::default());
         mark.committed = 4;
         let mut old = new.clone();
         old.generation = 4;
@@ -823,7 +948,7 @@ mod tests {
         assert!(reconcile(&committed("a", &new), Some(old)).record.is_none());
         assert!(reconcile(&committed("a", &new), None).record.is_none());
         // A record that was reset stays reset.
-        let mut removal = Mark::of_removal("a", &committed("a", &new));
+        let mut removal = Mark::of_removal("a", &committed("a", &new).head());
         removal.committed = removal.generation;
         let r = reconcile(&removal, None);
         assert!(!r.rolled_back && matches!(r.record, Some(None)));
@@ -833,7 +958,7 @@ mod tests {
     /// The durable mark of a write of `new` after the committed `old`,
     /// whose own "committed" mark (not fsynced) was lost.
     fn uncommitted(new: &UserRecord, old: &UserRecord) -> Mark {
-        Mark::of_record("a", new, &committed("a", old))
+        Mark::of_record("a", new, &committed("a", old).head())
     }
 
     #[test]
@@ -841,7 +966,7 @@ mod tests {
         // Reset (stolen phone): the removal mark is durable, its commit mark
         // is lost, and the store comes back with the last record.
         let old = enrolled(1, 10, 5);
-        let removal = Mark::of_removal("a", &committed("a", &old));
+        let removal = Mark::of_removal("a", &committed("a", &old).head());
         assert!(removal.committed < removal.generation);
         let r = reconcile(&removal, Some(old));
         assert!(r.record.is_none(), "the reset secret came back");
@@ -928,14 +1053,47 @@ mod tests {
             w.put(&key, committed("alice", &rec), false)?;
         }
         assert!(fs::metadata(&p)?.len() < COMPACT_AT + 1024);
+        let step = |w: &Watermarks| -> Result<Option<u64>, Error> {
+            Ok(w.get("alice", &[&key])?
+                .and_then(|m| m.devices)
+                .and_then(|d| d.first().and_then(|d| d.step)))
+        };
+        // Read from the compacted file at its new place, then after a
+        // restart.
+        assert_eq!(step(&w)?, Some(3000));
+        assert_eq!(w.head("alice").map(|h| h.generation), Some(3000));
         drop(w);
         let w = Watermarks::open(&p, &[&key])?;
-        assert_eq!(
-            w.get("alice")
-                .and_then(|m| m.devices)
-                .and_then(|d| d.first().and_then(|d| d.step)),
-            Some(3000)
+        assert_eq!(step(&w)?, Some(3000));
+        Ok(())
+    }
+
+    #[test]
+    fn a_resealed_journal_opens_with_the_new_key_only() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let p = path(dir.path());
+        let (old, new) = (
+            MasterKey::generate(&mut OsRng),
+            MasterKey::generate(&mut OsRng),
         );
+        let w = Watermarks::open(&p, &[&old])?;
+        w.put(&old, committed("alice", &enrolled(1, 5, 1)), true)?;
+        // Written during the rotation, already under the new key.
+        w.put(&new, committed("bob", &enrolled(1, 6, 1)), true)?;
+        assert!(matches!(
+            w.get("alice", &[&new]),
+            Err(Error::Watermark { .. })
+        ));
+        w.reseal(&new, &[&new, &old])?;
+        let step = |w: &Watermarks, u: &str| -> Result<Option<u64>, Error> {
+            Ok(w.get(u, &[&new])?
+                .and_then(|m| m.devices)
+                .and_then(|d| d.first().and_then(|d| d.step)))
+        };
+        assert_eq!((step(&w, "alice")?, step(&w, "bob")?), (Some(5), Some(6)));
+        drop(w);
+        let w = Watermarks::open(&p, &[&new])?;
+        assert_eq!((step(&w, "alice")?, step(&w, "bob")?), (Some(5), Some(6)));
         Ok(())
     }
 
@@ -998,14 +1156,14 @@ mod tests {
         w.put(&key, committed("carol", &rec), true)?;
         drop(w);
         let w = Watermarks::open(&p, &[&key])?;
-        let step = |u| {
-            w.get(u)
+        let step = |u| -> Result<Option<u64>, Error> {
+            Ok(w.get(u, &[&key])?
                 .and_then(|m| m.devices)
-                .and_then(|d| d.first().and_then(|d| d.step))
+                .and_then(|d| d.first().and_then(|d| d.step)))
         };
-        assert_eq!(step("bob"), Some(7));
-        assert_eq!(step("carol"), Some(7));
-        assert!(w.get("alice").is_some());
+        assert_eq!(step("bob")?, Some(7));
+        assert_eq!(step("carol")?, Some(7));
+        assert!(w.get("alice", &[&key])?.is_some());
         Ok(())
     }
 }
