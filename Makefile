@@ -19,6 +19,8 @@
 #                    pam_oath, one pamtester login each (root; installs them).
 #   make bench-scale   Verify, status and listing latency, disk and memory
 #                    at 1, 10,000 and 1,000,000 users (release build).
+#   make bench-e2e   whole pamtester logins per second, 4 parallel loops,
+#                    pam_permit then pam_otpd (root; release build).
 #   make demo        a real SSH login with a TOTP code on 127.0.0.1.
 
 PREFIX     ?= /usr/local
@@ -184,6 +186,10 @@ bench-compare:
 # time to otpctl status's first line, a filter that matches nobody; a
 # backup-code storm at the largest size. OTPD_BENCH_SCALE=1,10000 for other
 # sizes.
+.PHONY: bench-e2e
+bench-e2e:
+	$(CARGO) bench -p otpd-tests --bench e2e --locked
+
 .PHONY: bench-scale
 bench-scale:
 	$(CARGO) build --release --locked -p otpd -p otpctl

@@ -35,12 +35,12 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
+use otpd_tests::system_pam::{Services, Syslog, find_module};
 use otpd_tests::*;
 
 /// Logins per series.
@@ -49,19 +49,6 @@ const N: usize = 300;
 const WARM_UP: usize = 20;
 /// The shared 20-byte secret, hex.
 const SECRET_HEX: &str = "3132333435363738393031323334353637383930";
-
-const PAM_DIRS: [&str; 3] = [
-    "/usr/lib/x86_64-linux-gnu/security",
-    "/lib/x86_64-linux-gnu/security",
-    "/usr/lib/security",
-];
-
-fn find_module(name: &str) -> Option<PathBuf> {
-    PAM_DIRS
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-}
 
 fn base32(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -121,68 +108,6 @@ impl Drop for Accounts {
     fn drop(&mut self) {
         for name in &self.0 {
             let _ = Command::new("userdel").arg(name).output();
-        }
-    }
-}
-
-/// Service files in /etc/pam.d, removed on drop.
-struct Services(Vec<PathBuf>);
-
-impl Services {
-    fn add(&mut self, name: &str, stack: &str) -> String {
-        let path = Path::new("/etc/pam.d").join(name);
-        std::fs::write(
-            &path,
-            format!("# otpd bench (tests/benches/compare.rs)\n{stack}\n"),
-        )
-        .unwrap();
-        self.0.push(path);
-        name.to_owned()
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// A syslog listener on /dev/log for the run (unless one answers already),
-/// draining what the modules log; removed on drop.
-struct Syslog {
-    path: Option<PathBuf>,
-}
-
-impl Syslog {
-    fn ensure() -> Self {
-        let dev_log = Path::new("/dev/log");
-        let answering = UnixDatagram::unbound()
-            .and_then(|s| s.connect(dev_log))
-            .is_ok();
-        if answering {
-            println!("syslog: a listener answers on /dev/log already");
-            return Self { path: None };
-        }
-        let _ = std::fs::remove_file(dev_log);
-        let socket = UnixDatagram::bind(dev_log).expect("bind /dev/log");
-        std::fs::set_permissions(dev_log, std::fs::Permissions::from_mode(0o666)).unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while socket.recv(&mut buf).is_ok() {}
-        });
-        println!("syslog: listening on /dev/log for the run (messages dropped)");
-        Self {
-            path: Some(dev_log.to_owned()),
-        }
-    }
-}
-
-impl Drop for Syslog {
-    fn drop(&mut self) {
-        if let Some(p) = &self.path {
-            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -294,7 +219,7 @@ fn main() {
     import_pam_oath(&daemon.socket, &oath_file, users.len() + users_before.len());
 
     let tag = format!("otpd-cmp-{tag}");
-    let mut services = Services(Vec::new());
+    let mut services = Services::default();
     let mut series: Vec<(String, String)> = vec![
         (
             "pam_permit".into(),

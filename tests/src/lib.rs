@@ -679,3 +679,4 @@ impl Codes {
 pub mod bench_users;
 pub mod pam_env;
 pub mod sshd;
+pub mod system_pam;
