@@ -117,6 +117,20 @@ pub enum Error {
     #[error("cannot make a QR code of the otpauth URI: {0}")]
     Qr(qrcode::types::QrError),
 
+    /// The interactive enroll got a wrong code at every try; the
+    /// enrollment stays pending.
+    #[error(
+        "code rejected {tries} times: {reason}. The enrollment of {user} stays pending{}: \
+         confirm it with 'otpctl confirm {user} CODE', or start again with 'otpctl enroll {user}'",
+        match .expires_at { Some(t) => format!(" until {t}"), None => String::new() }
+    )]
+    NotConfirmed {
+        user: String,
+        tries: u32,
+        reason: String,
+        expires_at: Option<String>,
+    },
+
     /// Reading the code typed at the prompt failed.
     #[error("cannot read the code from the terminal: {0}")]
     Prompt(io::Error),
@@ -235,6 +249,7 @@ impl Error {
         match self {
             Error::Unreachable { .. } | Error::Transport { .. } => exit::UNREACHABLE,
             Error::SocketPermission { .. } => exit::PERMISSION,
+            Error::NotConfirmed { .. } => exit::REJECTED,
             Error::Status(status) => match status.code() {
                 Code::Unauthenticated => exit::REJECTED,
                 Code::InvalidArgument => exit::USAGE,

@@ -130,6 +130,16 @@ impl<'a> Printer<'a> {
         writeln!(self.out, "Confirm with: otpctl confirm {user} CODE")
     }
 
+    /// A wrong code at the prompt of `enroll`: why, and how many tries are
+    /// left (the prompt comes again).
+    pub fn confirm_retry(&mut self, reason: &str, tries_left: u32) -> io::Result<()> {
+        let tries = if tries_left == 1 { "try" } else { "tries" };
+        writeln!(
+            self.out,
+            "Code rejected: {reason} ({tries_left} {tries} left)"
+        )
+    }
+
     /// The confirmation at the prompt of `enroll` or `device add`.
     pub fn confirmed_at_prompt(&mut self, user: &str, c: &Confirmation) -> io::Result<()> {
         writeln!(self.out)?;

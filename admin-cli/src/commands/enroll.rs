@@ -6,7 +6,8 @@ use std::io::{self, BufRead, IsTerminal};
 use std::mem;
 use std::process::ExitCode;
 
-use otpd_proto::v1::{self as pb, EnrollStartRequest, EnrollStartResponse};
+use otpd_proto::v1::{self as pb, EnrollStartRequest, EnrollStartResponse, GetStatusRequest};
+use tonic::Code;
 use zeroize::Zeroizing;
 
 use crate::cli::{Algorithm, Digits, EnrollArgs, TotpOptions};
@@ -15,6 +16,10 @@ use crate::commands::confirm::confirm;
 use crate::error::Error;
 use crate::output::Printer;
 use crate::qr::{PngFile, Qr};
+
+/// Codes asked for at the prompt of an interactive enroll before giving
+/// up (the enrollment then stays pending for `otpctl confirm`).
+pub const CONFIRM_TRIES: u32 = 3;
 
 /// A started enrollment. The secret and the URI (which holds it) are wiped
 /// from memory when dropped.
@@ -112,21 +117,51 @@ pub async fn enroll(
         p.confirm_hint(user, false)?;
         return Ok(ExitCode::SUCCESS);
     }
-    p.confirm_prompt()?;
-    let code = match read_code()? {
-        Some(code) if !code.is_empty() => code,
-        Some(_) => {
-            p.confirm_hint(user, false)?;
-            return Ok(ExitCode::SUCCESS);
+    for tries_left in (0..CONFIRM_TRIES).rev() {
+        p.confirm_prompt()?;
+        let code = match read_code()? {
+            Some(code) if !code.is_empty() => code,
+            Some(_) => {
+                p.confirm_hint(user, false)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            None => {
+                p.confirm_hint(user, true)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        match confirm(client, user, code.as_bytes().to_vec()).await {
+            Ok(confirmation) => {
+                p.confirmed_at_prompt(user, &confirmation)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A wrong code: the enrollment stays pending; try again.
+            Err(Error::Status(s)) if s.code() == Code::Unauthenticated => {
+                if tries_left > 0 {
+                    p.confirm_retry(s.message(), tries_left)?;
+                    continue;
+                }
+                return Err(Error::NotConfirmed {
+                    user: user.to_owned(),
+                    tries: CONFIRM_TRIES,
+                    reason: s.message().to_owned(),
+                    expires_at: pending_expiry(client, user).await,
+                });
+            }
+            Err(e) => return Err(e),
         }
-        None => {
-            p.confirm_hint(user, true)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let confirmation = confirm(client, user, code.as_bytes().to_vec()).await?;
-    p.confirmed_at_prompt(user, &confirmation)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Until when `user`'s pending enrollment can be confirmed (RFC 3339), if
+/// otpd says.
+async fn pending_expiry(client: &mut Client, user: &str) -> Option<String> {
+    let request = GetStatusRequest {
+        user: user.as_bytes().to_vec().into(),
+    };
+    let status = client.get_status(request).await.ok()?.into_inner();
+    crate::output::rfc3339(status.pending_expires_at)
 }
 
 async fn start(client: &mut Client, new: &NewDevice<'_>) -> Result<(Enrollment, Qr), Error> {

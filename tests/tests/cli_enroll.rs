@@ -1,0 +1,80 @@
+//! `otpctl enroll` as an admin uses it: at a terminal (a pseudo-terminal as
+//! stdin), against the daemon library on its own socket with a clock the
+//! test sets, so that the codes typed are exactly right or wrong.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use otpd_tests::*;
+
+/// The otpauth URI from the human output of `enroll`.
+fn uri_of(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| l.strip_prefix("URI:        "))
+        .expect("a URI line")
+}
+
+/// A user that exists on every test machine (enroll refuses unknown
+/// accounts).
+const USER: &str = "root";
+
+#[test]
+fn a_wrong_code_at_the_prompt_can_be_typed_again() {
+    let d = InProcess::start();
+    let mut enroll = Interactive::start(d.socket(), &["enroll", USER]);
+    let shown = enroll.read_until("Enter the code shown in the app to confirm: ");
+    let app = App::from_uri(uri_of(&shown));
+    enroll.type_line(&app.wrong_code_at(T0));
+    enroll.read_until(
+        "Code rejected: the code does not match the pending enrollment; check that the app \
+         shows this account and that the device clock is right (2 tries left)\n\
+         Enter the code shown in the app to confirm: ",
+    );
+    enroll.type_line(&app.code_at(T0));
+    let (status, out, err) = enroll.finish();
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(err, "");
+    assert!(
+        out.starts_with("\nBackup codes for root (shown only this once; each code works once):\n"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 12, "{out}");
+}
+
+#[test]
+fn after_three_wrong_codes_enroll_says_how_to_confirm_later() {
+    let d = InProcess::start();
+    let mut enroll = Interactive::start(d.socket(), &["enroll", USER]);
+    let shown = enroll.read_until("Enter the code shown in the app to confirm: ");
+    let app = App::from_uri(uri_of(&shown));
+    let wrong = app.wrong_code_at(T0);
+    for _ in 0..3 {
+        enroll.type_line(&wrong);
+    }
+    let (status, out, err) = enroll.finish();
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    let why = "the code does not match the pending enrollment; check that the app shows this \
+               account and that the device clock is right";
+    assert_eq!(
+        out,
+        format!(
+            "Code rejected: {why} (2 tries left)\n\
+             Enter the code shown in the app to confirm: \
+             Code rejected: {why} (1 try left)\n\
+             Enter the code shown in the app to confirm: "
+        )
+    );
+    // Pending for 15 minutes from T0 (2027-01-15T08:00:00Z).
+    assert_eq!(
+        err,
+        format!(
+            "otpctl: error: code rejected 3 times: {why}. The enrollment of root stays pending \
+             until 2027-01-15T08:15:00Z: confirm it with 'otpctl confirm root CODE', or start \
+             again with 'otpctl enroll root'\n"
+        )
+    );
+    // And so it does.
+    otpctl(d.socket())
+        .args(["confirm", USER, &app.code_at(T0 + 30)])
+        .assert()
+        .success();
+}
