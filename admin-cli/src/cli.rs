@@ -59,7 +59,11 @@ pub enum Command {
     /// confirms the enrollment and shows the backup codes. Once confirmed,
     /// the new device replaces every device of the user and new backup
     /// codes are issued; to add a device beside the others, use
-    /// `otpctl device add`.
+    /// `otpctl device add`. A wrong code may be typed again (3 tries);
+    /// then `otpctl confirm USER CODE` finishes the pending enrollment.
+    ///
+    /// Re-enrolling says which devices the user has, and keeps the
+    /// algorithm, digits, period and issuer of the first one unless given.
     Enroll(EnrollArgs),
     /// Confirm a pending enrollment (or device add) with a code from the app.
     ///

@@ -15,7 +15,7 @@ use otpd_proto::v1::{
 use serde::Serialize;
 
 use crate::commands::confirm::Confirmation;
-use crate::commands::enroll::Enrollment;
+use crate::commands::enroll::{Enrollment, Replacing};
 use crate::commands::import::{Outcome as ImportOutcome, Result_ as ImportResult};
 use crate::error::Error;
 
@@ -59,6 +59,7 @@ impl<'a> Printer<'a> {
         e: &Enrollment,
         qr: Option<&str>,
         png: Option<&Path>,
+        replacing: Option<&Replacing>,
     ) -> io::Result<()> {
         if self.json {
             #[derive(Serialize)]
@@ -71,8 +72,13 @@ impl<'a> Printer<'a> {
                 algorithm: Option<&'static str>,
                 digits: u32,
                 period: u32,
+                /// The active devices it replaces once confirmed.
+                replaces: Vec<&'a str>,
             }
             return self.json_line(&Json {
+                replaces: replacing
+                    .map(|r| r.devices.iter().map(|(name, _)| name.as_str()).collect())
+                    .unwrap_or_default(),
                 user: &e.user,
                 device: &e.device,
                 issuer: &e.issuer,
@@ -107,6 +113,49 @@ impl<'a> Printer<'a> {
                 self.out,
                 "QR PNG:     {} (holds the secret: delete it once scanned)",
                 png.display()
+            )?;
+        }
+        writeln!(self.out)?;
+        if let Some(r) = replacing {
+            self.replacing(&e.user, r)?;
+        }
+        Ok(())
+    }
+
+    /// What a re-enrollment replaces, and the parameters it kept.
+    fn replacing(&mut self, user: &str, r: &Replacing) -> io::Result<()> {
+        if !r.devices.is_empty() {
+            let devices: Vec<String> = r
+                .devices
+                .iter()
+                .map(|(name, totp)| format!("{name} ({totp})"))
+                .collect();
+            let (noun, them) = if devices.len() == 1 {
+                ("device", "it")
+            } else {
+                ("devices", "them")
+            };
+            writeln!(
+                self.out,
+                "{user} is enrolled already: {noun} {}. Once confirmed, the new device \
+                 replaces {them} and new backup codes are issued; until then {them} and the \
+                 backup codes keep working.",
+                devices.join(", ")
+            )?;
+        }
+        if let Some(pending) = &r.pending {
+            writeln!(
+                self.out,
+                "The enrollment of device {pending} that awaited confirmation was dropped."
+            )?;
+        }
+        if let Some(from) = &r.kept_from {
+            let options: Vec<String> = r.kept.iter().map(|k| format!("--{k}")).collect();
+            writeln!(
+                self.out,
+                "Kept from {from}: {} (give {} to change).",
+                r.kept.join(", "),
+                options.join(", ")
             )?;
         }
         writeln!(self.out)
@@ -677,6 +726,19 @@ impl StatusListing<'_, '_> {
 
 const DEVICE_HEADER: [&str; 6] = ["DEVICE", "STATE", "TOTP", "ENROLLED", "LAST-USED", "SKEW"];
 
+/// A device's parameters: "sha1/6/30s", "hotp sha1/6 #12".
+pub fn device_totp_text(d: &Device) -> String {
+    if d.hotp {
+        // Counter-based: the next counter instead of a period.
+        match algorithm_name(d.algorithm()) {
+            Some(alg) => format!("hotp {alg}/{} #{}", d.digits, d.counter),
+            None => "-".to_owned(),
+        }
+    } else {
+        totp_text(d.algorithm(), d.digits, d.period)
+    }
+}
+
 fn device_cells(d: &Device) -> Vec<String> {
     let skew = if d.last_used == 0 {
         "-".to_owned()
@@ -686,15 +748,7 @@ fn device_cells(d: &Device) -> Vec<String> {
     vec![
         d.name.clone(),
         "active".to_owned(),
-        if d.hotp {
-            // Counter-based: the next counter instead of a period.
-            match algorithm_name(d.algorithm()) {
-                Some(alg) => format!("hotp {alg}/{} #{}", d.digits, d.counter),
-                None => "-".to_owned(),
-            }
-        } else {
-            totp_text(d.algorithm(), d.digits, d.period)
-        },
+        device_totp_text(d),
         time_or_dash(d.enrolled_at),
         time_or_dash(d.last_used),
         skew,
@@ -1856,7 +1910,7 @@ dave   unreadable      -             -       -      -                     -     
     fn enrollment_human() {
         let png = Path::new("/tmp/alice.png");
         let (out, _) = render(false, |p| {
-            p.enrollment(&enrollment(), Some("QR"), Some(png))?;
+            p.enrollment(&enrollment(), Some("QR"), Some(png), None)?;
             p.confirm_hint("alice", false)
         });
         assert_eq!(
@@ -1882,12 +1936,12 @@ dave   unreadable      -             -       -      -                     -     
     #[test]
     fn enrollment_json_never_hints() {
         let (out, _) = render(true, |p| {
-            p.enrollment(&enrollment(), None, None)?;
+            p.enrollment(&enrollment(), None, None, None)?;
             p.confirm_hint("alice", false)
         });
         assert_eq!(
             out,
-            r#"{"user":"alice","device":"default","issuer":"host1","secret":"JBSWY3DPEHPK3PXP","otpauth_uri":"otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1","algorithm":"sha1","digits":6,"period":30}"#
+            r#"{"user":"alice","device":"default","issuer":"host1","secret":"JBSWY3DPEHPK3PXP","otpauth_uri":"otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1","algorithm":"sha1","digits":6,"period":30,"replaces":[]}"#
                 .to_owned()
                 + "\n"
         );

@@ -64,7 +64,7 @@ Confirm with: otpctl confirm bob CODE
         .assert()
         .success()
         .stdout_eq(
-            r#"{"user":"alice","device":"default","issuer":"Example","secret":"[..]","otpauth_uri":"otpauth://totp/Example:alice?secret=[..]&issuer=Example","algorithm":"sha1","digits":6,"period":30}
+            r#"{"user":"alice","device":"default","issuer":"Example","secret":"[..]","otpauth_uri":"otpauth://totp/Example:alice?secret=[..]&issuer=Example","algorithm":"sha1","digits":6,"period":30,"replaces":[]}
 "#,
         );
     let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();

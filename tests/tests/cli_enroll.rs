@@ -78,3 +78,102 @@ fn after_three_wrong_codes_enroll_says_how_to_confirm_later() {
         .assert()
         .success();
 }
+
+/// Enrolls and confirms `USER` with `args` (no terminal: confirmed with
+/// `otpctl confirm`); returns the app.
+fn enrolled(d: &InProcess, args: &[&str]) -> App {
+    let out = otpctl(d.socket())
+        .args(["--json", "enroll", USER])
+        .args(args)
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let app = App::from_uri(json["otpauth_uri"].as_str().unwrap());
+    otpctl(d.socket())
+        .args(["confirm", USER, &app.code_at(T0)])
+        .assert()
+        .success();
+    app
+}
+
+#[test]
+fn re_enrolling_says_what_exists_and_keeps_its_parameters() {
+    let d = InProcess::start();
+    enrolled(
+        &d,
+        &[
+            "--algorithm",
+            "sha256",
+            "--digits",
+            "8",
+            "--period",
+            "60",
+            "--issuer",
+            "Example",
+        ],
+    );
+    // A new phone, no parameters given: the old ones, and it says so.
+    otpctl(d.socket())
+        .args(["enroll", USER])
+        .stdin("")
+        .assert()
+        .success()
+        .stdout_eq(
+            "...
+Account:    root
+Device:     default
+Issuer:     Example
+Algorithm:  SHA256
+Digits:     8
+Period:     60s
+Key:        [..]
+URI:        otpauth://totp/Example:root?secret=[..]&digits=8&algorithm=SHA256&issuer=Example&period=60
+
+root is enrolled already: device default (sha256/8/60s). Once confirmed, the new device replaces it and new backup codes are issued; until then it and the backup codes keep working.
+Kept from default: algorithm, digits, period, issuer (give --algorithm, --digits, --period, --issuer to change).
+
+Confirm with: otpctl confirm root CODE
+",
+        );
+    // Given explicitly, a parameter changes; the others are kept. The
+    // pending enrollment started above is replaced, and it says so.
+    otpctl(d.socket())
+        .args(["--json", "enroll", USER, "--digits", "6"])
+        .assert()
+        .success()
+        .stdout_eq(
+            r#"{"user":"root","device":"default","issuer":"Example","secret":"[..]","otpauth_uri":"[..]","algorithm":"sha256","digits":6,"period":60,"replaces":["default"]}
+"#,
+        );
+    otpctl(d.socket())
+        .args(["enroll", USER, "--algorithm", "sha1", "--digits", "6", "--period", "30", "--issuer", "New"])
+        .stdin("")
+        .assert()
+        .success()
+        .stdout_eq(
+            "...
+Issuer:     New
+Algorithm:  SHA1
+Digits:     6
+Period:     30s
+...
+root is enrolled already: device default (sha256/8/60s). Once confirmed, the new device replaces it and new backup codes are issued; until then it and the backup codes keep working.
+The enrollment of device default that awaited confirmation was dropped.
+
+Confirm with: otpctl confirm root CODE
+",
+        );
+}
+
+#[test]
+fn a_first_enrollment_replaces_nothing() {
+    let d = InProcess::start();
+    otpctl(d.socket())
+        .args(["--json", "enroll", USER])
+        .assert()
+        .success()
+        .stdout_eq(
+            r#"{"user":"root","device":"default","issuer":"otpd-test","secret":"[..]","otpauth_uri":"[..]","algorithm":"sha1","digits":6,"period":30,"replaces":[]}
+"#,
+        );
+}
