@@ -249,6 +249,11 @@ pub struct EnrollArgs {
     /// The name of the device (letters, digits, '-', '_', '.'; up to 32).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_DEVICE)]
     pub device: String,
+    /// Enroll USER even if the name service does not know the account
+    /// (one to be created later, or a directory that does not answer).
+    /// Names no account can have are refused all the same.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub totp: TotpOptions,
 }

@@ -131,6 +131,25 @@ pub enum Error {
         expires_at: Option<String>,
     },
 
+    /// `enroll`: no account can have this name.
+    #[error("{user:?} cannot be the name of an account: {why}; nothing was enrolled")]
+    ImpossibleUser { user: String, why: String },
+
+    /// `enroll`: the name service does not know the account.
+    #[error(
+        "no account named {user:?} on this machine (the name service does not know it: \
+         a typo?); nothing was enrolled. To enroll an account that does not exist yet, \
+         add --force"
+    )]
+    UnknownAccount { user: String },
+
+    /// `enroll`: the name service could not be asked.
+    #[error(
+        "cannot look up the account {user:?}: {reason}; nothing was enrolled. To enroll it \
+         anyway, add --force"
+    )]
+    AccountLookup { user: String, reason: String },
+
     /// Reading the code typed at the prompt failed.
     #[error("cannot read the code from the terminal: {0}")]
     Prompt(io::Error),
@@ -250,6 +269,8 @@ impl Error {
             Error::Unreachable { .. } | Error::Transport { .. } => exit::UNREACHABLE,
             Error::SocketPermission { .. } => exit::PERMISSION,
             Error::NotConfirmed { .. } => exit::REJECTED,
+            Error::ImpossibleUser { .. } | Error::UnknownAccount { .. } => exit::USAGE,
+            Error::AccountLookup { .. } => exit::OTHER,
             Error::Status(status) => match status.code() {
                 Code::Unauthenticated => exit::REJECTED,
                 Code::InvalidArgument => exit::USAGE,

@@ -1,6 +1,7 @@
 //! otpctl: the admin CLI of otpd. See `otpctl --help` for the commands and
 //! the exit codes.
 
+mod account;
 mod cli;
 mod client;
 mod commands;

@@ -14,7 +14,7 @@ use snapbox::cmd::OutputAssert;
 /// Enrolls `user` through the CLI; returns the app.
 fn enroll_cli(socket: &Path, user: &str) -> App {
     let out = otpctl(socket)
-        .args(["--json", "enroll", user, "--issuer", "Example"])
+        .args(["--json", "enroll", user, "--force", "--issuer", "Example"])
         .assert()
         .success();
     let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -38,7 +38,7 @@ fn enroll_confirm_status_verify_golden() {
 
     // Human enroll without a terminal: QR, details, and the confirm hint.
     otpctl(s)
-        .args(["enroll", "bob", "--issuer", "Example", "--digits", "8", "--algorithm", "sha256", "--period", "60"])
+        .args(["enroll", "bob", "--force", "--issuer", "Example", "--digits", "8", "--algorithm", "sha256", "--period", "60"])
         .stdin("")
         .assert()
         .success()
@@ -60,7 +60,7 @@ Confirm with: otpctl confirm bob CODE
         );
 
     let out = otpctl(s)
-        .args(["--json", "enroll", "alice", "--issuer", "Example"])
+        .args(["--json", "enroll", "alice", "--force", "--issuer", "Example"])
         .assert()
         .success()
         .stdout_eq(

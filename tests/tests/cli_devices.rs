@@ -43,7 +43,7 @@ fn start_with(d: &InProcess, user: &str, device: &str, add: bool, extra: &[&str]
     let mut args: Vec<&str> = if add {
         vec!["--json", "device", "add", user, device]
     } else {
-        vec!["--json", "enroll", user, "--device", device]
+        vec!["--json", "enroll", user, "--force", "--device", device]
     };
     args.extend_from_slice(extra);
     let out = otpctl(d.socket()).args(&args).assert().success();

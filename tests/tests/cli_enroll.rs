@@ -177,3 +177,53 @@ fn a_first_enrollment_replaces_nothing() {
 "#,
         );
 }
+
+#[test]
+fn an_unknown_account_is_refused_unless_forced_and_an_impossible_name_always() {
+    let d = InProcess::start();
+    otpctl(d.socket())
+        .args(["enroll", "ghostuser-typo"])
+        .stdin("")
+        .assert()
+        .code(2)
+        .stdout_eq("")
+        .stderr_eq(
+            "otpctl: error: no account named \"ghostuser-typo\" on this machine (the name \
+             service does not know it: a typo?); nothing was enrolled. To enroll an account \
+             that does not exist yet, add --force\n",
+        );
+    // Nothing was left behind.
+    otpctl(d.socket())
+        .args(["--json", "status"])
+        .assert()
+        .success()
+        .stdout_eq("[]\n");
+    otpctl(d.socket())
+        .args(["--json", "enroll", "ghostuser-typo", "--force"])
+        .assert()
+        .success()
+        .stderr_eq(
+            "otpctl: warning: the name service does not know \"ghostuser-typo\"; enrolling it \
+             anyway (--force)\n",
+        );
+    for (name, why) in [
+        ("ghost:user", "invalid user name: contains ':'"),
+        ("../root", "contains '/'"),
+        ("1000", "is all digits (a uid, not a name)"),
+    ] {
+        otpctl(d.socket())
+            .args(["enroll", "--force", "--", name])
+            .assert()
+            .code(2)
+            .stdout_eq("")
+            .stderr_eq(format!(
+                "otpctl: error: {name:?} cannot be the name of an account: {why}; nothing was \
+                 enrolled\n"
+            ));
+    }
+    otpctl(d.socket())
+        .args(["--json", "status"])
+        .assert()
+        .success()
+        .stdout_eq("[{\"user\":\"ghostuser-typo\",\"state\":\"pending\",[..]}]\n");
+}

@@ -88,6 +88,12 @@ pub async fn run(
     p: &mut Printer<'_>,
     mut args: EnrollArgs,
 ) -> Result<ExitCode, Error> {
+    if crate::account::check(&args.user, args.force)? {
+        p.warn(&format!(
+            "the name service does not know {:?}; enrolling it anyway (--force)",
+            args.user
+        ))?;
+    }
     // What the user has now; an error is left to EnrollStart to report.
     let request = GetStatusRequest {
         user: args.user.as_bytes().to_vec().into(),
