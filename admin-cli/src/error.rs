@@ -345,31 +345,45 @@ impl Error {
     }
 }
 
-/// A short prefix for the status code, then the daemon's message verbatim.
+/// A short prefix for the status code, then the daemon's message. otpd's
+/// messages often begin with the same words ("permission denied: ...",
+/// "internal error: ..."), or name the invalid thing themselves ("invalid
+/// code: ..."): the words are said once.
 fn status_line(status: &tonic::Status) -> String {
-    let prefix = match status.code() {
-        Code::Ok => "unexpected OK status",
-        Code::Cancelled => "cancelled",
-        Code::Unknown => "unknown error",
-        Code::InvalidArgument => "invalid argument",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::NotFound => "not found",
-        Code::AlreadyExists => "already exists",
-        Code::PermissionDenied => "permission denied",
-        Code::ResourceExhausted => "resource exhausted",
-        Code::FailedPrecondition => "failed precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out of range",
-        Code::Unimplemented => "not implemented by this otpd",
-        Code::Internal => "internal error in otpd",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data loss",
-        Code::Unauthenticated => "code rejected",
+    let (prefix, same): (&str, &[&str]) = match status.code() {
+        Code::Ok => ("unexpected OK status", &[]),
+        Code::Cancelled => ("cancelled", &["cancelled"]),
+        Code::Unknown => ("unknown error", &["unknown error"]),
+        Code::InvalidArgument => ("invalid argument", &["invalid argument"]),
+        Code::DeadlineExceeded => ("deadline exceeded", &["deadline exceeded"]),
+        Code::NotFound => ("not found", &["not found"]),
+        Code::AlreadyExists => ("already exists", &["already exists"]),
+        Code::PermissionDenied => ("permission denied", &["permission denied"]),
+        Code::ResourceExhausted => ("resource exhausted", &["resource exhausted"]),
+        Code::FailedPrecondition => ("failed precondition", &["failed precondition"]),
+        Code::Aborted => ("aborted", &["aborted"]),
+        Code::OutOfRange => ("out of range", &["out of range"]),
+        Code::Unimplemented => ("not implemented by this otpd", &["not implemented"]),
+        Code::Internal => ("internal error in otpd", &["internal error"]),
+        Code::Unavailable => ("unavailable", &["unavailable"]),
+        Code::DataLoss => ("data loss", &["data loss"]),
+        Code::Unauthenticated => ("code rejected", &["code rejected"]),
     };
-    if status.message().is_empty() {
-        prefix.to_owned()
-    } else {
-        format!("{prefix}: {}", status.message())
+    let message = status.message();
+    let rest = same.iter().find_map(|words| {
+        let head = message.get(..words.len())?;
+        let rest = message[words.len()..].strip_prefix(':')?;
+        head.eq_ignore_ascii_case(words).then(|| rest.trim_start())
+    });
+    match rest {
+        Some("") => prefix.to_owned(),
+        Some(rest) => format!("{prefix}: {rest}"),
+        // "invalid code: ...", "invalid user name: ...": said already.
+        None if status.code() == Code::InvalidArgument && message.starts_with("invalid ") => {
+            message.to_owned()
+        }
+        None if message.is_empty() => prefix.to_owned(),
+        None => format!("{prefix}: {message}"),
     }
 }
 
@@ -462,6 +476,48 @@ mod tests {
         );
         let e = Error::Status(tonic::Status::not_found(""));
         assert_eq!(e.to_string(), "not found");
+    }
+
+    #[test]
+    fn the_words_of_a_status_are_said_once() {
+        let line = |s: tonic::Status| Error::Status(s).to_string();
+        assert_eq!(
+            line(tonic::Status::permission_denied(
+                "permission denied: listing users is for root and the admin group"
+            )),
+            "permission denied: listing users is for root and the admin group"
+        );
+        assert_eq!(
+            line(tonic::Status::internal(
+                "internal error: store error: disk full"
+            )),
+            "internal error in otpd: store error: disk full"
+        );
+        assert_eq!(
+            line(tonic::Status::invalid_argument(
+                "invalid code: the code must contain digits only"
+            )),
+            "invalid code: the code must contain digits only"
+        );
+        assert_eq!(
+            line(tonic::Status::invalid_argument(
+                "invalid argument: period 7"
+            )),
+            "invalid argument: period 7"
+        );
+        assert_eq!(
+            line(tonic::Status::invalid_argument("bad name")),
+            "invalid argument: bad name"
+        );
+        assert_eq!(
+            line(tonic::Status::permission_denied("Permission denied:")),
+            "permission denied"
+        );
+        // A message that merely starts with the word is kept whole.
+        assert_eq!(
+            line(tonic::Status::not_found("not foundation")),
+            "not found: not foundation"
+        );
     }
 
     #[test]
