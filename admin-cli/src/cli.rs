@@ -91,7 +91,8 @@ pub enum Command {
     /// user, `+must-enroll` when the enforcement policy requires a second
     /// factor they do not have.
     Status {
-        /// The login name; all users when omitted.
+        /// The login name; all users when omitted (your own account when
+        /// you may not list all users).
         user: Option<String>,
         /// List the users the enforcement policy ([enforcement] in
         /// otpd.toml) requires a second factor of who have no active
@@ -191,6 +192,19 @@ pub struct StatusFilters {
     /// backup code left).
     #[arg(long, conflicts_with = "user")]
     pub no_recovery: bool,
+}
+
+impl StatusFilters {
+    /// No filter given.
+    pub fn is_empty(&self) -> bool {
+        let StatusFilters {
+            locked,
+            pending,
+            low_backup_codes,
+            no_recovery,
+        } = self;
+        !locked && !pending && low_backup_codes.is_none() && !no_recovery
+    }
 }
 
 #[derive(Debug, Args)]

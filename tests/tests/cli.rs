@@ -248,7 +248,7 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
         .success();
 
     for args in [
-        &["status"][..],
+        &["status", "--locked"][..],
         &["status", "alice"],
         &["verify", "alice", "123456"],
         &["unlock", "alice"],
@@ -274,7 +274,8 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
         "otpctl: error: permission denied: unlocking users is for root and the admin group; \
          uid 65534 may only verify codes for and read the status of its own account\n",
     );
-    // Its own account: status readable; a verify for an unenrolled account
+    // Its own account: status readable, also without a name (it may not
+    // list everyone); a verify for an unenrolled account
     // looks exactly like a wrong code.
     as_nobody(s, &["--json", "status", "nobody"])
         .success()
@@ -282,6 +283,15 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
             r#"[{"user":"nobody","state":"not_enrolled",[..]}]
 "#,
         );
+    as_nobody(s, &["--json", "status"]).success().stdout_eq(
+        r#"[{"user":"nobody","state":"not_enrolled",[..]}]
+"#,
+    );
+    as_nobody(s, &["status"]).success().stdout_eq(
+        "USER    STATE  [..]
+nobody  not[..]enrolled  -     0       0      -             -             -         0
+",
+    );
     let unknown = as_nobody(s, &["--json", "verify", "nobody", "123456"]).code(1);
     let unknown = String::from_utf8_lossy(&unknown.get_output().stdout).into_owned();
     assert!(

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use otpd_proto::v1::{GetStatusRequest, ListMustEnrollRequest, ListUsersRequest};
 
+use tonic::Code;
+
 use crate::cli::StatusFilters;
 use crate::client::Client;
 use crate::error::Error;
@@ -31,35 +33,51 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     match user {
-        Some(user) => {
-            let request = GetStatusRequest {
-                user: user.into_bytes().into(),
-            };
-            let status = client.get_status(request).await?.into_inner();
-            let mut listing = p.status_listing()?;
-            listing.page(&[status], &[])?;
-            listing.finish()?;
-        }
+        Some(user) => one(client, p, user).await?,
         None => {
             // Page by page, printing as it goes: memory stays bounded by
             // one page however many users there are. A filtered page may
             // be empty while more follow (otpd reads a bounded number of
             // records per call).
-            let mut listing = p.status_listing()?;
             let mut after = String::new();
+            let mut page = match client
+                .list_users(list_request(after.clone(), filters))
+                .await
+            {
+                Ok(page) => page.into_inner(),
+                // A plain user may not list everyone: their own account.
+                Err(s) if s.code() == Code::PermissionDenied && filters.is_empty() => {
+                    one(client, p, crate::proof::own_name()).await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(s) => return Err(s.into()),
+            };
+            let mut listing = p.status_listing()?;
             loop {
-                let request = list_request(after.clone(), filters);
-                let page = client.list_users(request).await?.into_inner();
                 listing.page(&page.users, &page.unreadable)?;
                 match next_page(&after, page.next_after)? {
                     Some(next) => after = next,
                     None => break,
                 }
+                let request = list_request(after.clone(), filters);
+                page = client.list_users(request).await?.into_inner();
             }
             listing.finish()?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The status of one user.
+async fn one(client: &mut Client, p: &mut Printer<'_>, user: String) -> Result<(), Error> {
+    let request = GetStatusRequest {
+        user: user.into_bytes().into(),
+    };
+    let status = client.get_status(request).await?.into_inner();
+    let mut listing = p.status_listing()?;
+    listing.page(&[status], &[])?;
+    listing.finish()?;
+    Ok(())
 }
 
 /// The ListUsers call for the page after `after`, with the filters.
