@@ -35,7 +35,11 @@ pub struct Cli {
     )]
     pub socket: PathBuf,
 
-    /// Print machine-readable JSON instead of text (never prompts).
+    /// Print machine-readable JSON instead of text (never prompts). The
+    /// result goes to stdout; an error goes to stderr as one line
+    /// {"error":{"code","message","exit_code"}} (code: e.g. "not_found",
+    /// "permission_denied", "unreachable"), a warning as
+    /// {"warning":{"message"}}.
     #[arg(long, global = true)]
     pub json: bool,
 

@@ -310,6 +310,62 @@ impl Error {
         }
     }
 
+    /// A stable name for what went wrong, for `--json` (`"error":
+    /// {"code"}`): the gRPC status in snake case for the daemon's errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unreachable { .. } | Error::Transport { .. } => "unreachable",
+            Error::SocketPermission { .. } => "permission_denied",
+            Error::Status(status) => match status.code() {
+                Code::Ok => "ok",
+                Code::Cancelled => "cancelled",
+                Code::Unknown => "unknown",
+                Code::InvalidArgument => "invalid_argument",
+                Code::DeadlineExceeded => "deadline_exceeded",
+                Code::NotFound => "not_found",
+                Code::AlreadyExists => "already_exists",
+                Code::PermissionDenied => "permission_denied",
+                Code::ResourceExhausted => "resource_exhausted",
+                Code::FailedPrecondition => "failed_precondition",
+                Code::Aborted => "aborted",
+                Code::OutOfRange => "out_of_range",
+                Code::Unimplemented => "unimplemented",
+                Code::Internal => "internal",
+                Code::Unavailable => "unavailable",
+                Code::DataLoss => "data_loss",
+                Code::Unauthenticated => "unauthenticated",
+            },
+            Error::NoSuchDevice { .. } => "no_such_device",
+            Error::NoSuchAppPassword { .. } => "no_such_app_password",
+            Error::DeviceNameInUse { .. } => "device_name_in_use",
+            Error::LastDevice { .. } => "last_device",
+            Error::ListingStuck { .. } => "listing_stuck",
+            Error::PngExists { .. } | Error::OutputExists { .. } => "file_exists",
+            Error::PngCreate { .. } | Error::OutputCreate { .. } => "file_create",
+            Error::PngWrite { .. } | Error::OutputWrite { .. } => "file_write",
+            Error::Qr(_) => "qr_code",
+            Error::NotConfirmed { .. } => "not_confirmed",
+            Error::ImpossibleUser { .. } => "impossible_user_name",
+            Error::UnknownAccount { .. } => "unknown_account",
+            Error::AccountLookup { .. } => "account_lookup",
+            Error::Prompt(_) => "prompt",
+            Error::Output(_) => "output",
+            Error::ImportRead { .. } | Error::DoctorRead { .. } => "file_read",
+            Error::ImportIncomplete { .. } => "import_incomplete",
+            Error::ImportUsage(_) => "usage",
+            Error::PlaintextRefused { .. } => "plaintext_refused",
+            Error::InvalidInput(_) => "invalid_argument",
+            Error::Passphrase(_) | Error::BackupPassphrase(_) => "passphrase",
+            Error::WrongPassphrase { .. } | Error::BackupWrongPassphrase { .. } => {
+                "wrong_passphrase"
+            }
+            Error::BackupKeyMismatch => "backup_key_mismatch",
+            Error::BackupFile { .. } => "backup_file",
+            Error::Backup(_) => "backup",
+            Error::Runtime(_) => "runtime",
+        }
+    }
+
     /// `status` as the error of a call about one of `user`'s devices:
     /// NOT_FOUND becomes [`Error::NoSuchDevice`] for `missing`, and
     /// ALREADY_EXISTS [`Error::DeviceNameInUse`] for `taken` (the contract

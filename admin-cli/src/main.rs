@@ -22,18 +22,19 @@ use crate::error::Error;
 use crate::output::Printer;
 
 fn main() -> ExitCode {
-    match run() {
+    // Exits 2 itself on a usage error (0 for --help and --version).
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            output::error(&mut io::stderr().lock(), &e);
+            output::error(&mut io::stderr().lock(), &e, json);
             ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn run() -> Result<ExitCode, Error> {
-    // Exits 2 itself on a usage error (0 for --help and --version).
-    let cli = Cli::parse();
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -22,9 +22,34 @@ use crate::error::Error;
 /// The prompt of an interactive `otpctl enroll`.
 pub const CONFIRM_PROMPT: &str = "Enter the code shown in the app to confirm: ";
 
-/// Prints the one error line of a failed run.
-pub fn error(err: &mut dyn Write, e: &Error) {
+/// Prints the one error line of a failed run: with `--json` one JSON
+/// object, `{"error":{"code","message","exit_code"}}`.
+pub fn error(err: &mut dyn Write, e: &Error, json: bool) {
     // If stderr itself is gone there is no one left to tell.
+    if json {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'static str,
+            message: &'a str,
+            exit_code: u8,
+        }
+        let message = e.to_string();
+        let value = Json {
+            error: Inner {
+                code: e.code(),
+                message: &message,
+                exit_code: e.exit_code(),
+            },
+        };
+        if serde_json::to_writer(&mut *err, &value).is_ok() {
+            let _ = writeln!(err);
+        }
+        return;
+    }
     let _ = writeln!(err, "otpctl: error: {e}");
 }
 
@@ -49,7 +74,24 @@ impl<'a> Printer<'a> {
         writeln!(self.out)
     }
 
+    /// A warning on stderr; with `--json` one JSON object,
+    /// `{"warning":{"message"}}`.
     fn warning(&mut self, message: &str) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                warning: Inner<'a>,
+            }
+            #[derive(Serialize)]
+            struct Inner<'a> {
+                message: &'a str,
+            }
+            let value = Json {
+                warning: Inner { message },
+            };
+            serde_json::to_writer(&mut *self.err, &value)?;
+            return writeln!(self.err);
+        }
         writeln!(self.err, "otpctl: warning: {message}")
     }
 
@@ -1834,8 +1876,8 @@ dave   unreadable      -             -       -      -                     -     
         );
         assert_eq!(
             err,
-            "otpctl: warning: only 1 backup code left for alice; issue new ones with \
-             'otpctl backup-codes alice'\n"
+            "{\"warning\":{\"message\":\"only 1 backup code left for alice; issue new ones \
+             with 'otpctl backup-codes alice'\"}}\n"
         );
 
         let mut r = verify(Decision::Throttled, Reason::Throttled);
@@ -2210,7 +2252,10 @@ erin  not-enrolled  -     0       0      -             -             -         0
         assert_eq!(err, warning);
         let (out, err) = render(true, |p| p.device_removed("alice", "phone", 0));
         assert_eq!(json_of(&out)["devices_left"], 0);
-        assert_eq!(err, warning);
+        let message = warning
+            .strip_prefix("otpctl: warning: ")
+            .and_then(|w| w.strip_suffix('\n'));
+        assert_eq!(json_of(&err)["warning"]["message"].as_str(), message);
     }
 
     const PASSWORD: &str = "k3x9-m2pq-7tvw-a8bc-d4ef-9ghj";
@@ -2344,13 +2389,25 @@ zz01  su       -                   2023-11-14T22:14:20Z  2023-11-14T22:15:20Z  n
     #[test]
     fn error_line() {
         let mut err = Vec::new();
-        error(
-            &mut err,
-            &Error::Status(tonic::Status::not_found("alice is not enrolled")),
-        );
+        let e = Error::Status(tonic::Status::not_found("alice is not enrolled"));
+        error(&mut err, &e, false);
         assert_eq!(
             String::from_utf8(err).unwrap(),
             "otpctl: error: not found: alice is not enrolled\n"
         );
+        let mut err = Vec::new();
+        error(&mut err, &e, true);
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "{\"error\":{\"code\":\"not_found\",\"message\":\"not found: alice is not enrolled\",\"exit_code\":5}}\n"
+        );
+    }
+
+    #[test]
+    fn warnings_are_json_with_json() {
+        let (_, err) = render(true, |p| p.warn("careful \"now\""));
+        assert_eq!(err, "{\"warning\":{\"message\":\"careful \\\"now\\\"\"}}\n");
+        let (_, err) = render(false, |p| p.warn("careful"));
+        assert_eq!(err, "otpctl: warning: careful\n");
     }
 }

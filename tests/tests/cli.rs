@@ -202,6 +202,15 @@ fn unreachable_daemon_and_usage_errors() {
             "otpctl: error: cannot reach otpd at {0}: No such file or directory (os error 2); is the daemon running? Start it with 'systemctl start otpd' or 'otpd --socket {0}'\n",
             missing.display()
         ));
+    otpctl(&missing)
+        .args(["--json", "status"])
+        .assert()
+        .code(3)
+        .stdout_eq("")
+        .stderr_eq(format!(
+            "{{\"error\":{{\"code\":\"unreachable\",\"message\":\"cannot reach otpd at {0}: No such file or directory (os error 2); is the daemon running? Start it with 'systemctl start otpd' or 'otpd --socket {0}'\",\"exit_code\":3}}}}\n",
+            missing.display()
+        ));
     // The socket also comes from OTPD_SOCKET.
     snapbox::cmd::Command::new(built("otpctl"))
         .env("OTPD_SOCKET", &missing)

@@ -199,7 +199,8 @@ fn an_unknown_account_is_refused_unless_forced_and_an_impossible_name_always() {
         .success()
         .stdout_eq("[]\n");
     otpctl(d.socket())
-        .args(["--json", "enroll", "ghostuser-typo", "--force"])
+        .args(["enroll", "ghostuser-typo", "--force"])
+        .stdin("")
         .assert()
         .success()
         .stderr_eq(
@@ -226,4 +227,47 @@ fn an_unknown_account_is_refused_unless_forced_and_an_impossible_name_always() {
         .assert()
         .success()
         .stdout_eq("[{\"user\":\"ghostuser-typo\",\"state\":\"pending\",[..]}]\n");
+}
+
+/// Compares stderr byte for byte (snapbox's own comparison turns `\` into `/`).
+trait StderrRaw {
+    fn stderr_eq_raw(self, expected: &str) -> Self;
+}
+
+impl StderrRaw for snapbox::cmd::OutputAssert {
+    fn stderr_eq_raw(self, expected: &str) -> Self {
+        assert_eq!(String::from_utf8_lossy(&self.get_output().stderr), expected);
+        self
+    }
+}
+
+#[test]
+fn with_json_errors_and_warnings_are_json_objects_on_stderr() {
+    let d = InProcess::start();
+    otpctl(d.socket())
+        .args(["--json", "confirm", USER, "123456"])
+        .assert()
+        .code(5)
+        .stdout_eq("")
+        .stderr_eq_raw(
+            r#"{"error":{"code":"failed_precondition","message":"failed precondition: user \"root\" has no pending enrollment; start one with `otpctl enroll`","exit_code":5}}
+"#,
+        );
+    otpctl(d.socket())
+        .args(["--json", "enroll", "ghostuser-typo"])
+        .assert()
+        .code(2)
+        .stdout_eq("")
+        .stderr_eq_raw(
+            r#"{"error":{"code":"unknown_account","message":"no account named \"ghostuser-typo\" on this machine (the name service does not know it: a typo?); nothing was enrolled. To enroll an account that does not exist yet, add --force","exit_code":2}}
+"#,
+        );
+    otpctl(d.socket())
+        .args(["--json", "enroll", "ghostuser-typo", "--force"])
+        .assert()
+        .success()
+        .stderr_eq_raw(
+            r#"{"warning":{"message":"the name service does not know \"ghostuser-typo\"; enrolling it anyway (--force)"}}
+"#,
+        );
 }
