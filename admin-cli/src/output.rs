@@ -625,7 +625,10 @@ impl<'a> Printer<'a> {
                 decision: &'static str,
                 reason: &'static str,
                 method: Option<&'static str>,
-                backup_codes_left: u32,
+                /// Known only when accepted (otpd sends it then): left
+                /// out otherwise, never a 0 that is not the count.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                backup_codes_left: Option<u32>,
                 retry_after_seconds: u64,
                 clock_skew_seconds: i64,
                 backup_codes_low: bool,
@@ -636,7 +639,8 @@ impl<'a> Printer<'a> {
                 decision: decision_name(r.decision()),
                 reason: reason_name(r.reason()),
                 method: method_name(r.method()),
-                backup_codes_left: r.backup_codes_left,
+                backup_codes_left: (r.decision() == Decision::Accepted)
+                    .then_some(r.backup_codes_left),
                 retry_after_seconds: r.retry_after_seconds,
                 clock_skew_seconds: r.clock_skew_seconds,
                 backup_codes_low: r.backup_codes_low,
@@ -1887,7 +1891,7 @@ dave   unreadable      -             -       -      -                     -     
             json_of(&out),
             json!({
                 "user": "bob", "accepted": false, "decision": "throttled", "reason": "throttled",
-                "method": null, "backup_codes_left": 0, "retry_after_seconds": 40,
+                "method": null, "retry_after_seconds": 40,
                 "clock_skew_seconds": 0, "backup_codes_low": false
             })
         );

@@ -271,3 +271,24 @@ fn with_json_errors_and_warnings_are_json_objects_on_stderr() {
 "#,
         );
 }
+
+#[test]
+fn a_rejected_verify_does_not_claim_zero_backup_codes() {
+    let d = InProcess::start();
+    let app = enrolled(&d, &[]);
+    // Root has 10 backup codes; otpd tells the count only with an accepted
+    // code, so a rejected one leaves it out rather than saying 0.
+    let out = otpctl(d.socket())
+        .args(["--json", "verify", USER, &app.wrong_code_at(T0)])
+        .assert()
+        .code(1);
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json["decision"], "rejected", "{json}");
+    assert!(json.get("backup_codes_left").is_none(), "{json}");
+    let out = otpctl(d.socket())
+        .args(["--json", "verify", USER, &app.code_at(T0 + 30)])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json["backup_codes_left"], 10, "{json}");
+}
