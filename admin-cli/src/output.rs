@@ -905,7 +905,7 @@ impl Row<'_> {
                 return cells;
             }
         };
-        let mut state = state_label(s.state()).to_owned();
+        let mut state = state_name(s.state()).to_owned();
         if s.pending && matches!(s.state(), State::Active | State::Locked) {
             state.push_str("+pending");
         }
@@ -1115,7 +1115,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
         match row {
             Row::Status(s) => StatusJson {
                 user: &s.user,
-                state: state_json(s.state()),
+                state: state_name(s.state()),
                 pending: s.pending,
                 algorithm: algorithm_name(s.algorithm()),
                 digits: s.digits,
@@ -1438,17 +1438,9 @@ fn method_name(m: Method) -> Option<&'static str> {
     }
 }
 
-fn state_label(s: State) -> &'static str {
-    match s {
-        State::NotEnrolled => "not-enrolled",
-        State::Pending => "pending",
-        State::Active => "active",
-        State::Locked => "locked",
-        State::Unspecified => "unknown",
-    }
-}
-
-fn state_json(s: State) -> &'static str {
+/// A user's state, the same word in the text and the JSON (scripts read
+/// the JSON's, so the text took those).
+fn state_name(s: State) -> &'static str {
     match s {
         State::NotEnrolled => "not_enrolled",
         State::Pending => "pending",
@@ -1699,7 +1691,7 @@ mod tests {
 USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED              DEVICES
 alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z  2 (+tablet pending)
 bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z  1
-carol  not-enrolled    -             0       0      -                     -                                         -                     0
+carol  not_enrolled    -             0       0      -                     -                                         -                     0
 dave   unreadable      -             -       -      -                     -                                         -                     -
 ";
         assert_eq!(out, expected);
@@ -2158,9 +2150,9 @@ tablet  pending  -             -                     -                     -
 USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED              DEVICES
 alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z  2 (+tablet pending)
 bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z  1
-carol  not-enrolled  -     0       0      -             -             -         0
+carol  not_enrolled  -     0       0      -             -             -         0
 dave   unreadable    -     -       -      -             -             -         -
-erin  not-enrolled  -     0       0      -             -             -         0
+erin  not_enrolled  -     0       0      -             -             -         0
 "
         );
         assert!(err.contains("the record of dave cannot be opened"), "{err}");

@@ -298,7 +298,7 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
     );
     as_nobody(s, &["status"]).success().stdout_eq(
         "USER    STATE  [..]
-nobody  not[..]enrolled  -     0       0      -             -             -         0
+nobody  not_enrolled  -     0       0      -             -             -         0
 ",
     );
     let unknown = as_nobody(s, &["--json", "verify", "nobody", "123456"]).code(1);
