@@ -2,7 +2,11 @@
 //! `otpctl enroll`: a typo must not leave a record (and a pending secret)
 //! for a user who does not exist.
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
 use nix::unistd::User;
+use otpd_core::enforcement;
 
 use crate::error::Error;
 
@@ -29,6 +33,69 @@ pub fn impossible(name: &str) -> Option<String> {
     }
     None
 }
+
+/// The login accounts of a passwd file (see
+/// [`otpd_core::enforcement::is_login_account`]), by name.
+pub fn login_accounts(passwd: &Path, min_uid: u32) -> Result<BTreeSet<String>, Error> {
+    let text = std::fs::read_to_string(passwd).map_err(|source| Error::Read {
+        path: passwd.to_path_buf(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let [name, _, uid, _, _, _, shell] = fields[..] else {
+                return None;
+            };
+            let uid = uid.parse::<u32>().ok()?;
+            enforcement::is_login_account(uid, shell, min_uid).then(|| name.to_owned())
+        })
+        .collect())
+}
+
+/// otpd's `[enforcement] min_uid` from its config file: `config`, else
+/// [`DEFAULT_CONFIG`] when it exists; the default when neither says.
+pub fn min_uid(config: Option<&Path>) -> Result<u32, Error> {
+    let (path, explicit) = match config {
+        Some(path) => (path, true),
+        None => (Path::new(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(enforcement::DEFAULT_MIN_UID);
+        }
+        Err(source) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let table = text.parse::<toml::Table>().map_err(|e| {
+        Error::InvalidInput(format!(
+            "{}: not valid TOML: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    match table.get("enforcement").and_then(|e| e.get("min_uid")) {
+        None => Ok(enforcement::DEFAULT_MIN_UID),
+        Some(value) => value
+            .as_integer()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{}: [enforcement] min_uid is not a uid",
+                    path.display()
+                ))
+            }),
+    }
+}
+
+/// otpd's config file unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/otpd/otpd.toml";
 
 /// What the name service says about an account name.
 #[derive(Debug, PartialEq, Eq)]
@@ -103,6 +170,38 @@ mod tests {
         ] {
             assert_eq!(impossible(name), None, "{name:?}");
         }
+    }
+
+    #[test]
+    fn login_accounts_of_a_passwd_file_and_min_uid_of_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0:root:/root:/bin/bash\n\
+             alice:x:1001:1001::/home/alice:/bin/bash\n\
+             svc:x:1002:1002::/srv:/usr/sbin/nologin\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n\
+             broken line\n\
+             sys:x:900:900::/:/bin/sh\n",
+        )
+        .unwrap();
+        let names = |min| {
+            login_accounts(&passwd, min)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(1000), ["alice"]);
+        assert_eq!(names(0), ["alice", "root", "sys"]);
+        let config = dir.path().join("otpd.toml");
+        std::fs::write(&config, "[enforcement]\nmin_uid = 900\n").unwrap();
+        assert_eq!(min_uid(Some(&config)).unwrap(), 900);
+        std::fs::write(&config, "issuer = \"x\"\n").unwrap();
+        assert_eq!(min_uid(Some(&config)).unwrap(), 1000);
+        std::fs::write(&config, "[enforcement]\nmin_uid = -1\n").unwrap();
+        assert!(min_uid(Some(&config)).is_err());
+        assert!(min_uid(Some(&dir.path().join("missing"))).is_err());
     }
 
     #[test]

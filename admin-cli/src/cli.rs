@@ -105,6 +105,8 @@ pub enum Command {
         must_enroll: bool,
         #[command(flatten)]
         filters: StatusFilters,
+        #[command(flatten)]
+        all: AllAccounts,
     },
     /// Issue a new set of backup codes; every earlier code stops working.
     BackupCodes(OwnUserArgs),
@@ -196,6 +198,27 @@ pub struct StatusFilters {
     /// backup code left).
     #[arg(long, conflicts_with = "user")]
     pub no_recovery: bool,
+}
+
+/// `otpctl status --all`: every login account, enrolled or not.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AllAccounts {
+    /// Every login account of the passwd file (a uid from otpd's
+    /// [enforcement] min_uid, not nobody, a login shell) with its state,
+    /// never-enrolled ones included, and every user otpd knows (directory
+    /// users appear once otpd knows them).
+    #[arg(
+        long,
+        conflicts_with_all = ["user", "must_enroll", "locked", "pending", "low_backup_codes", "no_recovery"]
+    )]
+    pub all: bool,
+    /// The passwd file of --all [default: /etc/passwd].
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub passwd: Option<PathBuf>,
+    /// otpd's config file, for --all's min_uid [default:
+    /// /etc/otpd/otpd.toml when it exists, else min_uid 1000].
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub config: Option<PathBuf>,
 }
 
 impl StatusFilters {

@@ -150,6 +150,11 @@ pub enum Error {
     )]
     AccountLookup { user: String, reason: String },
 
+    /// A file otpctl needs cannot be read (status --all: the passwd file,
+    /// otpd's config).
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+
     /// Reading the code typed at the prompt failed.
     #[error("cannot read the code from the terminal: {0}")]
     Prompt(io::Error),
@@ -270,7 +275,7 @@ impl Error {
             Error::SocketPermission { .. } => exit::PERMISSION,
             Error::NotConfirmed { .. } => exit::REJECTED,
             Error::ImpossibleUser { .. } | Error::UnknownAccount { .. } => exit::USAGE,
-            Error::AccountLookup { .. } => exit::OTHER,
+            Error::AccountLookup { .. } | Error::Read { .. } => exit::OTHER,
             Error::Status(status) => match status.code() {
                 Code::Unauthenticated => exit::REJECTED,
                 Code::InvalidArgument => exit::USAGE,
@@ -350,7 +355,7 @@ impl Error {
             Error::AccountLookup { .. } => "account_lookup",
             Error::Prompt(_) => "prompt",
             Error::Output(_) => "output",
-            Error::ImportRead { .. } | Error::DoctorRead { .. } => "file_read",
+            Error::ImportRead { .. } | Error::DoctorRead { .. } | Error::Read { .. } => "file_read",
             Error::ImportIncomplete { .. } => "import_incomplete",
             Error::ImportUsage(_) => "usage",
             Error::PlaintextRefused { .. } => "plaintext_refused",
