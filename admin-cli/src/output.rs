@@ -55,14 +55,66 @@ pub fn error(err: &mut dyn Write, e: &Error, json: bool) {
 
 /// Where and how a command prints.
 pub struct Printer<'a> {
-    out: &'a mut dyn Write,
+    out: Out<'a>,
     err: &'a mut dyn Write,
     json: bool,
 }
 
+/// stdout, which the reader may close (`otpctl status | head`): once a
+/// write finds it closed, the rest of the output is dropped quietly and
+/// the command goes on to the end of its work (or stops early where there
+/// is nothing left to do but print: see [`Printer::stdout_closed`]).
+struct Out<'a> {
+    inner: &'a mut dyn Write,
+    closed: bool,
+}
+
+impl Out<'_> {
+    fn quiet<T>(&mut self, done: T, r: io::Result<T>) -> io::Result<T> {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(done)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for Out<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let r = self.inner.write(buf);
+        self.quiet(buf.len(), r)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.quiet((), r)
+    }
+}
+
 impl<'a> Printer<'a> {
     pub fn new(out: &'a mut dyn Write, err: &'a mut dyn Write, json: bool) -> Self {
-        Printer { out, err, json }
+        Printer {
+            out: Out {
+                inner: out,
+                closed: false,
+            },
+            err,
+            json,
+        }
+    }
+
+    /// Whether the reader closed stdout: nobody sees what is printed now,
+    /// so asking (a prompt) or fetching more only to print it is pointless.
+    pub fn stdout_closed(&self) -> bool {
+        self.out.closed
     }
 
     pub fn is_json(&self) -> bool {
@@ -70,7 +122,7 @@ impl<'a> Printer<'a> {
     }
 
     fn json_line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut *self.out, value)?;
+        serde_json::to_writer(&mut self.out, value)?;
         writeln!(self.out)
     }
 
@@ -742,7 +794,7 @@ impl StatusListing<'_, '_> {
                 if !std::mem::replace(&mut self.first_row, false) {
                     write!(self.p.out, ",")?;
                 }
-                serde_json::to_writer(&mut *self.p.out, &StatusJson::from(row))?;
+                serde_json::to_writer(&mut self.p.out, &StatusJson::from(row))?;
             }
             // The array streams: each page goes out as it arrives.
             return self.p.out.flush();
@@ -759,6 +811,11 @@ impl StatusListing<'_, '_> {
         };
         write!(self.p.out, "{text}")?;
         self.p.out.flush()
+    }
+
+    /// Whether the reader closed stdout (no page needs fetching any more).
+    pub fn stdout_closed(&self) -> bool {
+        self.p.stdout_closed()
     }
 
     /// Ends the listing (the JSON array).
@@ -2380,6 +2437,44 @@ zz01  su       -                   2023-11-14T22:14:20Z  2023-11-14T22:15:20Z  n
             render(true, |p| p.rekeyed(12)).0,
             "{\"ok\":true,\"records\":12}\n"
         );
+    }
+
+    /// A pipe whose reader is gone.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn a_closed_stdout_is_dropped_quietly_and_noticed() {
+        let (mut out, mut err) = (ClosedPipe, Vec::new());
+        let mut p = Printer::new(&mut out, &mut err, false);
+        assert!(!p.stdout_closed());
+        p.backup_codes("alice", &codes()).unwrap();
+        assert!(p.stdout_closed());
+        p.unlocked("alice").unwrap();
+        let mut listing = p.status_listing().unwrap();
+        listing.page(&[alice()], &[]).unwrap();
+        assert!(listing.stdout_closed());
+        listing.finish().unwrap();
+        // Warnings still go to stderr.
+        p.warn("careful").unwrap();
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "otpctl: warning: careful\n"
+        );
+        // Other write errors are errors.
+        let mut full = std::io::Cursor::new([0u8; 4]);
+        let mut err = Vec::new();
+        let mut p = Printer::new(&mut full, &mut err, false);
+        assert!(p.unlocked("alice").is_err());
+        assert!(!p.stdout_closed());
     }
 
     #[test]

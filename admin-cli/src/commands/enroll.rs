@@ -202,7 +202,9 @@ pub async fn enroll(
     )?;
     drop(terminal);
 
-    if p.is_json() || !io::stdin().is_terminal() {
+    // A closed stdout (`| head`) would hide the prompt: the enrollment is
+    // started, confirm it with `otpctl confirm`.
+    if p.is_json() || !io::stdin().is_terminal() || p.stdout_closed() {
         p.confirm_hint(user, false)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -77,6 +77,10 @@ pub async fn run(
                     next.as_deref(),
                 ));
                 listing.page(&users, &page.unreadable)?;
+                if listing.stdout_closed() {
+                    // `| head` has what it wanted.
+                    break;
+                }
                 match next {
                     Some(next) => after = next,
                     None => break,
