@@ -979,6 +979,11 @@ impl Row<'_> {
             // One device, no backup code: losing it locks the user out.
             state.push_str("+no-recovery");
         }
+        if re_enroll_suggested(s) {
+            // Logged in with a backup code since the last enrollment:
+            // the device is likely lost.
+            state.push_str("+re-enroll");
+        }
         let enrolled = matches!(s.state(), State::Active | State::Locked);
         if let Some(e) = s
             .enforcement
@@ -1008,6 +1013,25 @@ impl Row<'_> {
             devices_text(s),
         ]
     }
+}
+
+/// Whether the user's last login used a backup code, after their newest
+/// device was enrolled: the device is likely lost, and the user should
+/// enroll a new one (`otpctl enroll`). A later login with a device's code,
+/// or a new device, ends it.
+fn re_enroll_suggested(s: &UserStatus) -> bool {
+    let Some(last) = &s.last_success else {
+        return false;
+    };
+    let newest = s
+        .devices
+        .iter()
+        .map(|d| d.enrolled_at)
+        .max()
+        .unwrap_or(s.enrolled_at);
+    matches!(s.state(), State::Active | State::Locked)
+        && last.method() == Method::BackupCode
+        && last.time >= newest
 }
 
 /// The DEVICES cell: how many are active, and the pending one:
@@ -1096,6 +1120,10 @@ struct StatusJson<'a> {
     /// backup code left: losing the device locks them out.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     no_recovery_path: bool,
+    /// Present (true) only when the last login used a backup code since
+    /// the newest device was enrolled: the user should enroll a new one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    re_enroll_suggested: bool,
     /// What the enforcement policy says about the user (one user's
     /// status, when a policy covers anyone).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1200,6 +1228,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                         locked_until: rfc3339(s.strangers_locked_until),
                     }),
                 no_recovery_path: s.no_recovery_path,
+                re_enroll_suggested: re_enroll_suggested(s),
                 enforcement: s.enforcement.as_ref().map(|e| EnforcementJson {
                     must_enroll: e.must_enroll,
                     deadline: non_empty(&e.deadline_date),
@@ -1227,6 +1256,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 rolled_back_at: None,
                 strangers: None,
                 no_recovery_path: false,
+                re_enroll_suggested: false,
                 enforcement: None,
             },
         }
@@ -2475,6 +2505,46 @@ zz01  su       -                   2023-11-14T22:14:20Z  2023-11-14T22:15:20Z  n
         let mut p = Printer::new(&mut full, &mut err, false);
         assert!(p.unlocked("alice").is_err());
         assert!(!p.stdout_closed());
+    }
+
+    #[test]
+    fn a_login_with_a_backup_code_suggests_re_enrolling() {
+        let mut s = alice();
+        s.pending = false;
+        s.pending_device.clear();
+        s.devices = vec![phone()];
+        let backup = |time| LastSuccess {
+            time,
+            service: "sshd".into(),
+            remote_host: String::new(),
+            method: Method::BackupCode.into(),
+            device: String::new(),
+        };
+        s.last_success = Some(backup(T0 + 60));
+        let (out, _) = render(false, |p| p.status(&[s.clone()], &[]));
+        assert!(out.contains("alice  active+re-enroll  "), "{out}");
+        let (out, _) = render(true, |p| p.status(&[s.clone()], &[]));
+        assert_eq!(json_of(&out)[0]["re_enroll_suggested"], true);
+        // A device enrolled after that login: no longer.
+        let mut newer = phone();
+        newer.enrolled_at = T0 + 120;
+        s.devices.push(newer);
+        let (out, _) = render(true, |p| p.status(&[s.clone()], &[]));
+        assert_eq!(json_of(&out)[0].get("re_enroll_suggested"), None);
+        // A login with a device's code: no longer either.
+        s.devices.pop();
+        s.last_success = Some(LastSuccess {
+            method: Method::Totp.into(),
+            ..backup(T0 + 60)
+        });
+        let (out, _) = render(false, |p| p.status(&[s.clone()], &[]));
+        assert!(out.contains("alice  active  "), "{out}");
+        // Not enrolled (reset since): nothing to re-enroll.
+        s.last_success = Some(backup(T0 + 60));
+        s.state = State::NotEnrolled.into();
+        s.devices.clear();
+        let (out, _) = render(false, |p| p.status(&[s], &[]));
+        assert!(!out.contains("re-enroll"), "{out}");
     }
 
     #[test]

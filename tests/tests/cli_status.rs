@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use otpd::clock::Clock;
 use otpd_tests::*;
 
 #[test]
@@ -90,4 +91,65 @@ zed    pending  sha1/6/30s  0       0      -             -             -        
         .args(["status", "alice", "--all"])
         .assert()
         .code(2);
+}
+
+/// Starts an enrollment of `user` and confirms it at the clock's time;
+/// returns the app and the backup codes.
+fn enroll_confirm(d: &InProcess, user: &str) -> (App, Vec<String>) {
+    let out = otpctl(d.socket())
+        .args(["--json", "enroll", user])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let app = App::from_uri(json["otpauth_uri"].as_str().unwrap());
+    let now = d.clock.now();
+    let out = otpctl(d.socket())
+        .args(["--json", "confirm", user, &app.code_at(now)])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let codes = json["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    (app, codes)
+}
+
+#[test]
+fn status_says_to_re_enroll_after_a_login_with_a_backup_code() {
+    let d = InProcess::start();
+    let (_, codes) = enroll_confirm(&d, "root");
+    d.clock.advance(60);
+    otpctl(d.socket())
+        .args(["verify", "root", &codes[0]])
+        .assert()
+        .success()
+        .stdout_eq("accepted (backup code, 9 left)\n");
+    otpctl(d.socket())
+        .args(["status", "root"])
+        .assert()
+        .success()
+        .stdout_eq(
+            "USER  STATE             TOTP        BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS  [..]
+root  active+re-enroll  sha1/6/30s  9       0      -             [..]
+",
+        );
+    let out = otpctl(d.socket())
+        .args(["--json", "status"])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json[0]["re_enroll_suggested"], true, "{json}");
+    // A new device: done.
+    d.clock.advance(60);
+    enroll_confirm(&d, "root");
+    let out = otpctl(d.socket())
+        .args(["--json", "status", "root"])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json[0]["state"], "active", "{json}");
+    assert_eq!(json[0].get("re_enroll_suggested"), None, "{json}");
 }
