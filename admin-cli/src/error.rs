@@ -117,11 +117,12 @@ pub enum Error {
     #[error("cannot make a QR code of the otpauth URI: {0}")]
     Qr(qrcode::types::QrError),
 
-    /// The interactive enroll got a wrong code at every try; the
-    /// enrollment stays pending.
+    /// The interactive enroll (or device add) got a wrong code at every
+    /// try; the enrollment stays pending. `again`: the command that starts
+    /// it over.
     #[error(
         "code rejected {tries} times: {reason}. The enrollment of {user} stays pending{}: \
-         confirm it with 'otpctl confirm {user} CODE', or start again with 'otpctl enroll {user}'",
+         confirm it with 'otpctl confirm {user} CODE', or start again with '{again}'",
         match .expires_at { Some(t) => format!(" until {t}"), None => String::new() }
     )]
     NotConfirmed {
@@ -129,6 +130,7 @@ pub enum Error {
         tries: u32,
         reason: String,
         expires_at: Option<String>,
+        again: String,
     },
 
     /// `enroll`: no account can have this name.

@@ -292,3 +292,24 @@ fn a_rejected_verify_does_not_claim_zero_backup_codes() {
     let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(json["backup_codes_left"], 10, "{json}");
 }
+
+#[test]
+fn a_device_add_given_up_at_the_prompt_is_started_over_with_device_add() {
+    let d = InProcess::start();
+    enrolled(&d, &[]);
+    let mut add = Interactive::start(d.socket(), &["device", "add", USER, "tablet"]);
+    let shown = add.read_until("Enter the code shown in the app to confirm: ");
+    let app = App::from_uri(uri_of(&shown));
+    for _ in 0..3 {
+        add.type_line(&app.wrong_code_at(T0));
+    }
+    let (status, _, err) = add.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.ends_with(
+            "confirm it with 'otpctl confirm root CODE', or start again with 'otpctl device \
+             add root tablet'\n"
+        ),
+        "{err}"
+    );
+}

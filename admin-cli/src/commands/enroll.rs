@@ -237,6 +237,11 @@ pub async fn enroll(
                     tries: CONFIRM_TRIES,
                     reason: s.message().to_owned(),
                     expires_at: pending_expiry(client, user).await,
+                    again: if new.add_device {
+                        format!("otpctl device add {user} {}", new.device)
+                    } else {
+                        format!("otpctl enroll {user}")
+                    },
                 });
             }
             Err(e) => return Err(e),
