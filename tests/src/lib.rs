@@ -133,7 +133,7 @@ impl Interactive {
     /// Starts `otpctl --socket SOCKET ARGS...`.
     pub fn start(socket: &Path, args: &[&str]) -> Self {
         let pty = nix::pty::openpty(None, None).expect("openpty");
-        let child = Command::new(built("otpctl"))
+        let mut child = Command::new(built("otpctl"))
             .arg("--socket")
             .arg(socket)
             .args(args)
@@ -143,7 +143,6 @@ impl Interactive {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut child = child;
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         Self {
             child,
