@@ -258,6 +258,11 @@ pub enum Error {
     #[error("cannot read {}: {source}; run otpctl doctor as root", .path.display())]
     DoctorRead { path: PathBuf, source: io::Error },
 
+    /// The command line is not one otpctl takes (clap's words; reported
+    /// this way only with --json, else clap prints its own text).
+    #[error("{0}; see otpctl --help")]
+    Usage(String),
+
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -295,7 +300,7 @@ impl Error {
             | Error::Runtime(_)
             | Error::ImportRead { .. }
             | Error::ImportIncomplete { .. } => exit::OTHER,
-            Error::ImportUsage(_) => exit::USAGE,
+            Error::ImportUsage(_) | Error::Usage(_) => exit::USAGE,
             Error::BackupPassphrase(crate::passphrase::ReadError::Weak(_)) => exit::USAGE,
             Error::BackupWrongPassphrase { .. } | Error::BackupKeyMismatch => exit::REJECTED,
             Error::BackupPassphrase(_) | Error::BackupFile { .. } | Error::Backup(_) => exit::OTHER,
@@ -359,7 +364,7 @@ impl Error {
             Error::Output(_) => "output",
             Error::ImportRead { .. } | Error::DoctorRead { .. } | Error::Read { .. } => "file_read",
             Error::ImportIncomplete { .. } => "import_incomplete",
-            Error::ImportUsage(_) => "usage",
+            Error::ImportUsage(_) | Error::Usage(_) => "usage",
             Error::PlaintextRefused { .. } => "plaintext_refused",
             Error::InvalidInput(_) => "invalid_argument",
             Error::Passphrase(_) | Error::BackupPassphrase(_) => "passphrase",

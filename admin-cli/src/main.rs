@@ -22,8 +22,10 @@ use crate::error::Error;
 use crate::output::Printer;
 
 fn main() -> ExitCode {
-    // Exits 2 itself on a usage error (0 for --help and --version).
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(e),
+    };
     let json = cli.json;
     match run(cli) {
         Ok(code) => code,
@@ -32,6 +34,30 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A command line clap refused: clap's own text and exit code (0 for
+/// --help and --version, else 2), or with `--json` the JSON error object.
+fn usage(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !json || shown {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let e = Error::Usage(first.strip_prefix("error: ").unwrap_or(first).to_owned());
+    output::error(&mut io::stderr().lock(), &e, true);
+    ExitCode::from(e.exit_code())
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {

@@ -223,6 +223,24 @@ fn unreachable_daemon_and_usage_errors() {
         .assert()
         .code(2);
     otpctl(&missing).arg("verify").assert().code(2);
+    // With --json, a usage error is the JSON error object too.
+    let out = otpctl(&missing)
+        .args(["--json", "enroll", "x", "--digits", "7"])
+        .assert()
+        .code(2)
+        .stdout_eq("");
+    let err: serde_json::Value = serde_json::from_slice(&out.get_output().stderr).unwrap();
+    assert_eq!(err["error"]["code"], "usage", "{err}");
+    assert_eq!(err["error"]["exit_code"], 2, "{err}");
+    assert_eq!(
+        err["error"]["message"], "invalid value '7' for '--digits <DIGITS>'; see otpctl --help",
+        "{err}"
+    );
+    // --help stays help.
+    otpctl(&missing)
+        .args(["--json", "--help"])
+        .assert()
+        .success();
 }
 
 /// Runs otpctl as `nobody` from a copy in the (world-traversable) test
