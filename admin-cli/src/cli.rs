@@ -35,7 +35,11 @@ pub struct Cli {
     )]
     pub socket: PathBuf,
 
-    /// Print machine-readable JSON instead of text (never prompts).
+    /// Print machine-readable JSON instead of text (never prompts). The
+    /// result goes to stdout; an error goes to stderr as one line
+    /// {"error":{"code","message","exit_code"}} (code: e.g. "not_found",
+    /// "permission_denied", "unreachable"), a warning as
+    /// {"warning":{"message"}}.
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -59,7 +63,11 @@ pub enum Command {
     /// confirms the enrollment and shows the backup codes. Once confirmed,
     /// the new device replaces every device of the user and new backup
     /// codes are issued; to add a device beside the others, use
-    /// `otpctl device add`.
+    /// `otpctl device add`. A wrong code may be typed again (3 tries);
+    /// then `otpctl confirm USER CODE` finishes the pending enrollment.
+    ///
+    /// Re-enrolling says which devices the user has, and keeps the
+    /// algorithm, digits, period and issuer of the first one unless given.
     Enroll(EnrollArgs),
     /// Confirm a pending enrollment (or device add) with a code from the app.
     ///
@@ -87,7 +95,8 @@ pub enum Command {
     /// user, `+must-enroll` when the enforcement policy requires a second
     /// factor they do not have.
     Status {
-        /// The login name; all users when omitted.
+        /// The login name; all users when omitted (your own account when
+        /// you may not list all users).
         user: Option<String>,
         /// List the users the enforcement policy ([enforcement] in
         /// otpd.toml) requires a second factor of who have no active
@@ -96,6 +105,8 @@ pub enum Command {
         must_enroll: bool,
         #[command(flatten)]
         filters: StatusFilters,
+        #[command(flatten)]
+        all: AllAccounts,
     },
     /// Issue a new set of backup codes; every earlier code stops working.
     BackupCodes(OwnUserArgs),
@@ -189,6 +200,40 @@ pub struct StatusFilters {
     pub no_recovery: bool,
 }
 
+/// `otpctl status --all`: every login account, enrolled or not.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AllAccounts {
+    /// Every login account of the passwd file (a uid from otpd's
+    /// [enforcement] min_uid, not nobody, a login shell) with its state,
+    /// never-enrolled ones included, and every user otpd knows (directory
+    /// users appear once otpd knows them).
+    #[arg(
+        long,
+        conflicts_with_all = ["user", "must_enroll", "locked", "pending", "low_backup_codes", "no_recovery"]
+    )]
+    pub all: bool,
+    /// The passwd file of --all [default: /etc/passwd].
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub passwd: Option<PathBuf>,
+    /// otpd's config file, for --all's min_uid [default:
+    /// /etc/otpd/otpd.toml when it exists, else min_uid 1000].
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub config: Option<PathBuf>,
+}
+
+impl StatusFilters {
+    /// No filter given.
+    pub fn is_empty(&self) -> bool {
+        let StatusFilters {
+            locked,
+            pending,
+            low_backup_codes,
+            no_recovery,
+        } = self;
+        !locked && !pending && low_backup_codes.is_none() && !no_recovery
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// The PAM configuration directory.
@@ -245,6 +290,11 @@ pub struct EnrollArgs {
     /// The name of the device (letters, digits, '-', '_', '.'; up to 32).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_DEVICE)]
     pub device: String,
+    /// Enroll USER even if the name service does not know the account
+    /// (one to be created later, or a directory that does not answer).
+    /// Names no account can have are refused all the same.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub totp: TotpOptions,
 }

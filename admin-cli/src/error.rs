@@ -117,6 +117,46 @@ pub enum Error {
     #[error("cannot make a QR code of the otpauth URI: {0}")]
     Qr(qrcode::types::QrError),
 
+    /// The interactive enroll (or device add) got a wrong code at every
+    /// try; the enrollment stays pending. `again`: the command that starts
+    /// it over.
+    #[error(
+        "code rejected {tries} times: {reason}. The enrollment of {user} stays pending{}: \
+         confirm it with 'otpctl confirm {user} CODE', or start again with '{again}'",
+        match .expires_at { Some(t) => format!(" until {t}"), None => String::new() }
+    )]
+    NotConfirmed {
+        user: String,
+        tries: u32,
+        reason: String,
+        expires_at: Option<String>,
+        again: String,
+    },
+
+    /// `enroll`: no account can have this name.
+    #[error("{user:?} cannot be the name of an account: {why}; nothing was enrolled")]
+    ImpossibleUser { user: String, why: String },
+
+    /// `enroll`: the name service does not know the account.
+    #[error(
+        "no account named {user:?} on this machine (the name service does not know it: \
+         a typo?); nothing was enrolled. To enroll an account that does not exist yet, \
+         add --force"
+    )]
+    UnknownAccount { user: String },
+
+    /// `enroll`: the name service could not be asked.
+    #[error(
+        "cannot look up the account {user:?}: {reason}; nothing was enrolled. To enroll it \
+         anyway, add --force"
+    )]
+    AccountLookup { user: String, reason: String },
+
+    /// A file otpctl needs cannot be read (status --all: the passwd file,
+    /// otpd's config).
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+
     /// Reading the code typed at the prompt failed.
     #[error("cannot read the code from the terminal: {0}")]
     Prompt(io::Error),
@@ -218,6 +258,11 @@ pub enum Error {
     #[error("cannot read {}: {source}; run otpctl doctor as root", .path.display())]
     DoctorRead { path: PathBuf, source: io::Error },
 
+    /// The command line is not one otpctl takes (clap's words; reported
+    /// this way only with --json, else clap prints its own text).
+    #[error("{0}; see otpctl --help")]
+    Usage(String),
+
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -235,6 +280,9 @@ impl Error {
         match self {
             Error::Unreachable { .. } | Error::Transport { .. } => exit::UNREACHABLE,
             Error::SocketPermission { .. } => exit::PERMISSION,
+            Error::NotConfirmed { .. } => exit::REJECTED,
+            Error::ImpossibleUser { .. } | Error::UnknownAccount { .. } => exit::USAGE,
+            Error::AccountLookup { .. } | Error::Read { .. } => exit::OTHER,
             Error::Status(status) => match status.code() {
                 Code::Unauthenticated => exit::REJECTED,
                 Code::InvalidArgument => exit::USAGE,
@@ -252,7 +300,7 @@ impl Error {
             | Error::Runtime(_)
             | Error::ImportRead { .. }
             | Error::ImportIncomplete { .. } => exit::OTHER,
-            Error::ImportUsage(_) => exit::USAGE,
+            Error::ImportUsage(_) | Error::Usage(_) => exit::USAGE,
             Error::BackupPassphrase(crate::passphrase::ReadError::Weak(_)) => exit::USAGE,
             Error::BackupWrongPassphrase { .. } | Error::BackupKeyMismatch => exit::REJECTED,
             Error::BackupPassphrase(_) | Error::BackupFile { .. } | Error::Backup(_) => exit::OTHER,
@@ -271,6 +319,62 @@ impl Error {
             },
             Error::OutputWrite { .. } | Error::WrongPassphrase { .. } => exit::OTHER,
             Error::DoctorRead { .. } => exit::OTHER,
+        }
+    }
+
+    /// A stable name for what went wrong, for `--json` (`"error":
+    /// {"code"}`): the gRPC status in snake case for the daemon's errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unreachable { .. } | Error::Transport { .. } => "unreachable",
+            Error::SocketPermission { .. } => "permission_denied",
+            Error::Status(status) => match status.code() {
+                Code::Ok => "ok",
+                Code::Cancelled => "cancelled",
+                Code::Unknown => "unknown",
+                Code::InvalidArgument => "invalid_argument",
+                Code::DeadlineExceeded => "deadline_exceeded",
+                Code::NotFound => "not_found",
+                Code::AlreadyExists => "already_exists",
+                Code::PermissionDenied => "permission_denied",
+                Code::ResourceExhausted => "resource_exhausted",
+                Code::FailedPrecondition => "failed_precondition",
+                Code::Aborted => "aborted",
+                Code::OutOfRange => "out_of_range",
+                Code::Unimplemented => "unimplemented",
+                Code::Internal => "internal",
+                Code::Unavailable => "unavailable",
+                Code::DataLoss => "data_loss",
+                Code::Unauthenticated => "unauthenticated",
+            },
+            Error::NoSuchDevice { .. } => "no_such_device",
+            Error::NoSuchAppPassword { .. } => "no_such_app_password",
+            Error::DeviceNameInUse { .. } => "device_name_in_use",
+            Error::LastDevice { .. } => "last_device",
+            Error::ListingStuck { .. } => "listing_stuck",
+            Error::PngExists { .. } | Error::OutputExists { .. } => "file_exists",
+            Error::PngCreate { .. } | Error::OutputCreate { .. } => "file_create",
+            Error::PngWrite { .. } | Error::OutputWrite { .. } => "file_write",
+            Error::Qr(_) => "qr_code",
+            Error::NotConfirmed { .. } => "not_confirmed",
+            Error::ImpossibleUser { .. } => "impossible_user_name",
+            Error::UnknownAccount { .. } => "unknown_account",
+            Error::AccountLookup { .. } => "account_lookup",
+            Error::Prompt(_) => "prompt",
+            Error::Output(_) => "output",
+            Error::ImportRead { .. } | Error::DoctorRead { .. } | Error::Read { .. } => "file_read",
+            Error::ImportIncomplete { .. } => "import_incomplete",
+            Error::ImportUsage(_) | Error::Usage(_) => "usage",
+            Error::PlaintextRefused { .. } => "plaintext_refused",
+            Error::InvalidInput(_) => "invalid_argument",
+            Error::Passphrase(_) | Error::BackupPassphrase(_) => "passphrase",
+            Error::WrongPassphrase { .. } | Error::BackupWrongPassphrase { .. } => {
+                "wrong_passphrase"
+            }
+            Error::BackupKeyMismatch => "backup_key_mismatch",
+            Error::BackupFile { .. } => "backup_file",
+            Error::Backup(_) => "backup",
+            Error::Runtime(_) => "runtime",
         }
     }
 
@@ -309,31 +413,45 @@ impl Error {
     }
 }
 
-/// A short prefix for the status code, then the daemon's message verbatim.
+/// A short prefix for the status code, then the daemon's message. otpd's
+/// messages often begin with the same words ("permission denied: ...",
+/// "internal error: ..."), or name the invalid thing themselves ("invalid
+/// code: ..."): the words are said once.
 fn status_line(status: &tonic::Status) -> String {
-    let prefix = match status.code() {
-        Code::Ok => "unexpected OK status",
-        Code::Cancelled => "cancelled",
-        Code::Unknown => "unknown error",
-        Code::InvalidArgument => "invalid argument",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::NotFound => "not found",
-        Code::AlreadyExists => "already exists",
-        Code::PermissionDenied => "permission denied",
-        Code::ResourceExhausted => "resource exhausted",
-        Code::FailedPrecondition => "failed precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out of range",
-        Code::Unimplemented => "not implemented by this otpd",
-        Code::Internal => "internal error in otpd",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data loss",
-        Code::Unauthenticated => "code rejected",
+    let (prefix, same): (&str, &[&str]) = match status.code() {
+        Code::Ok => ("unexpected OK status", &[]),
+        Code::Cancelled => ("cancelled", &["cancelled"]),
+        Code::Unknown => ("unknown error", &["unknown error"]),
+        Code::InvalidArgument => ("invalid argument", &["invalid argument"]),
+        Code::DeadlineExceeded => ("deadline exceeded", &["deadline exceeded"]),
+        Code::NotFound => ("not found", &["not found"]),
+        Code::AlreadyExists => ("already exists", &["already exists"]),
+        Code::PermissionDenied => ("permission denied", &["permission denied"]),
+        Code::ResourceExhausted => ("resource exhausted", &["resource exhausted"]),
+        Code::FailedPrecondition => ("failed precondition", &["failed precondition"]),
+        Code::Aborted => ("aborted", &["aborted"]),
+        Code::OutOfRange => ("out of range", &["out of range"]),
+        Code::Unimplemented => ("not implemented by this otpd", &["not implemented"]),
+        Code::Internal => ("internal error in otpd", &["internal error"]),
+        Code::Unavailable => ("unavailable", &["unavailable"]),
+        Code::DataLoss => ("data loss", &["data loss"]),
+        Code::Unauthenticated => ("code rejected", &["code rejected"]),
     };
-    if status.message().is_empty() {
-        prefix.to_owned()
-    } else {
-        format!("{prefix}: {}", status.message())
+    let message = status.message();
+    let rest = same.iter().find_map(|words| {
+        let head = message.get(..words.len())?;
+        let rest = message[words.len()..].strip_prefix(':')?;
+        head.eq_ignore_ascii_case(words).then(|| rest.trim_start())
+    });
+    match rest {
+        Some("") => prefix.to_owned(),
+        Some(rest) => format!("{prefix}: {rest}"),
+        // "invalid code: ...", "invalid user name: ...": said already.
+        None if status.code() == Code::InvalidArgument && message.starts_with("invalid ") => {
+            message.to_owned()
+        }
+        None if message.is_empty() => prefix.to_owned(),
+        None => format!("{prefix}: {message}"),
     }
 }
 
@@ -426,6 +544,48 @@ mod tests {
         );
         let e = Error::Status(tonic::Status::not_found(""));
         assert_eq!(e.to_string(), "not found");
+    }
+
+    #[test]
+    fn the_words_of_a_status_are_said_once() {
+        let line = |s: tonic::Status| Error::Status(s).to_string();
+        assert_eq!(
+            line(tonic::Status::permission_denied(
+                "permission denied: listing users is for root and the admin group"
+            )),
+            "permission denied: listing users is for root and the admin group"
+        );
+        assert_eq!(
+            line(tonic::Status::internal(
+                "internal error: store error: disk full"
+            )),
+            "internal error in otpd: store error: disk full"
+        );
+        assert_eq!(
+            line(tonic::Status::invalid_argument(
+                "invalid code: the code must contain digits only"
+            )),
+            "invalid code: the code must contain digits only"
+        );
+        assert_eq!(
+            line(tonic::Status::invalid_argument(
+                "invalid argument: period 7"
+            )),
+            "invalid argument: period 7"
+        );
+        assert_eq!(
+            line(tonic::Status::invalid_argument("bad name")),
+            "invalid argument: bad name"
+        );
+        assert_eq!(
+            line(tonic::Status::permission_denied("Permission denied:")),
+            "permission denied"
+        );
+        // A message that merely starts with the word is kept whole.
+        assert_eq!(
+            line(tonic::Status::not_found("not foundation")),
+            "not found: not foundation"
+        );
     }
 
     #[test]

@@ -15,29 +15,106 @@ use otpd_proto::v1::{
 use serde::Serialize;
 
 use crate::commands::confirm::Confirmation;
-use crate::commands::enroll::Enrollment;
+use crate::commands::enroll::{Enrollment, Replacing};
 use crate::commands::import::{Outcome as ImportOutcome, Result_ as ImportResult};
 use crate::error::Error;
 
 /// The prompt of an interactive `otpctl enroll`.
 pub const CONFIRM_PROMPT: &str = "Enter the code shown in the app to confirm: ";
 
-/// Prints the one error line of a failed run.
-pub fn error(err: &mut dyn Write, e: &Error) {
+/// Prints the one error line of a failed run: with `--json` one JSON
+/// object, `{"error":{"code","message","exit_code"}}`.
+pub fn error(err: &mut dyn Write, e: &Error, json: bool) {
     // If stderr itself is gone there is no one left to tell.
+    if json {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'static str,
+            message: &'a str,
+            exit_code: u8,
+        }
+        let message = e.to_string();
+        let value = Json {
+            error: Inner {
+                code: e.code(),
+                message: &message,
+                exit_code: e.exit_code(),
+            },
+        };
+        if serde_json::to_writer(&mut *err, &value).is_ok() {
+            let _ = writeln!(err);
+        }
+        return;
+    }
     let _ = writeln!(err, "otpctl: error: {e}");
 }
 
 /// Where and how a command prints.
 pub struct Printer<'a> {
-    out: &'a mut dyn Write,
+    out: Out<'a>,
     err: &'a mut dyn Write,
     json: bool,
 }
 
+/// stdout, which the reader may close (`otpctl status | head`): once a
+/// write finds it closed, the rest of the output is dropped quietly and
+/// the command goes on to the end of its work (or stops early where there
+/// is nothing left to do but print: see [`Printer::stdout_closed`]).
+struct Out<'a> {
+    inner: &'a mut dyn Write,
+    closed: bool,
+}
+
+impl Out<'_> {
+    fn quiet<T>(&mut self, done: T, r: io::Result<T>) -> io::Result<T> {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(done)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for Out<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let r = self.inner.write(buf);
+        self.quiet(buf.len(), r)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.quiet((), r)
+    }
+}
+
 impl<'a> Printer<'a> {
     pub fn new(out: &'a mut dyn Write, err: &'a mut dyn Write, json: bool) -> Self {
-        Printer { out, err, json }
+        Printer {
+            out: Out {
+                inner: out,
+                closed: false,
+            },
+            err,
+            json,
+        }
+    }
+
+    /// Whether the reader closed stdout: nobody sees what is printed now,
+    /// so asking (a prompt) or fetching more only to print it is pointless.
+    pub fn stdout_closed(&self) -> bool {
+        self.out.closed
     }
 
     pub fn is_json(&self) -> bool {
@@ -45,11 +122,28 @@ impl<'a> Printer<'a> {
     }
 
     fn json_line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut *self.out, value)?;
+        serde_json::to_writer(&mut self.out, value)?;
         writeln!(self.out)
     }
 
+    /// A warning on stderr; with `--json` one JSON object,
+    /// `{"warning":{"message"}}`.
     fn warning(&mut self, message: &str) -> io::Result<()> {
+        if self.json {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                warning: Inner<'a>,
+            }
+            #[derive(Serialize)]
+            struct Inner<'a> {
+                message: &'a str,
+            }
+            let value = Json {
+                warning: Inner { message },
+            };
+            serde_json::to_writer(&mut *self.err, &value)?;
+            return writeln!(self.err);
+        }
         writeln!(self.err, "otpctl: warning: {message}")
     }
 
@@ -59,6 +153,7 @@ impl<'a> Printer<'a> {
         e: &Enrollment,
         qr: Option<&str>,
         png: Option<&Path>,
+        replacing: Option<&Replacing>,
     ) -> io::Result<()> {
         if self.json {
             #[derive(Serialize)]
@@ -71,8 +166,13 @@ impl<'a> Printer<'a> {
                 algorithm: Option<&'static str>,
                 digits: u32,
                 period: u32,
+                /// The active devices it replaces once confirmed.
+                replaces: Vec<&'a str>,
             }
             return self.json_line(&Json {
+                replaces: replacing
+                    .map(|r| r.devices.iter().map(|(name, _)| name.as_str()).collect())
+                    .unwrap_or_default(),
                 user: &e.user,
                 device: &e.device,
                 issuer: &e.issuer,
@@ -109,6 +209,49 @@ impl<'a> Printer<'a> {
                 png.display()
             )?;
         }
+        writeln!(self.out)?;
+        if let Some(r) = replacing {
+            self.replacing(&e.user, r)?;
+        }
+        Ok(())
+    }
+
+    /// What a re-enrollment replaces, and the parameters it kept.
+    fn replacing(&mut self, user: &str, r: &Replacing) -> io::Result<()> {
+        if !r.devices.is_empty() {
+            let devices: Vec<String> = r
+                .devices
+                .iter()
+                .map(|(name, totp)| format!("{name} ({totp})"))
+                .collect();
+            let (noun, them) = if devices.len() == 1 {
+                ("device", "it")
+            } else {
+                ("devices", "them")
+            };
+            writeln!(
+                self.out,
+                "{user} is enrolled already: {noun} {}. Once confirmed, the new device \
+                 replaces {them} and new backup codes are issued; until then {them} and the \
+                 backup codes keep working.",
+                devices.join(", ")
+            )?;
+        }
+        if let Some(pending) = &r.pending {
+            writeln!(
+                self.out,
+                "The enrollment of device {pending} that awaited confirmation was dropped."
+            )?;
+        }
+        if let Some(from) = &r.kept_from {
+            let options: Vec<String> = r.kept.iter().map(|k| format!("--{k}")).collect();
+            writeln!(
+                self.out,
+                "Kept from {from}: {} (give {} to change).",
+                r.kept.join(", "),
+                options.join(", ")
+            )?;
+        }
         writeln!(self.out)
     }
 
@@ -128,6 +271,16 @@ impl<'a> Printer<'a> {
             writeln!(self.out)?;
         }
         writeln!(self.out, "Confirm with: otpctl confirm {user} CODE")
+    }
+
+    /// A wrong code at the prompt of `enroll`: why, and how many tries are
+    /// left (the prompt comes again).
+    pub fn confirm_retry(&mut self, reason: &str, tries_left: u32) -> io::Result<()> {
+        let tries = if tries_left == 1 { "try" } else { "tries" };
+        writeln!(
+            self.out,
+            "Code rejected: {reason} ({tries_left} {tries} left)"
+        )
     }
 
     /// The confirmation at the prompt of `enroll` or `device add`.
@@ -524,7 +677,10 @@ impl<'a> Printer<'a> {
                 decision: &'static str,
                 reason: &'static str,
                 method: Option<&'static str>,
-                backup_codes_left: u32,
+                /// Known only when accepted (otpd sends it then): left
+                /// out otherwise, never a 0 that is not the count.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                backup_codes_left: Option<u32>,
                 retry_after_seconds: u64,
                 clock_skew_seconds: i64,
                 backup_codes_low: bool,
@@ -535,7 +691,8 @@ impl<'a> Printer<'a> {
                 decision: decision_name(r.decision()),
                 reason: reason_name(r.reason()),
                 method: method_name(r.method()),
-                backup_codes_left: r.backup_codes_left,
+                backup_codes_left: (r.decision() == Decision::Accepted)
+                    .then_some(r.backup_codes_left),
                 retry_after_seconds: r.retry_after_seconds,
                 clock_skew_seconds: r.clock_skew_seconds,
                 backup_codes_low: r.backup_codes_low,
@@ -637,7 +794,7 @@ impl StatusListing<'_, '_> {
                 if !std::mem::replace(&mut self.first_row, false) {
                     write!(self.p.out, ",")?;
                 }
-                serde_json::to_writer(&mut *self.p.out, &StatusJson::from(row))?;
+                serde_json::to_writer(&mut self.p.out, &StatusJson::from(row))?;
             }
             // The array streams: each page goes out as it arrives.
             return self.p.out.flush();
@@ -656,6 +813,11 @@ impl StatusListing<'_, '_> {
         self.p.out.flush()
     }
 
+    /// Whether the reader closed stdout (no page needs fetching any more).
+    pub fn stdout_closed(&self) -> bool {
+        self.p.stdout_closed()
+    }
+
     /// Ends the listing (the JSON array).
     pub fn finish(self) -> io::Result<()> {
         if self.p.json {
@@ -667,6 +829,19 @@ impl StatusListing<'_, '_> {
 
 const DEVICE_HEADER: [&str; 6] = ["DEVICE", "STATE", "TOTP", "ENROLLED", "LAST-USED", "SKEW"];
 
+/// A device's parameters: "sha1/6/30s", "hotp sha1/6 #12".
+pub fn device_totp_text(d: &Device) -> String {
+    if d.hotp {
+        // Counter-based: the next counter instead of a period.
+        match algorithm_name(d.algorithm()) {
+            Some(alg) => format!("hotp {alg}/{} #{}", d.digits, d.counter),
+            None => "-".to_owned(),
+        }
+    } else {
+        totp_text(d.algorithm(), d.digits, d.period)
+    }
+}
+
 fn device_cells(d: &Device) -> Vec<String> {
     let skew = if d.last_used == 0 {
         "-".to_owned()
@@ -676,15 +851,7 @@ fn device_cells(d: &Device) -> Vec<String> {
     vec![
         d.name.clone(),
         "active".to_owned(),
-        if d.hotp {
-            // Counter-based: the next counter instead of a period.
-            match algorithm_name(d.algorithm()) {
-                Some(alg) => format!("hotp {alg}/{} #{}", d.digits, d.counter),
-                None => "-".to_owned(),
-            }
-        } else {
-            totp_text(d.algorithm(), d.digits, d.period)
-        },
+        device_totp_text(d),
         time_or_dash(d.enrolled_at),
         time_or_dash(d.last_used),
         skew,
@@ -795,7 +962,7 @@ impl Row<'_> {
                 return cells;
             }
         };
-        let mut state = state_label(s.state()).to_owned();
+        let mut state = state_name(s.state()).to_owned();
         if s.pending && matches!(s.state(), State::Active | State::Locked) {
             state.push_str("+pending");
         }
@@ -811,6 +978,11 @@ impl Row<'_> {
         if s.no_recovery_path {
             // One device, no backup code: losing it locks the user out.
             state.push_str("+no-recovery");
+        }
+        if re_enroll_suggested(s) {
+            // Logged in with a backup code since the last enrollment:
+            // the device is likely lost.
+            state.push_str("+re-enroll");
         }
         let enrolled = matches!(s.state(), State::Active | State::Locked);
         if let Some(e) = s
@@ -841,6 +1013,25 @@ impl Row<'_> {
             devices_text(s),
         ]
     }
+}
+
+/// Whether the user's last login used a backup code, after their newest
+/// device was enrolled: the device is likely lost, and the user should
+/// enroll a new one (`otpctl enroll`). A later login with a device's code,
+/// or a new device, ends it.
+fn re_enroll_suggested(s: &UserStatus) -> bool {
+    let Some(last) = &s.last_success else {
+        return false;
+    };
+    let newest = s
+        .devices
+        .iter()
+        .map(|d| d.enrolled_at)
+        .max()
+        .unwrap_or(s.enrolled_at);
+    matches!(s.state(), State::Active | State::Locked)
+        && last.method() == Method::BackupCode
+        && last.time >= newest
 }
 
 /// The DEVICES cell: how many are active, and the pending one:
@@ -929,6 +1120,10 @@ struct StatusJson<'a> {
     /// backup code left: losing the device locks them out.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     no_recovery_path: bool,
+    /// Present (true) only when the last login used a backup code since
+    /// the newest device was enrolled: the user should enroll a new one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    re_enroll_suggested: bool,
     /// What the enforcement policy says about the user (one user's
     /// status, when a policy covers anyone).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1005,7 +1200,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
         match row {
             Row::Status(s) => StatusJson {
                 user: &s.user,
-                state: state_json(s.state()),
+                state: state_name(s.state()),
                 pending: s.pending,
                 algorithm: algorithm_name(s.algorithm()),
                 digits: s.digits,
@@ -1033,6 +1228,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                         locked_until: rfc3339(s.strangers_locked_until),
                     }),
                 no_recovery_path: s.no_recovery_path,
+                re_enroll_suggested: re_enroll_suggested(s),
                 enforcement: s.enforcement.as_ref().map(|e| EnforcementJson {
                     must_enroll: e.must_enroll,
                     deadline: non_empty(&e.deadline_date),
@@ -1060,6 +1256,7 @@ impl<'a> From<&'a Row<'a>> for StatusJson<'a> {
                 rolled_back_at: None,
                 strangers: None,
                 no_recovery_path: false,
+                re_enroll_suggested: false,
                 enforcement: None,
             },
         }
@@ -1328,17 +1525,9 @@ fn method_name(m: Method) -> Option<&'static str> {
     }
 }
 
-fn state_label(s: State) -> &'static str {
-    match s {
-        State::NotEnrolled => "not-enrolled",
-        State::Pending => "pending",
-        State::Active => "active",
-        State::Locked => "locked",
-        State::Unspecified => "unknown",
-    }
-}
-
-fn state_json(s: State) -> &'static str {
+/// A user's state, the same word in the text and the JSON (scripts read
+/// the JSON's, so the text took those).
+fn state_name(s: State) -> &'static str {
     match s {
         State::NotEnrolled => "not_enrolled",
         State::Pending => "pending",
@@ -1589,7 +1778,7 @@ mod tests {
 USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED              DEVICES
 alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z  2 (+tablet pending)
 bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z  1
-carol  not-enrolled    -             0       0      -                     -                                         -                     0
+carol  not_enrolled    -             0       0      -                     -                                         -                     0
 dave   unreadable      -             -       -      -                     -                                         -                     -
 ";
         assert_eq!(out, expected);
@@ -1770,8 +1959,8 @@ dave   unreadable      -             -       -      -                     -     
         );
         assert_eq!(
             err,
-            "otpctl: warning: only 1 backup code left for alice; issue new ones with \
-             'otpctl backup-codes alice'\n"
+            "{\"warning\":{\"message\":\"only 1 backup code left for alice; issue new ones \
+             with 'otpctl backup-codes alice'\"}}\n"
         );
 
         let mut r = verify(Decision::Throttled, Reason::Throttled);
@@ -1781,7 +1970,7 @@ dave   unreadable      -             -       -      -                     -     
             json_of(&out),
             json!({
                 "user": "bob", "accepted": false, "decision": "throttled", "reason": "throttled",
-                "method": null, "backup_codes_left": 0, "retry_after_seconds": 40,
+                "method": null, "retry_after_seconds": 40,
                 "clock_skew_seconds": 0, "backup_codes_low": false
             })
         );
@@ -1846,7 +2035,7 @@ dave   unreadable      -             -       -      -                     -     
     fn enrollment_human() {
         let png = Path::new("/tmp/alice.png");
         let (out, _) = render(false, |p| {
-            p.enrollment(&enrollment(), Some("QR"), Some(png))?;
+            p.enrollment(&enrollment(), Some("QR"), Some(png), None)?;
             p.confirm_hint("alice", false)
         });
         assert_eq!(
@@ -1872,12 +2061,12 @@ dave   unreadable      -             -       -      -                     -     
     #[test]
     fn enrollment_json_never_hints() {
         let (out, _) = render(true, |p| {
-            p.enrollment(&enrollment(), None, None)?;
+            p.enrollment(&enrollment(), None, None, None)?;
             p.confirm_hint("alice", false)
         });
         assert_eq!(
             out,
-            r#"{"user":"alice","device":"default","issuer":"host1","secret":"JBSWY3DPEHPK3PXP","otpauth_uri":"otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1","algorithm":"sha1","digits":6,"period":30}"#
+            r#"{"user":"alice","device":"default","issuer":"host1","secret":"JBSWY3DPEHPK3PXP","otpauth_uri":"otpauth://totp/host1:alice?secret=JBSWY3DPEHPK3PXP&issuer=host1","algorithm":"sha1","digits":6,"period":30,"replaces":[]}"#
                 .to_owned()
                 + "\n"
         );
@@ -2048,9 +2237,9 @@ tablet  pending  -             -                     -                     -
 USER   STATE           TOTP          BACKUP  FAILS  LOCKED-UNTIL          LAST-SUCCESS                              ENROLLED              DEVICES
 alice  active+pending  sha1/6/30s    9       0      -                     2023-11-14T22:14:20Z sshd from 192.0.2.7  2023-11-14T22:13:20Z  2 (+tablet pending)
 bob    locked          sha256/8/60s  10      12     2023-11-14T22:27:32Z  -                                         2023-11-14T22:13:20Z  1
-carol  not-enrolled  -     0       0      -             -             -         0
+carol  not_enrolled  -     0       0      -             -             -         0
 dave   unreadable    -     -       -      -             -             -         -
-erin  not-enrolled  -     0       0      -             -             -         0
+erin  not_enrolled  -     0       0      -             -             -         0
 "
         );
         assert!(err.contains("the record of dave cannot be opened"), "{err}");
@@ -2146,7 +2335,10 @@ erin  not-enrolled  -     0       0      -             -             -         0
         assert_eq!(err, warning);
         let (out, err) = render(true, |p| p.device_removed("alice", "phone", 0));
         assert_eq!(json_of(&out)["devices_left"], 0);
-        assert_eq!(err, warning);
+        let message = warning
+            .strip_prefix("otpctl: warning: ")
+            .and_then(|w| w.strip_suffix('\n'));
+        assert_eq!(json_of(&err)["warning"]["message"].as_str(), message);
     }
 
     const PASSWORD: &str = "k3x9-m2pq-7tvw-a8bc-d4ef-9ghj";
@@ -2277,16 +2469,106 @@ zz01  su       -                   2023-11-14T22:14:20Z  2023-11-14T22:15:20Z  n
         );
     }
 
+    /// A pipe whose reader is gone.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn a_closed_stdout_is_dropped_quietly_and_noticed() {
+        let (mut out, mut err) = (ClosedPipe, Vec::new());
+        let mut p = Printer::new(&mut out, &mut err, false);
+        assert!(!p.stdout_closed());
+        p.backup_codes("alice", &codes()).unwrap();
+        assert!(p.stdout_closed());
+        p.unlocked("alice").unwrap();
+        let mut listing = p.status_listing().unwrap();
+        listing.page(&[alice()], &[]).unwrap();
+        assert!(listing.stdout_closed());
+        listing.finish().unwrap();
+        // Warnings still go to stderr.
+        p.warn("careful").unwrap();
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "otpctl: warning: careful\n"
+        );
+        // Other write errors are errors.
+        let mut full = std::io::Cursor::new([0u8; 4]);
+        let mut err = Vec::new();
+        let mut p = Printer::new(&mut full, &mut err, false);
+        assert!(p.unlocked("alice").is_err());
+        assert!(!p.stdout_closed());
+    }
+
+    #[test]
+    fn a_login_with_a_backup_code_suggests_re_enrolling() {
+        let mut s = alice();
+        s.pending = false;
+        s.pending_device.clear();
+        s.devices = vec![phone()];
+        let backup = |time| LastSuccess {
+            time,
+            service: "sshd".into(),
+            remote_host: String::new(),
+            method: Method::BackupCode.into(),
+            device: String::new(),
+        };
+        s.last_success = Some(backup(T0 + 60));
+        let (out, _) = render(false, |p| p.status(&[s.clone()], &[]));
+        assert!(out.contains("alice  active+re-enroll  "), "{out}");
+        let (out, _) = render(true, |p| p.status(&[s.clone()], &[]));
+        assert_eq!(json_of(&out)[0]["re_enroll_suggested"], true);
+        // A device enrolled after that login: no longer.
+        let mut newer = phone();
+        newer.enrolled_at = T0 + 120;
+        s.devices.push(newer);
+        let (out, _) = render(true, |p| p.status(&[s.clone()], &[]));
+        assert_eq!(json_of(&out)[0].get("re_enroll_suggested"), None);
+        // A login with a device's code: no longer either.
+        s.devices.pop();
+        s.last_success = Some(LastSuccess {
+            method: Method::Totp.into(),
+            ..backup(T0 + 60)
+        });
+        let (out, _) = render(false, |p| p.status(&[s.clone()], &[]));
+        assert!(out.contains("alice  active  "), "{out}");
+        // Not enrolled (reset since): nothing to re-enroll.
+        s.last_success = Some(backup(T0 + 60));
+        s.state = State::NotEnrolled.into();
+        s.devices.clear();
+        let (out, _) = render(false, |p| p.status(&[s], &[]));
+        assert!(!out.contains("re-enroll"), "{out}");
+    }
+
     #[test]
     fn error_line() {
         let mut err = Vec::new();
-        error(
-            &mut err,
-            &Error::Status(tonic::Status::not_found("alice is not enrolled")),
-        );
+        let e = Error::Status(tonic::Status::not_found("alice is not enrolled"));
+        error(&mut err, &e, false);
         assert_eq!(
             String::from_utf8(err).unwrap(),
             "otpctl: error: not found: alice is not enrolled\n"
         );
+        let mut err = Vec::new();
+        error(&mut err, &e, true);
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "{\"error\":{\"code\":\"not_found\",\"message\":\"not found: alice is not enrolled\",\"exit_code\":5}}\n"
+        );
+    }
+
+    #[test]
+    fn warnings_are_json_with_json() {
+        let (_, err) = render(true, |p| p.warn("careful \"now\""));
+        assert_eq!(err, "{\"warning\":{\"message\":\"careful \\\"now\\\"\"}}\n");
+        let (_, err) = render(false, |p| p.warn("careful"));
+        assert_eq!(err, "otpctl: warning: careful\n");
     }
 }

@@ -13,6 +13,11 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 
+/// SGR: black foreground on a bright white background.
+const DARK_ON_LIGHT: &str = "\x1b[30;107m";
+/// SGR: back to the terminal's colours.
+const RESET: &str = "\x1b[0m";
+
 /// Pixels per QR module in the PNG.
 const PNG_MODULE_PIXELS: u32 = 8;
 
@@ -25,17 +30,30 @@ impl Qr {
     }
 
     /// Two modules per character cell with Unicode half blocks, with the
-    /// quiet zone. Light modules are drawn as blocks (the terminal's
-    /// foreground), dark ones as blanks, for the usual light-on-dark terminal.
+    /// quiet zone, in explicit colours: dark modules are blocks in black on
+    /// a bright white background, line by line, so that the code is dark on
+    /// light as scanners expect whatever the terminal's own colours (a QR
+    /// code drawn in the terminal's foreground is inverted on a light
+    /// terminal, and many scanners, zbar among them, cannot read it).
     pub fn to_terminal(&self) -> Zeroizing<String> {
-        Zeroizing::new(
+        let plain = Zeroizing::new(
             self.0
                 .render::<Dense1x2>()
-                .dark_color(Dense1x2::Light)
-                .light_color(Dense1x2::Dark)
+                .dark_color(Dense1x2::Dark)
+                .light_color(Dense1x2::Light)
                 .quiet_zone(true)
                 .build(),
-        )
+        );
+        let mut text = Zeroizing::new(String::with_capacity(plain.len() * 2));
+        for (i, line) in plain.lines().enumerate() {
+            if i > 0 {
+                text.push('\n');
+            }
+            text.push_str(DARK_ON_LIGHT);
+            text.push_str(line);
+            text.push_str(RESET);
+        }
+        text
     }
 
     /// Writes a greyscale PNG (black on white, with the quiet zone).
@@ -109,12 +127,22 @@ mod tests {
     const URI: &str = "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example";
 
     #[test]
-    fn terminal_rendering_has_a_quiet_zone_of_blocks() {
+    fn terminal_rendering_is_dark_on_light_with_a_quiet_zone() {
         let qr = Qr::new(URI).unwrap();
         let text = qr.to_terminal();
-        let lines: Vec<&str> = text.lines().collect();
-        // The first line is all quiet zone: full blocks only.
-        assert!(lines[0].chars().all(|c| c == '\u{2588}'));
+        // Every line in black on bright white, then the terminal's colours.
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("\x1b[30;107m")
+                    .and_then(|l| l.strip_suffix("\x1b[0m"))
+                    .unwrap()
+            })
+            .collect();
+        // The first line is all quiet zone: light, blanks only (the
+        // background); dark modules are blocks.
+        assert!(lines[0].chars().all(|c| c == ' '));
+        assert!(lines[2].contains('\u{2588}'));
         let width = lines[0].chars().count();
         assert!(lines.iter().all(|l| l.chars().count() == width));
         // Two modules per line, quiet zone of 4 modules on each side.

@@ -55,6 +55,16 @@ pub const DEFAULT_MIN_UID: u32 = 1000;
 /// The kernel's overflow uid, `nobody`: a system account at any `min_uid`.
 pub const NOBODY_UID: u32 = 65_534;
 
+/// Login shells of accounts nobody logs in to.
+pub const NO_LOGIN_SHELLS: [&str; 4] = ["nologin", "false", "sync", "halt"];
+
+/// Whether a passwd entry is a person's login account: a uid from
+/// `min_uid` (and not `nobody`) and a shell one can log in with. What
+/// `require = "everyone"` covers, and what `otpctl status --all` lists.
+pub fn is_login_account(uid: u32, shell: &str, min_uid: u32) -> bool {
+    uid >= min_uid && uid != NOBODY_UID && !NO_LOGIN_SHELLS.iter().any(|s| shell.ends_with(s))
+}
+
 /// What the name service said about a user's groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Membership {
@@ -265,6 +275,17 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_accounts_are_people_with_a_shell() {
+        assert!(is_login_account(1000, "/bin/bash", 1000));
+        assert!(!is_login_account(999, "/bin/bash", 1000));
+        assert!(is_login_account(999, "/bin/bash", 0));
+        assert!(!is_login_account(NOBODY_UID, "/bin/sh", 0));
+        for shell in ["/usr/sbin/nologin", "/bin/false", "/bin/sync", "/sbin/halt"] {
+            assert!(!is_login_account(1000, shell, 1000), "{shell}");
+        }
+    }
 
     const DEADLINE: u64 = 1_797_292_800; // 2026-12-15
 

@@ -11,16 +11,13 @@ use std::ffi::CString;
 use std::time::Duration;
 
 use nix::unistd::{Gid, Group, User};
-use otpd_core::enforcement::{Enforcement, Membership, NOBODY_UID, Require};
+use otpd_core::enforcement::{self, Enforcement, Membership, NOBODY_UID, Require};
 
 /// How long one user's group lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long the inventory of covered users may take.
 pub const INVENTORY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Login shells of accounts nobody logs in to.
-const NO_LOGIN_SHELLS: [&str; 4] = ["nologin", "false", "sync", "halt"];
 
 /// The groups `user` is in (primary and supplementary), by name; a system
 /// account (uid below `min_uid`, or `nobody`) as such.
@@ -99,10 +96,7 @@ pub fn candidates(policy: &Enforcement) -> Result<BTreeSet<String>, String> {
         let takes = match policy.require {
             Require::Nobody => false,
             Require::Groups => gids.contains(&Gid::from_raw(gid)),
-            Require::Everyone => {
-                !is_system(uid, policy.min_uid)
-                    && !NO_LOGIN_SHELLS.iter().any(|s| shell.ends_with(s))
-            }
+            Require::Everyone => enforcement::is_login_account(uid, shell, policy.min_uid),
         };
         if takes {
             users.insert(name.to_owned());

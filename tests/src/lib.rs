@@ -120,6 +120,81 @@ pub fn otpctl(socket: &Path) -> snapbox::cmd::Command {
         .env_remove("OTPD_SOCKET")
 }
 
+/// The built otpctl with a terminal as its stdin (a pseudo-terminal, as
+/// when an admin types at the prompts) and pipes as stdout and stderr.
+pub struct Interactive {
+    child: Child,
+    terminal: std::fs::File,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    seen: Vec<u8>,
+}
+
+impl Interactive {
+    /// Starts `otpctl --socket SOCKET ARGS...`.
+    pub fn start(socket: &Path, args: &[&str]) -> Self {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let mut child = Command::new(built("otpctl"))
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .env_remove("OTPD_SOCKET")
+            .stdin(Stdio::from(pty.slave))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            terminal: std::fs::File::from(pty.master),
+            stdout,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads stdout until it holds `text` (panics at its end); returns what
+    /// was read up to and including `text` since the last call.
+    pub fn read_until(&mut self, text: &str) -> String {
+        use std::io::BufRead;
+        let find = |seen: &[u8]| seen.windows(text.len()).position(|w| w == text.as_bytes());
+        while find(&self.seen).is_none() {
+            let buf = self.stdout.fill_buf().unwrap();
+            assert!(
+                !buf.is_empty(),
+                "otpctl's stdout ended without {text:?}: {}",
+                String::from_utf8_lossy(&self.seen)
+            );
+            let n = buf.len();
+            self.seen.extend_from_slice(buf);
+            self.stdout.consume(n);
+        }
+        let end = find(&self.seen).unwrap() + text.len();
+        let read: Vec<u8> = self.seen.drain(..end).collect();
+        String::from_utf8(read).unwrap()
+    }
+
+    /// Types `line` and Enter at the terminal.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.terminal, "{line}").unwrap();
+    }
+
+    /// Waits for otpctl to exit: its status, the rest of stdout, stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let mut rest = std::mem::take(&mut self.seen);
+        self.stdout.read_to_end(&mut rest).unwrap();
+        let rest = String::from_utf8(rest).unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (self.child.wait().unwrap(), rest, err)
+    }
+}
+
 /// What the real `oathtool` (Debian package oathtool) prints for `args`,
 /// trimmed; it must succeed.
 pub fn oathtool(args: &[&str]) -> String {

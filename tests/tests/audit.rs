@@ -536,7 +536,7 @@ fn retry_locked(cmd: &mut Command) {
     panic!("{cmd:?}: /etc/group stayed locked");
 }
 
-/// `otpctl --socket SOCKET status` (every user: admins only) run as
+/// `otpctl --socket SOCKET status --locked` (a listing: admins only) run as
 /// nobody:nogroup with exactly the supplementary `groups`; its exit code.
 fn list_as_nobody_with_groups(socket: &Path, groups: &[u32]) -> i32 {
     let dir = socket.parent().unwrap();
@@ -561,7 +561,9 @@ fn list_as_nobody_with_groups(socket: &Path, groups: &[u32]) -> i32 {
         .arg(&exe)
         .arg("--socket")
         .arg(socket)
-        .arg("status")
+        // A listing only admins get (plain `status` shows a plain user
+        // their own account).
+        .args(["status", "--locked"])
         .env_remove("OTPD_SOCKET")
         .output()
         .unwrap();

@@ -14,7 +14,7 @@ use snapbox::cmd::OutputAssert;
 /// Enrolls `user` through the CLI; returns the app.
 fn enroll_cli(socket: &Path, user: &str) -> App {
     let out = otpctl(socket)
-        .args(["--json", "enroll", user, "--issuer", "Example"])
+        .args(["--json", "enroll", user, "--force", "--issuer", "Example"])
         .assert()
         .success();
     let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -38,7 +38,7 @@ fn enroll_confirm_status_verify_golden() {
 
     // Human enroll without a terminal: QR, details, and the confirm hint.
     otpctl(s)
-        .args(["enroll", "bob", "--issuer", "Example", "--digits", "8", "--algorithm", "sha256", "--period", "60"])
+        .args(["enroll", "bob", "--force", "--issuer", "Example", "--digits", "8", "--algorithm", "sha256", "--period", "60"])
         .stdin("")
         .assert()
         .success()
@@ -60,11 +60,11 @@ Confirm with: otpctl confirm bob CODE
         );
 
     let out = otpctl(s)
-        .args(["--json", "enroll", "alice", "--issuer", "Example"])
+        .args(["--json", "enroll", "alice", "--force", "--issuer", "Example"])
         .assert()
         .success()
         .stdout_eq(
-            r#"{"user":"alice","device":"default","issuer":"Example","secret":"[..]","otpauth_uri":"otpauth://totp/Example:alice?secret=[..]&issuer=Example","algorithm":"sha1","digits":6,"period":30}
+            r#"{"user":"alice","device":"default","issuer":"Example","secret":"[..]","otpauth_uri":"otpauth://totp/Example:alice?secret=[..]&issuer=Example","algorithm":"sha1","digits":6,"period":30,"replaces":[]}
 "#,
         );
     let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -116,9 +116,7 @@ Confirm with: otpctl confirm bob CODE
         .assert()
         .code(2)
         .stdout_eq("")
-        .stderr_eq(
-            "otpctl: error: invalid argument: invalid code: the code must contain digits only\n",
-        );
+        .stderr_eq("otpctl: error: invalid code: the code must contain digits only\n");
 
     otpctl(s).arg("status").assert().success().stdout_eq(
         "USER   STATE    TOTP          BACKUP  FAILS  LOCKED-UNTIL  LAST-SUCCESS                 ENROLLED              DEVICES
@@ -204,6 +202,15 @@ fn unreachable_daemon_and_usage_errors() {
             "otpctl: error: cannot reach otpd at {0}: No such file or directory (os error 2); is the daemon running? Start it with 'systemctl start otpd' or 'otpd --socket {0}'\n",
             missing.display()
         ));
+    otpctl(&missing)
+        .args(["--json", "status"])
+        .assert()
+        .code(3)
+        .stdout_eq("")
+        .stderr_eq(format!(
+            "{{\"error\":{{\"code\":\"unreachable\",\"message\":\"cannot reach otpd at {0}: No such file or directory (os error 2); is the daemon running? Start it with 'systemctl start otpd' or 'otpd --socket {0}'\",\"exit_code\":3}}}}\n",
+            missing.display()
+        ));
     // The socket also comes from OTPD_SOCKET.
     snapbox::cmd::Command::new(built("otpctl"))
         .env("OTPD_SOCKET", &missing)
@@ -216,6 +223,24 @@ fn unreachable_daemon_and_usage_errors() {
         .assert()
         .code(2);
     otpctl(&missing).arg("verify").assert().code(2);
+    // With --json, a usage error is the JSON error object too.
+    let out = otpctl(&missing)
+        .args(["--json", "enroll", "x", "--digits", "7"])
+        .assert()
+        .code(2)
+        .stdout_eq("");
+    let err: serde_json::Value = serde_json::from_slice(&out.get_output().stderr).unwrap();
+    assert_eq!(err["error"]["code"], "usage", "{err}");
+    assert_eq!(err["error"]["exit_code"], 2, "{err}");
+    assert_eq!(
+        err["error"]["message"], "invalid value '7' for '--digits <DIGITS>'; see otpctl --help",
+        "{err}"
+    );
+    // --help stays help.
+    otpctl(&missing)
+        .args(["--json", "--help"])
+        .assert()
+        .success();
 }
 
 /// Runs otpctl as `nobody` from a copy in the (world-traversable) test
@@ -249,9 +274,8 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
         .assert()
         .success();
 
-    let denied = "otpctl: error: permission denied: permission denied: [..]\n";
     for args in [
-        &["status"][..],
+        &["status", "--locked"][..],
         &["status", "alice"],
         &["verify", "alice", "123456"],
         &["unlock", "alice"],
@@ -260,9 +284,25 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
         &["enroll", "nobody"],
         &["confirm", "nobody", "123456"],
     ] {
-        as_nobody(s, args).code(4).stdout_eq("").stderr_eq(denied);
+        let out = as_nobody(s, args).code(4).stdout_eq("");
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        // Said once, though otpd's message begins with the same words.
+        assert!(
+            err.starts_with("otpctl: error: permission denied: "),
+            "{err}"
+        );
+        assert_eq!(err.matches("permission denied").count(), 1, "{err}");
     }
-    // Its own account: status readable; a verify for an unenrolled account
+    as_nobody(s, &["status", "alice"]).code(4).stderr_eq(
+        "otpctl: error: permission denied: uid 65534 may read the status only for its own \
+         account\n",
+    );
+    as_nobody(s, &["unlock", "alice"]).code(4).stderr_eq(
+        "otpctl: error: permission denied: unlocking users is for root and the admin group; \
+         uid 65534 may only verify codes for and read the status of its own account\n",
+    );
+    // Its own account: status readable, also without a name (it may not
+    // list everyone); a verify for an unenrolled account
     // looks exactly like a wrong code.
     as_nobody(s, &["--json", "status", "nobody"])
         .success()
@@ -270,6 +310,15 @@ fn non_root_caller_may_only_verify_and_read_its_own_account() {
             r#"[{"user":"nobody","state":"not_enrolled",[..]}]
 "#,
         );
+    as_nobody(s, &["--json", "status"]).success().stdout_eq(
+        r#"[{"user":"nobody","state":"not_enrolled",[..]}]
+"#,
+    );
+    as_nobody(s, &["status"]).success().stdout_eq(
+        "USER    STATE  [..]
+nobody  not_enrolled  -     0       0      -             -             -         0
+",
+    );
     let unknown = as_nobody(s, &["--json", "verify", "nobody", "123456"]).code(1);
     let unknown = String::from_utf8_lossy(&unknown.get_output().stdout).into_owned();
     assert!(

@@ -43,7 +43,7 @@ fn start_with(d: &InProcess, user: &str, device: &str, add: bool, extra: &[&str]
     let mut args: Vec<&str> = if add {
         vec!["--json", "device", "add", user, device]
     } else {
-        vec!["--json", "enroll", user, "--device", device]
+        vec!["--json", "enroll", user, "--force", "--device", device]
     };
     args.extend_from_slice(extra);
     let out = otpctl(d.socket()).args(&args).assert().success();
@@ -221,12 +221,17 @@ tablet  active  sha1/8/30s  2027-01-15T08:00:30Z  {used}  0s
         .assert()
         .success()
         .stdout_eq("renamed device tablet of alice to ipad\n");
-    otpctl(s)
+    // With --json the error is a JSON object on stderr.
+    let out = otpctl(s)
         .args(["--json", "device", "rename", "alice", "nope", "x"])
         .assert()
         .code(6)
-        .stdout_eq("")
-        .stderr_eq("otpctl: error: no device named \"nope\" for alice; 'otpctl device list alice' shows the devices\n");
+        .stdout_eq("");
+    assert_eq!(
+        String::from_utf8_lossy(&out.get_output().stderr),
+        "{\"error\":{\"code\":\"no_such_device\",\"message\":\"no device named \\\"nope\\\" for \
+         alice; 'otpctl device list alice' shows the devices\",\"exit_code\":6}}\n"
+    );
     otpctl(s)
         .args(["device", "rename", "alice", "ipad", "phone"])
         .assert()

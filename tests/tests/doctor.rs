@@ -446,7 +446,7 @@ fn an_enrolled_user_without_an_account_is_found() {
     let out = Command::new(built("otpctl"))
         .arg("--socket")
         .arg(&d.socket)
-        .args(["--json", "enroll", user])
+        .args(["--json", "enroll", user, "--force"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -482,7 +482,7 @@ fn after_the_deadline_users_who_must_enroll_and_nullok_are_found() {
     let out = Command::new(built("otpctl"))
         .arg("--socket")
         .arg(&d.socket)
-        .args(["--json", "enroll", user])
+        .args(["--json", "enroll", user, "--force"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -532,7 +532,7 @@ fn after_the_deadline_users_who_must_enroll_and_nullok_are_found() {
     let out = Command::new(built("otpctl"))
         .arg("--socket")
         .arg(&d.socket)
-        .args(["--json", "enroll", user])
+        .args(["--json", "enroll", user, "--force"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -25,7 +25,7 @@ fn json_of(out: &OutputAssert) -> Value {
 
 fn start(d: &InProcess, user: &str) -> App {
     let out = otpctl(d.socket())
-        .args(["--json", "enroll", user])
+        .args(["--json", "enroll", user, "--force"])
         .assert()
         .success();
     App::from_uri(json_of(&out)["otpauth_uri"].as_str().unwrap())

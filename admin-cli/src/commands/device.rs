@@ -23,6 +23,7 @@ pub async fn run(
                 device: &args.name,
                 add_device: true,
                 totp: &args.totp,
+                replacing: None,
             };
             return enroll::enroll(client, p, &new).await;
         }

@@ -6,7 +6,10 @@ use std::io::{self, BufRead, IsTerminal};
 use std::mem;
 use std::process::ExitCode;
 
-use otpd_proto::v1::{self as pb, EnrollStartRequest, EnrollStartResponse};
+use otpd_proto::v1::{
+    self as pb, EnrollStartRequest, EnrollStartResponse, GetStatusRequest, UserStatus,
+};
+use tonic::Code;
 use zeroize::Zeroizing;
 
 use crate::cli::{Algorithm, Digits, EnrollArgs, TotpOptions};
@@ -15,6 +18,10 @@ use crate::commands::confirm::confirm;
 use crate::error::Error;
 use crate::output::Printer;
 use crate::qr::{PngFile, Qr};
+
+/// Codes asked for at the prompt of an interactive enroll before giving
+/// up (the enrollment then stays pending for `otpctl confirm`).
+pub const CONFIRM_TRIES: u32 = 3;
 
 /// A started enrollment. The secret and the URI (which holds it) are wiped
 /// from memory when dropped.
@@ -57,20 +64,106 @@ pub struct NewDevice<'a> {
     /// true: `device add` (beside the active devices); false: `enroll`.
     pub add_device: bool,
     pub totp: &'a TotpOptions,
+    /// What the enrollment replaces once confirmed (`enroll` of a user who
+    /// has devices or a pending enrollment).
+    pub replacing: Option<Replacing>,
+}
+
+/// A re-enrollment: what the user has now, and which parameters of the new
+/// device were taken from the device it replaces.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replacing {
+    /// The active devices: name and parameters ("sha256/8/60s").
+    pub devices: Vec<(String, String)>,
+    /// The device whose enrollment awaits confirmation (dropped now).
+    pub pending: Option<String>,
+    /// The device the parameters were kept from, and which ones (those
+    /// not given on the command line).
+    pub kept_from: Option<String>,
+    pub kept: Vec<&'static str>,
 }
 
 pub async fn run(
     client: &mut Client,
     p: &mut Printer<'_>,
-    args: EnrollArgs,
+    mut args: EnrollArgs,
 ) -> Result<ExitCode, Error> {
+    if crate::account::check(&args.user, args.force)? {
+        p.warn(&format!(
+            "the name service does not know {:?}; enrolling it anyway (--force)",
+            args.user
+        ))?;
+    }
+    // What the user has now; an error is left to EnrollStart to report.
+    let request = GetStatusRequest {
+        user: args.user.as_bytes().to_vec().into(),
+    };
+    let replacing = match client.get_status(request).await {
+        Ok(status) => replacing(&status.into_inner(), &mut args.totp),
+        Err(_) => None,
+    };
     let new = NewDevice {
         user: &args.user,
         device: &args.device,
         add_device: false,
         totp: &args.totp,
+        replacing,
     };
     enroll(client, p, &new).await
+}
+
+/// What enrolling replaces for a user in state `s`, if anything; the
+/// parameters not given in `totp` are set to those of the user's first
+/// active device, so that a re-enrollment keeps them.
+fn replacing(s: &UserStatus, totp: &mut TotpOptions) -> Option<Replacing> {
+    let pending = (!s.pending_device.is_empty()).then(|| s.pending_device.clone());
+    if s.devices.is_empty() && pending.is_none() {
+        return None;
+    }
+    let devices = s
+        .devices
+        .iter()
+        .map(|d| (d.name.clone(), crate::output::device_totp_text(d)))
+        .collect();
+    let mut kept = Vec::new();
+    let first = s.devices.first();
+    if let Some(d) = first {
+        if totp.algorithm.is_none() {
+            totp.algorithm = match d.algorithm() {
+                pb::Algorithm::Sha1 => Some(Algorithm::Sha1),
+                pb::Algorithm::Sha256 => Some(Algorithm::Sha256),
+                pb::Algorithm::Sha512 => Some(Algorithm::Sha512),
+                pb::Algorithm::Unspecified => None,
+            };
+            if totp.algorithm.is_some() {
+                kept.push("algorithm");
+            }
+        }
+        if totp.digits.is_none() {
+            totp.digits = match d.digits {
+                6 => Some(Digits::Six),
+                8 => Some(Digits::Eight),
+                _ => None,
+            };
+            if totp.digits.is_some() {
+                kept.push("digits");
+            }
+        }
+        if totp.period.is_none() && !d.hotp && d.period > 0 && !totp.hotp {
+            totp.period = Some(d.period);
+            kept.push("period");
+        }
+        if totp.issuer.is_none() && !d.issuer.is_empty() {
+            totp.issuer = Some(d.issuer.clone());
+            kept.push("issuer");
+        }
+    }
+    Some(Replacing {
+        devices,
+        pending,
+        kept_from: first.filter(|_| !kept.is_empty()).map(|d| d.name.clone()),
+        kept,
+    })
 }
 
 /// The whole flow of `enroll` and `device add`: start, QR code and key,
@@ -105,28 +198,66 @@ pub async fn enroll(
         &enrollment,
         terminal.as_deref().map(String::as_str),
         new.totp.qr_png.as_deref(),
+        new.replacing.as_ref(),
     )?;
     drop(terminal);
 
-    if p.is_json() || !io::stdin().is_terminal() {
+    // A closed stdout (`| head`) would hide the prompt: the enrollment is
+    // started, confirm it with `otpctl confirm`.
+    if p.is_json() || !io::stdin().is_terminal() || p.stdout_closed() {
         p.confirm_hint(user, false)?;
         return Ok(ExitCode::SUCCESS);
     }
-    p.confirm_prompt()?;
-    let code = match read_code()? {
-        Some(code) if !code.is_empty() => code,
-        Some(_) => {
-            p.confirm_hint(user, false)?;
-            return Ok(ExitCode::SUCCESS);
+    for tries_left in (0..CONFIRM_TRIES).rev() {
+        p.confirm_prompt()?;
+        let code = match read_code()? {
+            Some(code) if !code.is_empty() => code,
+            Some(_) => {
+                p.confirm_hint(user, false)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            None => {
+                p.confirm_hint(user, true)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        match confirm(client, user, code.as_bytes().to_vec()).await {
+            Ok(confirmation) => {
+                p.confirmed_at_prompt(user, &confirmation)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A wrong code: the enrollment stays pending; try again.
+            Err(Error::Status(s)) if s.code() == Code::Unauthenticated => {
+                if tries_left > 0 {
+                    p.confirm_retry(s.message(), tries_left)?;
+                    continue;
+                }
+                return Err(Error::NotConfirmed {
+                    user: user.to_owned(),
+                    tries: CONFIRM_TRIES,
+                    reason: s.message().to_owned(),
+                    expires_at: pending_expiry(client, user).await,
+                    again: if new.add_device {
+                        format!("otpctl device add {user} {}", new.device)
+                    } else {
+                        format!("otpctl enroll {user}")
+                    },
+                });
+            }
+            Err(e) => return Err(e),
         }
-        None => {
-            p.confirm_hint(user, true)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let confirmation = confirm(client, user, code.as_bytes().to_vec()).await?;
-    p.confirmed_at_prompt(user, &confirmation)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Until when `user`'s pending enrollment can be confirmed (RFC 3339), if
+/// otpd says.
+async fn pending_expiry(client: &mut Client, user: &str) -> Option<String> {
+    let request = GetStatusRequest {
+        user: user.as_bytes().to_vec().into(),
+    };
+    let status = client.get_status(request).await.ok()?.into_inner();
+    crate::output::rfc3339(status.pending_expires_at)
 }
 
 async fn start(client: &mut Client, new: &NewDevice<'_>) -> Result<(Enrollment, Qr), Error> {
