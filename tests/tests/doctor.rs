@@ -21,7 +21,8 @@ auth\trequired\t\t\tpam_permit.so
 ";
 
 /// The README's key + code stack (Protect SSH, Key + code).
-const SSHD_KEY_AND_CODE: &str = "# @include common-auth\nauth required pam_otpd.so\n";
+const SSHD_KEY_AND_CODE: &str =
+    "# @include common-auth\nauth required pam_otpd.so\nauth required pam_permit.so\n";
 
 /// The README's key + code sshd settings.
 const SSHD_CLEAN: &str = "UsePAM yes\nKbdInteractiveAuthentication yes\n\
@@ -376,6 +377,14 @@ fn pam_ignore_as_the_only_result_is_found() {
     let sshd = s.path("pam/sshd").display().to_string();
     assert_eq!(found(&report, "ignore-only"), [(sshd, Some(2))]);
     assert_eq!(file_ids(&report), ["ignore-only"]);
+
+    // The README's key + code stack with nullok: pam_permit decides.
+    let s = setup(
+        SSHD_CLEAN,
+        &SSHD_KEY_AND_CODE.replace("pam_otpd.so", "pam_otpd.so nullok"),
+    );
+    let (_, report) = s.doctor(&[]);
+    assert_eq!(file_ids(&report), [] as [&str; 0], "{report}");
 }
 
 #[test]

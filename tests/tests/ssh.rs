@@ -405,3 +405,55 @@ async fn sudo_inside_the_ssh_session_needs_no_second_code_and_outside_it_does() 
         .count();
     assert!(graces >= 2, "two sudo runs accepted by grace:\n{log}");
 }
+
+/// The README's key + code stack with `nullok` (the rollout setup):
+/// a user who has not enrolled logs in with the key alone; once enrolled,
+/// a wrong code is refused and the right one logs in; with otpd stopped
+/// (`fail_mode=closed`, the default), the key alone does not.
+/// Before `pam_permit.so` was in the README's lines, pam_otpd's
+/// `PAM_IGNORE` was the stack's only result and libpam refused the user
+/// who had not enrolled.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_and_code_with_nullok_lets_an_unenrolled_user_in_with_the_key() {
+    sshd::require_root_and_sshd();
+    let dir = shared_tempdir();
+    std::fs::write(dir.path().join("otpd.toml"), "").unwrap();
+    let daemon = Process::start(dir.path());
+    let mut client = connect(&daemon.socket).await;
+    let user = User::create();
+    let sshd = Sshd::start_with_options(Methods::KeyAndCode, &daemon.pam_socket, &user, "nullok");
+    let login = |code: &str| tokio::task::block_in_place(|| sshd.login(&user, code));
+
+    let login_unenrolled = login("000000");
+    login_unenrolled.expect(Outcome::LoggedInWithoutCode);
+    assert_eq!(
+        login_unenrolled.prompts(),
+        [] as [&str; 0],
+        "{login_unenrolled}"
+    );
+    assert_eq!(
+        login_unenrolled.output(),
+        [user.name.as_str()],
+        "{login_unenrolled}"
+    );
+
+    let (mut codes, _) = Codes::enroll(&mut client, &user.name).await;
+    let wrong = login(&codes.wrong());
+    wrong.expect(Outcome::AuthFailed);
+    assert_eq!(wrong.prompts(), ["Verification code:"], "{wrong}");
+    assert_eq!(wrong.output(), [] as [&str; 0], "{wrong}");
+
+    let right = login(&codes.fresh());
+    right.expect(Outcome::LoggedIn);
+    assert_eq!(right.prompts(), ["Verification code:"], "{right}");
+    assert_eq!(right.output(), [user.name.as_str()], "{right}");
+
+    // otpd stopped: fail_mode=closed refuses, the key alone is not enough.
+    drop(client);
+    daemon.stop();
+    // (nullok asks otpd about the user before prompting: no prompt.)
+    let down = login(&codes.wrong());
+    down.expect(Outcome::NoCodePrompt);
+    assert_eq!(down.output(), [] as [&str; 0], "{down}");
+    drop(sshd);
+}

@@ -513,8 +513,10 @@ pub fn check(files: &Files, dir: &str, pam_socket: &str) -> Vec<Finding> {
                  module of the stack decides: libpam then refuses the login (every user \
                  not enrolled is locked out)"
                         .into(),
-                    "keep a module that decides beside it (`@include common-auth`, or `auth \
-                 required pam_unix.so`), or remove nullok (README: Traps, nullok)"
+                    "keep a module that decides beside it: with key + code (sshd checks \
+                 the key first), `auth required pam_permit.so` after the pam_otpd line; \
+                 with a password, `@include common-auth` or `auth required pam_unix.so`; \
+                 or remove nullok (README: Protect SSH, Key + code; Traps, nullok)"
                         .into(),
                 ),
             );

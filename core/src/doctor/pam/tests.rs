@@ -217,6 +217,21 @@ fn pam_ignore_as_the_only_result_is_an_error() {
     let found = check(&files, "/etc/pam.d", PAM_SOCKET);
     assert_eq!(ids(&found), ["ignore-only"]);
     assert_eq!(found[0].line, Some(2));
+    // The fix names the key + code way out (pam_permit after pam_otpd).
+    assert!(
+        found[0]
+            .fix
+            .contains("`auth required pam_permit.so` after the pam_otpd line"),
+        "{}",
+        found[0].fix
+    );
+    // The README's key + code stack (Protect SSH) with nullok is fine.
+    let files = dir(&[(
+        "sshd",
+        "# @include common-auth\nauth required pam_otpd.so nullok\n\
+         auth required pam_permit.so\n",
+    )]);
+    assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
     // Without nullok the module decides itself.
     let files = dir(&[("sshd", "auth required pam_otpd.so\n")]);
     assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
