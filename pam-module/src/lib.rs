@@ -100,7 +100,12 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
     let (opts, warnings) = options::parse(args);
     let mut log = SysLog { handle };
     for warning in &warnings {
-        log.log(Level::Warning, &warning.to_string());
+        let level = if warning.is_error() {
+            Level::Error
+        } else {
+            Level::Warning
+        };
+        log.log(level, &warning.to_string());
     }
 
     let user = match handle.user() {

@@ -327,6 +327,84 @@ const NEVER_DECIDE: &[&str] = &[
     "pam_loginuid.so",
 ];
 
+/// pam_otpd's options that take no value (pam-module/src/options.rs:
+/// keep in step).
+pub const OTPD_FLAGS: &[&str] = &[
+    "nullok",
+    "forward_pass",
+    "use_first_pass",
+    "try_first_pass",
+    "echo_code",
+    "debug",
+    "app_passwords",
+    "app_passwords_only",
+    "grace",
+];
+
+/// pam_otpd's `NAME=VALUE` options.
+pub const OTPD_VALUED: &[&str] = &["socket", "fail_mode", "prompt", "timeout_ms"];
+
+/// What is wrong with one pam_otpd argument, as the module would log it
+/// (it ignores the argument); `None` when the module takes it.
+pub fn otpd_option_problem(arg: &str) -> Option<String> {
+    let (name, value) = match arg.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (arg, None),
+    };
+    let known = OTPD_FLAGS.contains(&name) || OTPD_VALUED.contains(&name);
+    if !known {
+        let folded = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], "");
+        let near = OTPD_FLAGS
+            .iter()
+            .chain(OTPD_VALUED)
+            .map(|k| {
+                let d = if folded(k) == folded(name) {
+                    0
+                } else {
+                    edit_distance(k.as_bytes(), name.as_bytes())
+                };
+                (d, *k)
+            })
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map_or_else(String::new, |(_, k)| format!(" (did you mean {k}?)"));
+        return Some(format!("unknown option `{arg}`{near}"));
+    }
+    match (name, value) {
+        (flag, Some(_)) if OTPD_FLAGS.contains(&flag) => {
+            Some(format!("`{arg}`: {flag} takes no value (write `{flag}`)"))
+        }
+        (valued, None) if OTPD_VALUED.contains(&valued) => {
+            Some(format!("`{valued}` needs a value (`{valued}=...`)"))
+        }
+        ("fail_mode", Some(v)) if v != "closed" && v != "open" => Some(format!(
+            "`{arg}`: expected fail_mode=closed or fail_mode=open"
+        )),
+        ("timeout_ms", Some(v)) if !v.parse::<u64>().is_ok_and(|ms| (1..=60_000).contains(&ms)) => {
+            Some(format!("`{arg}`: expected milliseconds from 1 to 60000"))
+        }
+        ("socket", Some(v)) if !v.starts_with('/') => {
+            Some(format!("`{arg}`: the socket must be an absolute path"))
+        }
+        _ => None,
+    }
+}
+
+/// Levenshtein distance (option names are short).
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// The shared files distributions include from every service.
 const SHARED: &[&str] = &["common-auth", "system-auth", "password-auth"];
 
@@ -403,6 +481,28 @@ pub fn check(files: &Files, dir: &str, pam_socket: &str) -> Vec<Finding> {
                             "move the line into the service files (/etc/pam.d/sshd, sudo, su, \
                          login) after their `@include common-auth` (README: Protect SSH, \
                          Traps)"
+                                .into(),
+                        ),
+                    );
+                }
+                let problems: Vec<String> = rule
+                    .args
+                    .iter()
+                    .filter_map(|a| otpd_option_problem(a))
+                    .collect();
+                if !problems.is_empty() {
+                    add(
+                        service,
+                        Finding::error(
+                            "pam-option",
+                            &path(rule.file),
+                            at,
+                            format!(
+                                "pam_otpd ignores {}: the line does not do what it says (the \
+                                 module logs this as an error at each login)",
+                                problems.join("; ")
+                            ),
+                            "fix the spelling; the options are listed in README: pam_otpd(8)"
                                 .into(),
                         ),
                     );

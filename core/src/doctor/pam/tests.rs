@@ -286,3 +286,36 @@ fn files_that_include_each_other_many_times_take_bounded_work() {
     assert!(stack.len() <= MAX_EXPANSIONS, "{}", stack.len());
     assert!(check(&files, "d", PAM_SOCKET).is_empty());
 }
+
+#[test]
+fn option_typos_are_errors_that_name_the_option_meant() {
+    let files = dir(&[(
+        "sshd",
+        "auth required pam_unix.so\n\
+         auth required pam_otpd.so nulok debug=1 fail_mode=sideways [prompt=Code: ] timeout_ms=0\n",
+    )]);
+    let found = check(&files, "/etc/pam.d", PAM_SOCKET);
+    assert_eq!(ids(&found), ["pam-option"]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, Some(2));
+    assert_eq!(found[0].severity, crate::doctor::Severity::Error);
+    assert!(
+        found[0].what.starts_with(
+            "pam_otpd ignores unknown option `nulok` (did you mean nullok?); \
+             `debug=1`: debug takes no value (write `debug`); \
+             `fail_mode=sideways`: expected fail_mode=closed or fail_mode=open; \
+             `timeout_ms=0`: expected milliseconds from 1 to 60000: "
+        ),
+        "{}",
+        found[0].what
+    );
+    // Every option the module knows passes.
+    let files = dir(&[(
+        "sshd",
+        "auth required pam_unix.so\n\
+         auth required pam_otpd.so nullok debug echo_code grace app_passwords \
+         forward_pass fail_mode=closed timeout_ms=60000 socket=/run/otpd/pam.sock \
+         [prompt=One-time code: ]\n",
+    )]);
+    assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
+}
