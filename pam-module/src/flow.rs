@@ -251,8 +251,9 @@ pub struct Request {
     pub remote_host: String,
     /// `PAM_TTY`.
     pub tty: String,
-    /// `PAM_AUTHTOK` from an earlier module; read only for
-    /// `use_first_pass` / `try_first_pass`.
+    /// `PAM_AUTHTOK` from an earlier module; read for `use_first_pass` /
+    /// `try_first_pass` (password and code), and for the code-only prompt,
+    /// where an answer equal to it is a password, never sent to otpd.
     pub authtok: Option<Secret>,
     /// The real uid of this process (`getuid()`): the invoking user for
     /// su and sudo, 0 for sshd and login.
@@ -493,6 +494,27 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
 
         if self.opts.pass_mode.is_combined() {
             self.combined(&req, &answer, status, status_asked)
+        } else if req
+            .authtok
+            .as_ref()
+            .is_some_and(|password| !answer.is_empty() && password.same_as(&answer))
+        {
+            // The answer to the code prompt is the password an earlier
+            // module read: sshd's password method (`PasswordAuthentication
+            // yes`) answers every prompt with the password, or the user
+            // typed it at the wrong prompt. It is not sent to otpd.
+            self.log(
+                Level::Error,
+                &format!(
+                    "user {}: the answer to the code prompt is the password an earlier \
+                     module read (PAM_AUTHTOK), not sent to otpd; refused. sshd's password \
+                     method answers every prompt with the password: set \
+                     `PasswordAuthentication no` and `AuthenticationMethods \
+                     keyboard-interactive` (README: Protect SSH)",
+                    self.who
+                ),
+            );
+            Outcome::new(PamError::AUTH_ERR)
         } else {
             let code = strip_whitespace(answer.as_bytes());
             if code.is_empty() {
@@ -1813,6 +1835,38 @@ mod tests {
         );
         assert_eq!(r.out.result, PamError::IGNORE);
         assert_eq!(r.authtok().as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn a_password_given_as_the_code_is_not_sent_to_otpd() {
+        // sshd's password method answers the code prompt with the password
+        // that pam_unix already read into PAM_AUTHTOK.
+        let req = || Request {
+            authtok: Some(Secret::from_slice(b"hunter2 pw")),
+            ..request()
+        };
+        let r = run(&[], req(), vec![Ok(Some("hunter2 pw"))], vec![], vec![]);
+        assert_eq!(r.out.result, PamError::AUTH_ERR);
+        assert!(r.codes().is_empty(), "sent to otpd: {:?}", r.codes());
+        assert!(r.out.authtok.is_none());
+        assert!(
+            r.log.0.iter().any(|(level, line)| *level == Level::Error
+                && line.contains("is the password an earlier module read")
+                && line.contains("PasswordAuthentication no")),
+            "{:?}",
+            r.log.0
+        );
+        r.assert_not_logged(&["hunter2"]);
+        // A code with a password set by an earlier module goes to otpd.
+        let r = run(
+            &[],
+            req(),
+            vec![Ok(Some("123456"))],
+            vec![],
+            vec![Ok(accepted())],
+        );
+        assert_eq!(r.out.result, PamError::SUCCESS);
+        assert_eq!(r.codes(), ["123456"]);
     }
 
     #[test]

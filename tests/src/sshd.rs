@@ -276,17 +276,25 @@ pub enum Methods {
     /// `AuthenticationMethods publickey,keyboard-interactive`; PAM asks
     /// only for the code.
     KeyAndCode,
+    /// The README's trap: `PasswordAuthentication yes` and no
+    /// `AuthenticationMethods`, the password + code stack; the client uses
+    /// SSH's password method, in which sshd answers every PAM prompt
+    /// (the code prompt too) with the password.
+    PasswordMethod,
 }
 
 impl Methods {
     fn sshd_config(self) -> &'static str {
         match self {
             Self::PasswordAndCode => {
-                "PubkeyAuthentication no\nAuthenticationMethods keyboard-interactive\n"
+                "PasswordAuthentication no\nPubkeyAuthentication no\n\
+                 AuthenticationMethods keyboard-interactive\n"
             }
             Self::KeyAndCode => {
-                "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive\n"
+                "PasswordAuthentication no\nPubkeyAuthentication yes\n\
+                 AuthenticationMethods publickey,keyboard-interactive\n"
             }
+            Self::PasswordMethod => "PasswordAuthentication yes\nPubkeyAuthentication no\n",
         }
     }
 
@@ -296,7 +304,7 @@ impl Methods {
         let otpd = format!("{} socket={} {options}", module.display(), socket.display());
         match self {
             // nodelay: no 2 s pause after each failure (pam_unix's default).
-            Self::PasswordAndCode => format!(
+            Self::PasswordAndCode | Self::PasswordMethod => format!(
                 "auth     required  pam_unix.so nodelay\nauth     required  {}\n",
                 otpd.trim_end()
             ),
@@ -458,7 +466,6 @@ impl Sshd {
              PidFile {pid}\n\
              UsePAM yes\n\
              KbdInteractiveAuthentication yes\n\
-             PasswordAuthentication no\n\
              {methods}\
              AuthorizedKeysFile .ssh/authorized_keys\n\
              AllowUsers {user}\n\
@@ -594,6 +601,9 @@ impl Sshd {
             Some(key) => cmd.arg("--key").arg(key),
             None => cmd.env("OTPD_TEST_PASSWORD", password),
         };
+        if self.methods == Methods::PasswordMethod {
+            cmd.arg("--password-method");
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path).unwrap())

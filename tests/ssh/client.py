@@ -3,7 +3,8 @@
 a password and/or a public key plus a one-time code, then one command.
 
     client.py --port N --user U --code CODE [--password PW] [--key FILE]
-              [--host-key FILE.pub] [--command 'id -un'] [--timeout S]
+              [--password-method] [--host-key FILE.pub] [--command 'id -un']
+              [--timeout S]
 
 Answers "Password:" with --password (default: the environment variable
 OTPD_TEST_PASSWORD, which other users cannot read in /proc, unlike the
@@ -225,6 +226,9 @@ def session(args):
                         print(f"client: after the key the server allows {allowed}",
                               file=sys.stderr)
                     transport.auth_interactive(args.user, answers)
+            elif args.password_method:
+                # SSH's password method: no prompt reaches the client.
+                transport.auth_password(args.user, args.password)
             else:
                 transport.auth_interactive(args.user, answers)
         except paramiko.AuthenticationException as e:
@@ -257,6 +261,8 @@ def main(argv=None):
     p.add_argument("--password", default=os.environ.get("OTPD_TEST_PASSWORD"),
                    help="the answer to the password prompt (default: $OTPD_TEST_PASSWORD)")
     p.add_argument("--key", help="private key for public-key authentication first")
+    p.add_argument("--password-method", action="store_true",
+                   help="use SSH's password method instead of keyboard-interactive")
     p.add_argument("--host-key", help="the server's public host key (.pub) to expect")
     p.add_argument("--command", default="id -un")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per step")

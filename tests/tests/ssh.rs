@@ -457,3 +457,28 @@ async fn key_and_code_with_nullok_lets_an_unenrolled_user_in_with_the_key() {
     assert_eq!(down.output(), [] as [&str; 0], "{down}");
     drop(sshd);
 }
+
+/// The README's trap, reproduced: `PasswordAuthentication yes` without
+/// `AuthenticationMethods` and the password + code stack. A client using
+/// SSH's password method with the right password is refused ("Failed
+/// password"), because sshd answers pam_otpd's code prompt with the
+/// password too; and the password is not sent to otpd as a code.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_password_method_runs_the_code_prompt_with_the_password_and_fails() {
+    let (rig, _, _) = Rig::start(Methods::PasswordMethod).await;
+    let login = rig.login("unused");
+    login.expect(Outcome::NoCodePrompt);
+    assert_eq!(login.output(), [] as [&str; 0], "{login}");
+    let sshd_log = rig.sshd.log();
+    assert!(
+        sshd_log.contains(&format!("Failed password for {}", rig.name())),
+        "{sshd_log}"
+    );
+    let otpd_log = rig.daemon.stderr();
+    assert!(
+        !otpd_log
+            .lines()
+            .any(|l| l.contains("event=\"verify\"") && l.contains(rig.name())),
+        "the password reached otpd as a code:\n{otpd_log}"
+    );
+}

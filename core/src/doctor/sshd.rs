@@ -210,8 +210,8 @@ pub fn check(settings: &Settings, file: &str) -> Vec<Finding> {
                 "password-authentication",
                 file,
                 password.line,
-                "PasswordAuthentication yes lets clients use the password method, which \
-                 never runs the code prompt"
+                "PasswordAuthentication yes lets clients use the password method, in \
+                 which sshd answers the code prompt with the password: password logins fail"
                     .into(),
                 "set `PasswordAuthentication no` and AuthenticationMethods as in README: \
                  Protect SSH (Password + code, Key + code); check with `ssh -v` that \
