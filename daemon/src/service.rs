@@ -867,7 +867,6 @@ impl Otpd for OtpdService {
                 backup_codes = imported.backup_codes,
                 source = audit::clip(&source),
                 peer_uid = caller.uid,
-                "device imported"
             );
         }
         Ok(Response::new(pb::ImportDeviceResponse {
@@ -1017,7 +1016,6 @@ impl Otpd for OtpdService {
                             backup_codes = done.backup_codes,
                             source = audit::clip(&source),
                             peer_uid = caller.uid,
-                            "devices imported"
                         );
                     }
                     pb::ImportUserResult {
