@@ -742,6 +742,8 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 } else if v.method == Method::BackupCode {
                     self.conv
                         .info(&messages::backup_code_accepted(v.backup_codes_left));
+                    self.conv
+                        .info(&messages::re_enroll_after_backup_code(&self.who));
                     self.log(
                         Level::Info,
                         &format!(
@@ -752,8 +754,11 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 } else {
                     self.log(Level::Info, &format!("user {}: code accepted", self.who));
                 }
-                if v.backup_codes_low {
-                    self.conv.info(&messages::backup_codes_low(&self.who));
+                // With none left and a single device, the recovery reminder
+                // below says it all.
+                if v.backup_codes_low && !(v.backup_codes_left == 0 && v.recovery_nudge.is_some()) {
+                    self.conv
+                        .info(&messages::backup_codes_low(&self.who, v.backup_codes_left));
                 }
                 if let Some(contact) = &v.recovery_nudge {
                     self.conv
@@ -765,8 +770,11 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 }
             }
             Decision::Locked | Decision::Throttled => {
-                self.conv
-                    .error(&messages::too_many_attempts(v.retry_after_seconds));
+                self.conv.error(&if v.decision == Decision::Locked {
+                    messages::locked(v.retry_after_seconds)
+                } else {
+                    messages::throttled(v.retry_after_seconds)
+                });
                 self.log(
                     Level::Notice,
                     &format!(
@@ -1264,7 +1272,11 @@ mod tests {
         assert_eq!(r.out.result, PamError::AUTH_ERR);
         assert_eq!(
             r.conv.errors,
-            vec!["Too many failed attempts; try again in 12 min".to_owned()]
+            vec![
+                "Locked after too many failed attempts; try again in 12 min, or ask your \
+                 administrator to unlock."
+                    .to_owned()
+            ]
         );
     }
 
@@ -1284,7 +1296,7 @@ mod tests {
         assert_eq!(r.out.result, PamError::AUTH_ERR);
         assert_eq!(
             r.conv.errors,
-            vec!["Too many failed attempts; try again in 30 s".to_owned()]
+            vec!["Too many attempts in a short time; wait 30 s, then try again.".to_owned()]
         );
     }
 
@@ -1309,12 +1321,51 @@ mod tests {
             r.conv.infos,
             vec![
                 "Backup code accepted; 3 left.".to_owned(),
+                messages::re_enroll_after_backup_code("alice"),
                 "Running low on backup codes: ask your administrator for new ones \
                  (otpctl backup-codes alice)."
                     .to_owned()
             ]
         );
         r.assert_not_logged(&["12345678"]);
+    }
+
+    #[test]
+    fn the_last_backup_code_says_none_are_left() {
+        let v = |nudge: Option<&str>| Verdict {
+            method: Method::BackupCode,
+            backup_codes_left: 0,
+            backup_codes_low: true,
+            recovery_nudge: nudge.map(str::to_owned),
+            ..verdict(Decision::Accepted, Reason::Ok)
+        };
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("12345678"))],
+            vec![],
+            vec![Ok(v(None))],
+        );
+        assert_eq!(
+            r.conv.infos,
+            vec![
+                "Backup code accepted; 0 left.".to_owned(),
+                messages::re_enroll_after_backup_code("alice"),
+                "No backup codes left: without your device you cannot log in. Ask your \
+                 administrator for new ones (otpctl backup-codes alice)."
+                    .to_owned()
+            ]
+        );
+        // A single device too: the recovery reminder alone says so.
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("12345678"))],
+            vec![],
+            vec![Ok(v(Some("the help desk")))],
+        );
+        assert_eq!(r.conv.infos.len(), 3, "{:?}", r.conv.infos);
+        assert!(r.conv.infos[2].starts_with("You have a single device and no backup codes"));
     }
 
     #[test]
@@ -1333,7 +1384,12 @@ mod tests {
         );
         assert_eq!(
             r.conv.infos,
-            vec!["Backup code accepted; 7 left.".to_owned()]
+            vec![
+                "Backup code accepted; 7 left.".to_owned(),
+                "If you used a backup code because your device is lost or broken, have a \
+                 new one enrolled now: ask your administrator (otpctl enroll alice)."
+                    .to_owned()
+            ]
         );
     }
 
@@ -1782,7 +1838,10 @@ mod tests {
         assert_eq!(r.authtok().as_deref(), Some("secret"));
         assert_eq!(
             r.conv.infos,
-            vec!["Backup code accepted; 4 left.".to_owned()]
+            vec![
+                "Backup code accepted; 4 left.".to_owned(),
+                messages::re_enroll_after_backup_code("alice")
+            ]
         );
         r.assert_not_logged(&["secret", "12345678", "345678"]);
 

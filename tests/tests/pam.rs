@@ -22,6 +22,14 @@ const UNAVAILABLE: &str =
 const SYSTEM_ERR: &str = "System error";
 const REPLAYED: &str = "This code has already been used; wait for the next one.";
 
+/// What a user who logged in with a backup code is told besides the count.
+fn re_enroll(user: &str) -> String {
+    format!(
+        "If you used a backup code because your device is lost or broken, have a new one \
+         enrolled now: ask your administrator (otpctl enroll {user})."
+    )
+}
+
 /// What a refused user sees: the prompt, then pamtester's failure line.
 fn refused() -> String {
     format!("{PROMPT}pamtester: {AUTH_ERR}\n")
@@ -136,7 +144,10 @@ fn a_backup_code_is_accepted_once_with_the_count_left() {
         .run()
         .assert_success()
         .assert_user_sees(
-            &format!("Backup code accepted; 9 left.\n{SUCCESS_LINE}"),
+            &format!(
+                "Backup code accepted; 9 left.\n{}\n{SUCCESS_LINE}",
+                re_enroll("dave")
+            ),
             PROMPT,
         )
         .assert_logged(6, &["user dave: backup code accepted, 9 left"])
@@ -157,7 +168,10 @@ fn a_backup_code_is_accepted_once_with_the_count_left() {
         .run()
         .assert_success()
         .assert_user_sees(
-            &format!("Backup code accepted; 8 left.\n{SUCCESS_LINE}"),
+            &format!(
+                "Backup code accepted; 8 left.\n{}\n{SUCCESS_LINE}",
+                re_enroll("dave")
+            ),
             PROMPT,
         )
         .assert_not_logged(&[&backup[1], &backup[1][..4], &backup[1][4..]]);
@@ -181,8 +195,9 @@ fn a_backup_code_is_accepted_once_with_the_count_left() {
         .assert_success()
         .assert_user_sees(
             &format!(
-                "Backup code accepted; 3 left.\nRunning low on backup codes: ask your \
-                 administrator for new ones (otpctl backup-codes dave).\n{SUCCESS_LINE}"
+                "Backup code accepted; 3 left.\n{}\nRunning low on backup codes: ask your \
+                 administrator for new ones (otpctl backup-codes dave).\n{SUCCESS_LINE}",
+                re_enroll("dave")
             ),
             PROMPT,
         );
@@ -222,7 +237,8 @@ fn a_locked_user_is_refused_even_with_the_right_code() {
     assert!(
         [15, 14].iter().any(|m| seen
             == format!(
-                "{PROMPT}Too many failed attempts; try again in {m} min\npamtester: {AUTH_ERR}\n"
+                "{PROMPT}Locked after too many failed attempts; try again in {m} min, or ask \
+                 your administrator to unlock.\npamtester: {AUTH_ERR}\n"
             )),
         "{out}"
     );
@@ -231,6 +247,37 @@ fn a_locked_user_is_refused_even_with_the_right_code() {
     // The locked attempt was not checked, so the code is still unused.
     d.unlock("erin");
     svc.pamtester("erin").answer(&code).run().assert_success();
+}
+
+/// The throttle (seconds) and the lockout (minutes) say which it is and
+/// how long to wait.
+#[test]
+fn a_throttled_user_is_told_to_wait_seconds_not_that_they_are_locked() {
+    require_root();
+    let d = RealDaemon::start_with_config("[rate_limit]\nmax_failures = 2\n");
+    let (mut codes, _) = d.enroll("tess");
+    let wrong = codes.wrong();
+    for _ in 0..2 {
+        let r = d.verify("tess", &wrong);
+        assert_eq!(Decision::try_from(r.decision), Ok(Decision::Rejected));
+    }
+    let svc = PamService::new("otpd-throttled", &otpd_line(&d.socket(), ""));
+    let code = codes.fresh();
+    let out = svc
+        .pamtester("tess")
+        .item("rhost", "192.0.2.7")
+        .answer(&code)
+        .run();
+    out.assert_failure(AUTH_ERR)
+        .assert_logged(5, &["user tess: throttled (retry after "])
+        .assert_not_logged(&[&code]);
+    let seen = out.user_stderr();
+    assert!(
+        seen.starts_with(&format!("{PROMPT}Too many attempts in a short time; wait "))
+            && seen.contains(", then try again.\n")
+            && !seen.contains("Locked"),
+        "{out}"
+    );
 }
 
 /// Nothing is listening at `socket` (the log says `why`): fail_mode=closed
@@ -797,7 +844,10 @@ fn forward_pass_hands_the_password_to_the_next_module() {
         .run()
         .assert_success()
         .assert_user_sees(
-            &format!("Backup code accepted; 9 left.\n{SUCCESS_LINE}"),
+            &format!(
+                "Backup code accepted; 9 left.\n{}\n{SUCCESS_LINE}",
+                re_enroll("ken")
+            ),
             COMBINED_PROMPT,
         )
         .assert_not_logged(&["hunter2", &ken_backup[0], &ken_backup[0][2..]]);

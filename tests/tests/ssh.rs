@@ -104,7 +104,9 @@ async fn an_attacker_from_another_host_locks_itself_out_not_the_user() {
     login.expect(Outcome::AuthFailed);
     assert_eq!(
         login.messages(),
-        ["Too many failed attempts; try again in 15 min"],
+        [
+            "Locked after too many failed attempts; try again in 15 min, or ask your administrator to unlock."
+        ],
         "{login}"
     );
     let s = status(&mut rig.client, &name).await;
@@ -179,7 +181,14 @@ async fn a_backup_code_logs_in_once_and_tells_how_many_are_left() {
     assert_eq!(login.output(), [rig.name()], "{login}");
     assert_eq!(
         login.messages(),
-        ["Backup code accepted; 9 left."],
+        [
+            "Backup code accepted; 9 left.".to_owned(),
+            format!(
+                "If you used a backup code because your device is lost or broken, have a new \
+                 one enrolled now: ask your administrator (otpctl enroll {}).",
+                rig.name()
+            )
+        ],
         "{login}"
     );
 
@@ -221,7 +230,9 @@ async fn a_locked_user_is_refused_even_with_the_right_code() {
     assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
     assert_eq!(
         login.messages(),
-        ["Too many failed attempts; try again in 15 min"],
+        [
+            "Locked after too many failed attempts; try again in 15 min, or ask your administrator to unlock."
+        ],
         "{login}"
     );
 
