@@ -57,6 +57,16 @@ pub trait Daemon {
     fn grace(&mut self, _attempt: Attempt) -> Result<bool, Error> {
         Ok(false)
     }
+    /// Checks that otpd can be reached (for the real client: the socket
+    /// checks and a `connect()`, no gRPC call), before the module asks the
+    /// user for an answer that only otpd can use. A connection already
+    /// open counts.
+    ///
+    /// # Errors
+    /// As for a call: not running, busy, untrusted socket.
+    fn probe(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
     /// Closes any connection kept open between calls: called before the
     /// module waits for the user.
     fn hang_up(&mut self) {}
@@ -433,6 +443,25 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                     ),
                 ),
             }
+        }
+
+        // otpd not there: say so (or step aside, fail_mode=open) before
+        // asking for a code nobody can check. Not where the answer goes on
+        // to the next module whatever otpd says: app_passwords_only, and a
+        // password+code prompt with fail_mode=open.
+        let answer_needs_otpd = self.opts.app_passwords != AppPasswords::Only
+            && (self.opts.pass_mode == PassMode::CodeOnly
+                || self.opts.fail_mode == FailMode::Closed);
+        let will_prompt = match self.opts.pass_mode {
+            PassMode::CodeOnly | PassMode::ForwardPass => true,
+            PassMode::UseFirstPass => false,
+            PassMode::TryFirstPass => req.authtok.is_none(),
+        };
+        if answer_needs_otpd
+            && will_prompt
+            && let Err(e) = self.daemon.probe()
+        {
+            return Outcome::new(self.failed(&e));
         }
 
         // The answer: a code, or a password followed by a code.
@@ -975,6 +1004,9 @@ mod tests {
         requesters: Vec<LocalRequester>,
         /// `allow_app_password` of each attempt.
         allowed: Vec<bool>,
+        /// Answers to `probe`, in order; `Ok(())` when none is left.
+        probes: VecDeque<Result<(), Error>>,
+        probe_calls: usize,
     }
 
     impl Daemon for FakeDaemon {
@@ -993,6 +1025,10 @@ mod tests {
                 a.tty,
             ));
             self.verdicts.pop_front().expect("unexpected Verify")
+        }
+        fn probe(&mut self) -> Result<(), Error> {
+            self.probe_calls += 1;
+            self.probes.pop_front().unwrap_or(Ok(()))
         }
     }
 
@@ -1894,6 +1930,56 @@ mod tests {
         );
         assert_eq!(r.out.result, PamError::IGNORE);
         assert_eq!(r.authtok().as_deref(), Some("pw"));
+    }
+
+    /// otpd not running: no prompt for a code nobody can check; the
+    /// user hears it at once (closed), or the module steps aside (open).
+    /// A password+code prompt with fail_mode=open still asks: the password
+    /// goes on to the next module.
+    #[test]
+    fn an_unreachable_daemon_is_found_before_the_prompt() {
+        let probe_run = |args: &[&str], answers: Vec<Result<Option<&'static str>, Error>>| {
+            let (opts, _) = parse(args);
+            let mut conv = FakeConv {
+                answers: answers.into(),
+                ..FakeConv::default()
+            };
+            let mut daemon = FakeDaemon {
+                probes: vec![Err(unreachable())].into(),
+                statuses: vec![Err(unreachable())].into(),
+                verdicts: vec![Err(unreachable())].into(),
+                ..FakeDaemon::default()
+            };
+            let mut log = FakeLog::default();
+            let out = authenticate(&opts, request(), &mut conv, &mut daemon, &mut log);
+            (out, conv, daemon)
+        };
+        let (out, conv, daemon) = probe_run(&[], vec![]);
+        assert_eq!(out.result, PamError::AUTHINFO_UNAVAIL);
+        assert!(conv.prompts.is_empty());
+        assert_eq!(conv.errors, [messages::SERVICE_UNAVAILABLE]);
+        assert_eq!(daemon.probe_calls, 1);
+        assert!(daemon.attempts.is_empty());
+
+        let (out, conv, _) = probe_run(&["fail_mode=open"], vec![]);
+        assert_eq!(out.result, PamError::IGNORE);
+        assert!(conv.prompts.is_empty() && conv.errors.is_empty());
+
+        let (out, conv, daemon) = probe_run(
+            &["forward_pass", "fail_mode=open"],
+            vec![Ok(Some("pw123456"))],
+        );
+        assert_eq!(out.result, PamError::IGNORE);
+        assert_eq!(conv.prompts.len(), 1);
+        assert_eq!(daemon.probe_calls, 0);
+        assert_eq!(
+            out.authtok.as_ref().map(|s| s.as_bytes().to_vec()),
+            Some(b"pw".to_vec())
+        );
+
+        let (out, conv, _) = probe_run(&["app_passwords_only"], vec![Ok(Some("hunter2"))]);
+        assert_eq!(out.result, PamError::IGNORE);
+        assert_eq!(conv.prompts.len(), 1);
     }
 
     #[test]

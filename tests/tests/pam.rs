@@ -281,7 +281,8 @@ fn a_throttled_user_is_told_to_wait_seconds_not_that_they_are_locked() {
 }
 
 /// Nothing is listening at `socket` (the log says `why`): fail_mode=closed
-/// refuses with AUTHINFO_UNAVAIL, fail_mode=open steps aside (PAM_IGNORE).
+/// refuses with AUTHINFO_UNAVAIL, fail_mode=open steps aside (PAM_IGNORE);
+/// both before asking for a code nobody could check (no prompt).
 fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
     let closed = PamService::new(
         &format!("otpd-down-closed-{label}"),
@@ -291,7 +292,7 @@ fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
     out.assert_failure(AUTHINFO_UNAVAIL)
         .assert_user_sees(
             "",
-            &format!("{PROMPT}{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
+            &format!("{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
         )
         .assert_logged(
             3,
@@ -312,7 +313,7 @@ fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
         .answer("123456")
         .run()
         .assert_success()
-        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_user_sees(SUCCESS_LINE, "")
         .assert_logged(
             3,
             &[
@@ -860,8 +861,9 @@ fn an_untrusted_socket_fails_closed_even_with_fail_mode_open() {
     let d = RealDaemon::start();
     let (mut codes, _) = d.enroll("mallory");
     let tmp = shared_tempdir();
-    // Refused before anything is sent, so one code serves every case and
-    // still works at the end.
+    // Refused before anything is sent (and before the prompt: the socket
+    // is checked when connecting), so one code serves every case and still
+    // works at the end.
     let code = codes.fresh();
     let expect_refused = |label: &str, socket: &std::path::Path, why: &str| {
         let svc = PamService::new(
@@ -874,7 +876,7 @@ fn an_untrusted_socket_fails_closed_even_with_fail_mode_open() {
             .assert_failure(AUTHINFO_UNAVAIL)
             .assert_user_sees(
                 "",
-                &format!("{PROMPT}{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
+                &format!("{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
             )
             .assert_logged(
                 3,
