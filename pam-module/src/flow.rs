@@ -553,7 +553,24 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 );
                 return Outcome::new(PamError::AUTH_ERR);
             }
+            // 6 or 8 ASCII digits: what otpd takes as a code.
+            let shaped = matches!(code.len(), 6 | BACKUP_CODE_DIGITS)
+                && code.as_bytes().iter().all(u8::is_ascii_digit);
             let verdict = self.daemon.verify(attempt(&req, code));
+            // otpd checks the shape before it looks the user up, so the
+            // hint says nothing about the account; the digits only where
+            // the nullok query already told them. (INVALID_ARGUMENT for a
+            // well-formed code is about something else: no hint.)
+            if let Err(Error::Status(s)) = &verdict
+                && s.code() == Code::InvalidArgument
+                && !shaped
+            {
+                let digits = status
+                    .as_ref()
+                    .map(|st| st.digits)
+                    .filter(|d| (6..=10).contains(d));
+                self.conv.error(&messages::not_a_code(digits));
+            }
             Outcome::new(self.finish(verdict.as_ref()))
         }
     }
@@ -1980,6 +1997,48 @@ mod tests {
         let (out, conv, _) = probe_run(&["app_passwords_only"], vec![Ok(Some("hunter2"))]);
         assert_eq!(out.result, PamError::IGNORE);
         assert_eq!(conv.prompts.len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_code_gets_a_hint_that_is_the_same_for_every_user() {
+        for answer in ["12a456", "12345", "1234567"] {
+            let r = run(
+                &[],
+                request(),
+                vec![Ok(Some(answer))],
+                vec![],
+                vec![Err(st(Code::InvalidArgument))],
+            );
+            assert_eq!(r.out.result, PamError::AUTH_ERR);
+            assert_eq!(
+                r.conv.errors,
+                [messages::not_a_code(None)],
+                "{answer}: the same text whoever the user is"
+            );
+            r.assert_not_logged(&[answer]);
+        }
+        // nullok already asked otpd: the user's own digits.
+        let r = run(
+            &["nullok"],
+            request(),
+            vec![Ok(Some("abcdefgh"))],
+            vec![Ok(Status {
+                digits: 8,
+                ..status(State::Active)
+            })],
+            vec![Err(st(Code::InvalidArgument))],
+        );
+        assert_eq!(r.conv.errors, [messages::not_a_code(Some(8))]);
+        // INVALID_ARGUMENT for a well-formed code (a user name otpd
+        // refuses): not a code problem, no hint.
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("123456"))],
+            vec![],
+            vec![Err(st(Code::InvalidArgument))],
+        );
+        assert!(r.conv.errors.is_empty(), "{:?}", r.conv.errors);
     }
 
     #[test]

@@ -121,6 +121,19 @@ pub fn clock_skew(skew_seconds: i64) -> String {
     )
 }
 
+/// Shown when otpd refused the answer as malformed (letters, wrong
+/// length). `digits`: the user's TOTP digits when the module already knows
+/// them (a `nullok` line, which asked otpd before the prompt); otherwise
+/// the text is the same for every user, enrolled or not.
+#[must_use]
+pub fn not_a_code(digits: Option<u32>) -> String {
+    let digits = digits.map_or_else(|| "6 or 8".to_owned(), |d| d.to_string());
+    format!(
+        "That is not a code: enter the {digits} digits your authenticator app shows \
+         (spaces are fine), or an 8-digit backup code."
+    )
+}
+
 /// Shown when the code was right but already used.
 pub const REPLAYED: &str = "This code has already been used; wait for the next one.";
 
@@ -200,6 +213,16 @@ mod tests {
              administrator for new ones (otpctl backup-codes alice)."
         );
         assert!(re_enroll_after_backup_code("alice").ends_with("(otpctl enroll alice)."));
+    }
+
+    #[test]
+    fn a_malformed_code_gets_its_shape() {
+        assert_eq!(
+            not_a_code(None),
+            "That is not a code: enter the 6 or 8 digits your authenticator app shows \
+             (spaces are fine), or an 8-digit backup code."
+        );
+        assert!(not_a_code(Some(8)).contains("enter the 8 digits"));
     }
 
     #[test]

@@ -751,12 +751,28 @@ fn oversized_and_garbage_answers_are_refused_and_the_daemon_keeps_serving() {
         ("only whitespace", line(b" \t  ".to_vec()), EMPTY),
         ("end of input", Vec::new(), EMPTY),
     ];
+    // A malformed code gets a hint: the same text for an enrolled user and
+    // for one who is not (otpd checks the shape before the user).
+    let not_a_code = format!(
+        "{PROMPT}That is not a code: enter the 6 or 8 digits your authenticator app shows \
+         (spaces are fine), or an 8-digit backup code.\npamtester: {AUTH_ERR}\n"
+    );
     for (what, input, (priority, logged)) in &cases {
+        let sees = if *logged == MALFORMED.1 {
+            not_a_code.clone()
+        } else {
+            refused()
+        };
         let out = svc.pamtester("ivan").stdin_bytes(input).run();
         assert_eq!(out.code(), Some(1), "{what}: {out}");
         out.assert_failure(AUTH_ERR)
-            .assert_user_sees("", &refused())
+            .assert_user_sees("", &sees)
             .assert_logged(*priority, &["user ivan: ", logged]);
+        svc.pamtester("walter-not-enrolled")
+            .stdin_bytes(input)
+            .run()
+            .assert_failure(AUTH_ERR)
+            .assert_user_sees("", &sees);
         let text = String::from_utf8_lossy(input);
         let text = text.trim();
         if text.len() >= 6 {
