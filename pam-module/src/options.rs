@@ -175,6 +175,11 @@ pub const OPTION_NAMES: &[&str] = &[
 #[must_use]
 pub fn did_you_mean(arg: &str) -> Option<&'static str> {
     let name = arg.split_once('=').map_or(arg, |(n, _)| n);
+    // No option name is longer than 20 bytes: a long word is no typo of
+    // one (and the distance would cost its length times theirs).
+    if name.len() > 32 {
+        return None;
+    }
     let folded = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], "");
     OPTION_NAMES
         .iter()
@@ -482,6 +487,7 @@ mod tests {
         assert!(!o.nullok && !o.debug);
         assert_eq!(o.fail_mode, FailMode::Closed);
         assert!(w.iter().all(OptionWarning::is_error), "{w:?}");
+        assert_eq!(did_you_mean(&"n".repeat(10_000)), None);
         let texts: Vec<String> = w.iter().map(ToString::to_string).collect();
         assert_eq!(
             texts,

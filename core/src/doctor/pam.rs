@@ -354,9 +354,11 @@ pub fn otpd_option_problem(arg: &str) -> Option<String> {
     let known = OTPD_FLAGS.contains(&name) || OTPD_VALUED.contains(&name);
     if !known {
         let folded = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], "");
+        // No option name is longer than 20 bytes: a long word is no typo.
         let near = OTPD_FLAGS
             .iter()
             .chain(OTPD_VALUED)
+            .filter(|_| name.len() <= 32)
             .map(|k| {
                 let d = if folded(k) == folded(name) {
                     0
@@ -368,7 +370,9 @@ pub fn otpd_option_problem(arg: &str) -> Option<String> {
             .filter(|(d, _)| *d <= 2)
             .min_by_key(|(d, _)| *d)
             .map_or_else(String::new, |(_, k)| format!(" (did you mean {k}?)"));
-        return Some(format!("unknown option `{arg}`{near}"));
+        let shown: String = arg.chars().take(64).collect();
+        let cut = if shown.len() < arg.len() { "..." } else { "" };
+        return Some(format!("unknown option `{shown}{cut}`{near}"));
     }
     match (name, value) {
         (flag, Some(_)) if OTPD_FLAGS.contains(&flag) => {
