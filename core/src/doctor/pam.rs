@@ -409,6 +409,31 @@ fn edit_distance(a: &[u8], b: &[u8]) -> usize {
     previous[b.len()]
 }
 
+/// The pam_otpd rule of `service`'s auth stack that may answer
+/// `PAM_IGNORE` (`nullok`, `fail_mode=open`) in a stack where no other
+/// module checks anything: besides pam_otpd only `pam_permit.so` decides
+/// (the README's key + code stack). Such a stack lets a user who has not
+/// enrolled (or anyone, while otpd is down) in with no secret at all, so
+/// sshd must have checked a key first. `None` otherwise.
+pub fn permits_without_a_secret<'a>(files: &'a Files, service: &str) -> Option<StackRule<'a>> {
+    let stack = auth_stack(files, service);
+    let ignorer = stack
+        .iter()
+        .find(|r| is_otpd(r.module) && may_ignore(r.args))?
+        .clone();
+    let name = |r: &StackRule<'_>| r.module.rsplit('/').next().unwrap_or(r.module).to_owned();
+    let mut permits = false;
+    for rule in stack.iter().filter(|r| !is_otpd(r.module)) {
+        let module = name(rule);
+        if module == "pam_permit.so" {
+            permits = true;
+        } else if !NEVER_DECIDE.contains(&module.as_str()) {
+            return None;
+        }
+    }
+    permits.then_some(ignorer)
+}
+
 /// The shared files distributions include from every service.
 const SHARED: &[&str] = &["common-auth", "system-auth", "password-auth"];
 

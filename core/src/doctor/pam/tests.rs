@@ -319,3 +319,24 @@ fn option_typos_are_errors_that_name_the_option_meant() {
     )]);
     assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
 }
+
+#[test]
+fn a_stack_where_only_pam_permit_decides_beside_an_ignoring_pam_otpd_is_found() {
+    let stack = |text: &str| dir(&[("sshd", text)]);
+    let found = |files: &Files| permits_without_a_secret(files, "sshd").map(|r| r.line);
+    let readme = "# @include common-auth\nauth required pam_otpd.so nullok\n\
+                  auth required pam_permit.so\n";
+    assert_eq!(found(&stack(readme)), Some(2));
+    assert_eq!(
+        found(&stack(&readme.replace("nullok", "fail_mode=open"))),
+        Some(2)
+    );
+    // pam_otpd decides itself (no nullok), or a password module decides.
+    assert_eq!(found(&stack(&readme.replace(" nullok", ""))), None);
+    assert_eq!(
+        found(&stack(&format!("auth required pam_unix.so\n{readme}"))),
+        None
+    );
+    // No pam_permit: PAM_IGNORE only (ignore-only's business), not this.
+    assert_eq!(found(&stack("auth required pam_otpd.so nullok\n")), None);
+}
