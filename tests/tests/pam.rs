@@ -789,6 +789,53 @@ fn oversized_and_garbage_answers_are_refused_and_the_daemon_keeps_serving() {
         .assert_user_sees(SUCCESS_LINE, PROMPT);
 }
 
+/// What sshd's password method does: an earlier module read the password
+/// (PAM_AUTHTOK), and the code prompt is answered with the same password.
+/// pam_otpd refuses it without sending it to otpd, and says why in the log
+/// (err); a code after the password works as always.
+#[test]
+fn the_password_given_at_the_code_prompt_is_refused_and_never_sent_to_otpd() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut codes, _) = d.enroll("olga");
+    // pam_exec's expose_authtok asks for the password and sets PAM_AUTHTOK,
+    // as pam_unix does.
+    let svc = PamService::new(
+        "otpd-password-as-code",
+        &format!(
+            "auth required pam_exec.so quiet expose_authtok /bin/true\n{}",
+            otpd_line(&d.socket(), "")
+        ),
+    );
+    svc.pamtester("olga")
+        .answer("hunter2 x")
+        .answer("hunter2 x")
+        .run()
+        .assert_failure(AUTH_ERR)
+        .assert_logged(
+            3,
+            &[
+                "user olga: the answer to the code prompt is the password an earlier module \
+                 read (PAM_AUTHTOK), not sent to otpd; refused",
+                "PasswordAuthentication no",
+            ],
+        )
+        .assert_not_logged(&["hunter2"]);
+    assert!(
+        !d.log()
+            .lines()
+            .any(|l| l.contains("event=\"verify\"") && l.contains("olga")),
+        "the password reached otpd:\n{}",
+        d.log()
+    );
+    let code = codes.fresh();
+    svc.pamtester("olga")
+        .answer("hunter2 x")
+        .answer(&code)
+        .run()
+        .assert_success();
+}
+
 #[test]
 fn forward_pass_hands_the_password_to_the_next_module() {
     require_root();
