@@ -36,6 +36,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// The modes the public socket may have. Connecting to a Unix socket needs
+/// write permission and nothing else, so a class has either read and write
+/// or nothing; the owner (root) always has both. Whether others may
+/// connect is a choice, not a risk (every call is authorised from the
+/// caller's credentials, and logins use the root-only PAM socket): 0o666
+/// is the default. Anything else (0o777, 0o644, 0o622, set-id bits) is a
+/// mistake to refuse rather than guess at.
+pub const SOCKET_MODES: [u32; 3] = [0o666, 0o660, 0o600];
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -439,9 +448,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.socket_mode > 0o777 {
+        if !SOCKET_MODES.contains(&self.socket_mode) {
             return Err(format!(
-                "socket_mode {:o} is not a file mode",
+                "socket_mode = 0o{:o} is not one of 0o666 (every local user may connect; each \
+                 call is authorised from the caller's credentials: the default), 0o660 (root \
+                 and root's group) or 0o600 (root only); connecting needs write permission, \
+                 read or execute bits alone mean nothing on a socket",
                 self.socket_mode
             ));
         }
@@ -534,6 +546,41 @@ impl Config {
             path: origin.to_owned(),
             reason,
         })
+    }
+
+    /// For `--check-config`: every group the configuration names exists in
+    /// the name service (`admin_group`, `[enforcement] groups` and
+    /// `exempt_groups`). A misspelt admin group stops the daemon from
+    /// starting; a misspelt enforcement group covers nobody, silently.
+    pub fn check_groups(&self, origin: &str) -> Result<(), Error> {
+        let named = self
+            .admin_group
+            .iter()
+            .map(|g| ("admin_group", g))
+            .chain(
+                self.enforcement
+                    .groups
+                    .iter()
+                    .map(|g| ("enforcement.groups", g)),
+            )
+            .chain(
+                self.enforcement
+                    .exempt_groups
+                    .iter()
+                    .map(|g| ("enforcement.exempt_groups", g)),
+            );
+        for (key, name) in named {
+            let reason = match nix::unistd::Group::from_name(name) {
+                Ok(Some(_)) => continue,
+                Ok(None) => format!("{key}: group {name:?} does not exist"),
+                Err(e) => format!("{key}: cannot look up group {name:?}: {e}"),
+            };
+            return Err(Error::Config {
+                path: origin.to_owned(),
+                reason,
+            });
+        }
+        Ok(())
     }
 
     /// The engine's settings.
@@ -657,6 +704,16 @@ mod tests {
             ("[enforcement]\nrequire = \"some\"", "unknown variant"),
             ("[enforcement]\ncontact = \"\"", "contact"),
             ("pam_socket = \"pam.sock\"", "absolute"),
+            (
+                "socket_mode = 0o777",
+                "socket_mode = 0o777 is not one of 0o666",
+            ),
+            ("socket_mode = 0o644", "socket_mode = 0o644 is not one of"),
+            ("socket_mode = 0o4666", "socket_mode = 0o4666 is not one of"),
+            (
+                "socket_mode = 0o622",
+                "read or execute bits alone mean nothing",
+            ),
             ("pam_socket = \"/run/otpd/otpd.sock\"", "different paths"),
             ("this is not toml", "config"),
         ] {
@@ -674,6 +731,42 @@ mod tests {
         assert_eq!(c.pam_socket(), PathBuf::from("/srv/otpd/pam.sock"));
         let c = Config::parse("pam_socket = \"/run/otpd-pam/s\"", "t")?;
         assert_eq!(c.pam_socket(), PathBuf::from("/run/otpd-pam/s"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_legitimate_socket_modes_are_accepted() -> Result<(), Error> {
+        for mode in ["0o666", "0o660", "0o600"] {
+            Config::parse(&format!("socket_mode = {mode}"), "t")?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn check_groups_names_the_key_of_a_group_that_does_not_exist() -> Result<(), Error> {
+        let c = Config::parse("admin_group = \"root\"", "t")?;
+        c.check_groups("t")?;
+        for (text, needle) in [
+            (
+                "admin_group = \"no-such-group-otpd\"",
+                "admin_group: group \"no-such-group-otpd\" does not exist",
+            ),
+            (
+                "[enforcement]\nrequire = \"groups\"\ngroups = [\"root\", \"no-such-group-otpd\"]",
+                "enforcement.groups: group \"no-such-group-otpd\" does not exist",
+            ),
+            (
+                "[enforcement]\nexempt_groups = [\"no-such-group-otpd\"]",
+                "enforcement.exempt_groups: group",
+            ),
+        ] {
+            let err = Config::parse(text, "t")?
+                .check_groups("t")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
         Ok(())
     }
 

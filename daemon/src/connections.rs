@@ -365,7 +365,9 @@ impl Incoming {
                 outcome = "refused",
                 peer_uid = %uid_text(uid),
                 reason = refused.reason(),
-                "connection refused; further refusals for this uid are summarised once a minute"
+                // A field, not the message: the text format quotes fields only.
+                detail = "connection refused; further refusals for this uid are summarised \
+                          once a minute",
             ),
             Note::Quiet => {}
         }
@@ -442,7 +444,8 @@ fn summary_line(uid: Option<u32>, count: u64) {
         outcome = "refused",
         peer_uid = %who,
         count,
-        "{count} connections refused from uid {who} in the last minute"
+        summary = format!("{count} connections refused from uid {who} in the last minute")
+            .as_str(),
     );
 }
 

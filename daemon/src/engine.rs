@@ -587,8 +587,10 @@ impl Engine {
             record_generation = generation,
             committed_generation = mark.committed,
             fails_closed,
-            "the store lost committed writes of this user (damaged or restored store \
-             files); replay state restored from the watermarks; see `otpctl status`"
+            // A field, not the message: the text format quotes fields only.
+            detail = "the store lost committed writes of this user (damaged or restored \
+                      store files); replay state restored from the watermarks; see \
+                      `otpctl status`",
         );
         let now = self.clock.now();
         let flagged = Mark {

@@ -69,6 +69,11 @@ fn run(args: Args) -> Result<ExitCode, Error> {
     }
     config.check("command line")?;
     if args.check_config {
+        let origin = args.config.as_deref().map_or_else(
+            || otpd::config::DEFAULT_CONFIG.to_owned(),
+            |p| p.display().to_string(),
+        );
+        config.check_groups(&origin)?;
         println!("configuration OK");
         return Ok(ExitCode::SUCCESS);
     }

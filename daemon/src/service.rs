@@ -427,9 +427,22 @@ fn audit_self(
     }
 }
 
-/// The answer of a self-service call that should have given `what`.
-fn unexpected(action: &'static str) -> Status {
-    Status::internal(format!("{action}: the engine answered with another result"))
+/// The answer of a self-service call that should have given `what`
+/// (never happens); audited like every refusal.
+fn unexpected(caller: &Caller, action: &'static str) -> Status {
+    refuse(
+        caller,
+        action,
+        None,
+        Error::Internal(format!("{action}: the engine answered with another result")),
+    )
+}
+
+/// Audits the refusal of `caller`'s request and makes it a status: the way
+/// every error leaves a handler (see also [`fail`] and [`parse_user`]).
+fn refuse(caller: &Caller, action: &'static str, user: Option<&str>, e: Error) -> Status {
+    audit::refused(Some(caller), action, user, &e);
+    Status::from(e)
 }
 
 fn started_to_wire(user: String, started: &EnrollStarted) -> pb::EnrollStartResponse {
@@ -877,7 +890,6 @@ impl Otpd for OtpdService {
                 backup_codes = imported.backup_codes,
                 source = audit::clip(&source),
                 peer_uid = caller.uid,
-                "device imported"
             );
         }
         Ok(Response::new(pb::ImportDeviceResponse {
@@ -1027,7 +1039,6 @@ impl Otpd for OtpdService {
                             backup_codes = done.backup_codes,
                             source = audit::clip(&source),
                             peer_uid = caller.uid,
-                            "devices imported"
                         );
                     }
                     pb::ImportUserResult {
@@ -1184,13 +1195,17 @@ impl Otpd for OtpdService {
         if !policy.is_active() {
             return Ok(Response::new(reply));
         }
+        const ACTION: &str = "list_must_enroll";
         let mut candidates = crate::membership::candidates_bounded(policy.clone())
             .await
-            .map_err(|e| Status::from(Error::Internal(format!("name service: {e}"))))?;
+            .map_err(|e| {
+                let e = Error::Internal(format!("name service: {e}"));
+                refuse(&caller, ACTION, None, e)
+            })?;
         let known = self
             .run(|e| e.user_names(None, usize::MAX))
             .await
-            .map_err(Status::from)?;
+            .map_err(|e| refuse(&caller, ACTION, None, e))?;
         candidates.extend(known);
         for name in candidates {
             if policy.exempt_users.contains(&name) {
@@ -1270,7 +1285,8 @@ impl Otpd for OtpdService {
                 }
                 Ok(outcomes)
             })
-            .await?;
+            .await
+            .map_err(|e| refuse(&caller, action, None, e))?;
         Ok(Response::new(pb::RestoreUsersResponse { outcomes }))
     }
 
@@ -1293,7 +1309,7 @@ impl Otpd for OtpdService {
                 .await?
             {
                 SelfDone::Renamed => Ok(Response::new(pb::RenameDeviceResponse {})),
-                _ => Err(unexpected(ACTION)),
+                _ => Err(unexpected(&caller, ACTION)),
             };
         }
         self.admin_call(
@@ -1331,7 +1347,7 @@ impl Otpd for OtpdService {
                 SelfDone::Removed(left) => Ok(Response::new(pb::RemoveDeviceResponse {
                     devices_left: u32::try_from(left).unwrap_or(u32::MAX),
                 })),
-                _ => Err(unexpected(ACTION)),
+                _ => Err(unexpected(&caller, ACTION)),
             };
         }
         let left = self
@@ -1374,7 +1390,7 @@ impl Otpd for OtpdService {
                         app_password: Some(app_password_to_wire(info)),
                     }))
                 }
-                _ => Err(unexpected(ACTION)),
+                _ => Err(unexpected(&caller, ACTION)),
             };
         }
         let (password, info) = self
@@ -1447,7 +1463,7 @@ impl Otpd for OtpdService {
                 .await?
             {
                 SelfDone::Revoked => Ok(Response::new(pb::RevokeAppPasswordResponse {})),
-                _ => Err(unexpected(ACTION)),
+                _ => Err(unexpected(&caller, ACTION)),
             };
         }
         self.admin_call(
@@ -1577,7 +1593,7 @@ impl Otpd for OtpdService {
                 SelfDone::Started(started) => {
                     Ok(Response::new(started_to_wire(user.to_string(), &started)))
                 }
-                _ => Err(unexpected(ACTION)),
+                _ => Err(unexpected(&caller, ACTION)),
             };
         }
         let raw_user = r.user.clone();
@@ -1727,7 +1743,7 @@ impl Otpd for OtpdService {
                         backup_codes: codes_to_wire(codes),
                     }))
                 }
-                _ => Err(unexpected(ACTION)),
+                _ => Err(unexpected(&caller, ACTION)),
             };
         }
         let codes = self
@@ -1784,7 +1800,7 @@ impl Otpd for OtpdService {
                 .await?
             {
                 SelfDone::Reset => Ok(Response::new(pb::ResetResponse {})),
-                _ => Err(unexpected(ACTION)),
+                _ => Err(unexpected(&caller, ACTION)),
             };
         }
         self.admin_call(
@@ -1828,6 +1844,33 @@ mod tests {
         assert_eq!(local_requester(&caller(0), None), None);
         // An admin-group member or the user themself: not believed.
         assert_eq!(local_requester(&caller(1000), bob()), None);
+    }
+
+    /// Every error leaves a handler through `fail`, `refuse`,
+    /// `parse_user`, `admin_call`, `self_call`, `backup_caller` or an
+    /// explicit `audit::refused`, so every refusal is audited. A bare
+    /// conversion of an error into a status (`map_err` with `Status::from`,
+    /// the shape of the unaudited exits list_must_enroll and restore had,
+    /// or a status made up from a message as `unexpected` did) is
+    /// not allowed in the handlers. (The failures behind them, a name
+    /// service or store that fails on reading, cannot be made to happen
+    /// to the real daemon in a test.)
+    #[test]
+    fn no_handler_turns_an_error_into_a_status_without_auditing_it() -> std::io::Result<()> {
+        let src = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/service.rs"),
+        )?;
+        // Split so that this test does not find itself.
+        let bare = [".map_err(", "Status::from)"].concat();
+        let internal = ["Status::", "internal(format!"].concat();
+        let found: Vec<(usize, &str)> = src
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(&bare) || l.contains(&internal))
+            .map(|(i, l)| (i + 1, l.trim()))
+            .collect();
+        assert!(found.is_empty(), "unaudited refusals: {found:?}");
+        Ok(())
     }
 
     #[test]

@@ -276,6 +276,30 @@ impl Daemon for Client {
             && reply.method == pb::Method::Grace as i32)
     }
 
+    /// Opens (and closes at once) a connection when none is open: the
+    /// path and peer checks and one `connect()`, within the budget; no
+    /// request is sent. The connection is not kept: the module is about
+    /// to prompt, and an idle prompt must not hold one of otpd's
+    /// connection slots (see [`Daemon::hang_up`]).
+    fn probe(&mut self) -> Result<(), Error> {
+        if self.connection.as_ref().is_some_and(|c| !c.is_broken()) {
+            return Ok(());
+        }
+        if self.budget.is_zero() {
+            return Err(Error::Timeout {
+                ms: self.timeout.as_millis(),
+            });
+        }
+        let started = Instant::now();
+        let deadline = started + self.budget;
+        let result = match self.open(deadline) {
+            Err(e) if self.fall_back(&e) => self.open(deadline),
+            other => other,
+        };
+        self.budget = self.budget.saturating_sub(started.elapsed());
+        result.map(drop)
+    }
+
     fn hang_up(&mut self) {
         self.connection = None;
     }

@@ -57,6 +57,16 @@ pub trait Daemon {
     fn grace(&mut self, _attempt: Attempt) -> Result<bool, Error> {
         Ok(false)
     }
+    /// Checks that otpd can be reached (for the real client: the socket
+    /// checks and a `connect()`, no gRPC call), before the module asks the
+    /// user for an answer that only otpd can use. A connection already
+    /// open counts.
+    ///
+    /// # Errors
+    /// As for a call: not running, busy, untrusted socket.
+    fn probe(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
     /// Closes any connection kept open between calls: called before the
     /// module waits for the user.
     fn hang_up(&mut self) {}
@@ -251,8 +261,9 @@ pub struct Request {
     pub remote_host: String,
     /// `PAM_TTY`.
     pub tty: String,
-    /// `PAM_AUTHTOK` from an earlier module; read only for
-    /// `use_first_pass` / `try_first_pass`.
+    /// `PAM_AUTHTOK` from an earlier module; read for `use_first_pass` /
+    /// `try_first_pass` (password and code), and for the code-only prompt,
+    /// where an answer equal to it is a password, never sent to otpd.
     pub authtok: Option<Secret>,
     /// The real uid of this process (`getuid()`): the invoking user for
     /// su and sudo, 0 for sshd and login.
@@ -434,6 +445,25 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
             }
         }
 
+        // otpd not there: say so (or step aside, fail_mode=open) before
+        // asking for a code nobody can check. Not where the answer goes on
+        // to the next module whatever otpd says: app_passwords_only, and a
+        // password+code prompt with fail_mode=open.
+        let answer_needs_otpd = self.opts.app_passwords != AppPasswords::Only
+            && (self.opts.pass_mode == PassMode::CodeOnly
+                || self.opts.fail_mode == FailMode::Closed);
+        let will_prompt = match self.opts.pass_mode {
+            PassMode::CodeOnly | PassMode::ForwardPass => true,
+            PassMode::UseFirstPass => false,
+            PassMode::TryFirstPass => req.authtok.is_none(),
+        };
+        if answer_needs_otpd
+            && will_prompt
+            && let Err(e) = self.daemon.probe()
+        {
+            return Outcome::new(self.failed(&e));
+        }
+
         // The answer: a code, or a password followed by a code.
         let answer = match self.opts.pass_mode {
             PassMode::CodeOnly | PassMode::ForwardPass => self.ask(),
@@ -493,6 +523,27 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
 
         if self.opts.pass_mode.is_combined() {
             self.combined(&req, &answer, status, status_asked)
+        } else if req
+            .authtok
+            .as_ref()
+            .is_some_and(|password| !answer.is_empty() && password.same_as(&answer))
+        {
+            // The answer to the code prompt is the password an earlier
+            // module read: sshd's password method (`PasswordAuthentication
+            // yes`) answers every prompt with the password, or the user
+            // typed it at the wrong prompt. It is not sent to otpd.
+            self.log(
+                Level::Error,
+                &format!(
+                    "user {}: the answer to the code prompt is the password an earlier \
+                     module read (PAM_AUTHTOK), not sent to otpd; refused. sshd's password \
+                     method answers every prompt with the password: set \
+                     `PasswordAuthentication no` and `AuthenticationMethods \
+                     keyboard-interactive` (README: Protect SSH)",
+                    self.who
+                ),
+            );
+            Outcome::new(PamError::AUTH_ERR)
         } else {
             let code = strip_whitespace(answer.as_bytes());
             if code.is_empty() {
@@ -502,7 +553,24 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 );
                 return Outcome::new(PamError::AUTH_ERR);
             }
+            // 6 or 8 ASCII digits: what otpd takes as a code.
+            let shaped = matches!(code.len(), 6 | BACKUP_CODE_DIGITS)
+                && code.as_bytes().iter().all(u8::is_ascii_digit);
             let verdict = self.daemon.verify(attempt(&req, code));
+            // otpd checks the shape before it looks the user up, so the
+            // hint says nothing about the account; the digits only where
+            // the nullok query already told them. (INVALID_ARGUMENT for a
+            // well-formed code is about something else: no hint.)
+            if let Err(Error::Status(s)) = &verdict
+                && s.code() == Code::InvalidArgument
+                && !shaped
+            {
+                let digits = status
+                    .as_ref()
+                    .map(|st| st.digits)
+                    .filter(|d| (6..=10).contains(d));
+                self.conv.error(&messages::not_a_code(digits));
+            }
             Outcome::new(self.finish(verdict.as_ref()))
         }
     }
@@ -720,6 +788,8 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 } else if v.method == Method::BackupCode {
                     self.conv
                         .info(&messages::backup_code_accepted(v.backup_codes_left));
+                    self.conv
+                        .info(&messages::re_enroll_after_backup_code(&self.who));
                     self.log(
                         Level::Info,
                         &format!(
@@ -730,8 +800,11 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 } else {
                     self.log(Level::Info, &format!("user {}: code accepted", self.who));
                 }
-                if v.backup_codes_low {
-                    self.conv.info(&messages::backup_codes_low(&self.who));
+                // With none left and a single device, the recovery reminder
+                // below says it all.
+                if v.backup_codes_low && !(v.backup_codes_left == 0 && v.recovery_nudge.is_some()) {
+                    self.conv
+                        .info(&messages::backup_codes_low(&self.who, v.backup_codes_left));
                 }
                 if let Some(contact) = &v.recovery_nudge {
                     self.conv
@@ -743,8 +816,11 @@ impl<C: Conversation, D: Daemon, L: Log> Flow<'_, C, D, L> {
                 }
             }
             Decision::Locked | Decision::Throttled => {
-                self.conv
-                    .error(&messages::too_many_attempts(v.retry_after_seconds));
+                self.conv.error(&if v.decision == Decision::Locked {
+                    messages::locked(v.retry_after_seconds)
+                } else {
+                    messages::throttled(v.retry_after_seconds)
+                });
                 self.log(
                     Level::Notice,
                     &format!(
@@ -945,6 +1021,9 @@ mod tests {
         requesters: Vec<LocalRequester>,
         /// `allow_app_password` of each attempt.
         allowed: Vec<bool>,
+        /// Answers to `probe`, in order; `Ok(())` when none is left.
+        probes: VecDeque<Result<(), Error>>,
+        probe_calls: usize,
     }
 
     impl Daemon for FakeDaemon {
@@ -963,6 +1042,10 @@ mod tests {
                 a.tty,
             ));
             self.verdicts.pop_front().expect("unexpected Verify")
+        }
+        fn probe(&mut self) -> Result<(), Error> {
+            self.probe_calls += 1;
+            self.probes.pop_front().unwrap_or(Ok(()))
         }
     }
 
@@ -1242,7 +1325,11 @@ mod tests {
         assert_eq!(r.out.result, PamError::AUTH_ERR);
         assert_eq!(
             r.conv.errors,
-            vec!["Too many failed attempts; try again in 12 min".to_owned()]
+            vec![
+                "Locked after too many failed attempts; try again in 12 min, or ask your \
+                 administrator to unlock."
+                    .to_owned()
+            ]
         );
     }
 
@@ -1262,7 +1349,7 @@ mod tests {
         assert_eq!(r.out.result, PamError::AUTH_ERR);
         assert_eq!(
             r.conv.errors,
-            vec!["Too many failed attempts; try again in 30 s".to_owned()]
+            vec!["Too many attempts in a short time; wait 30 s, then try again.".to_owned()]
         );
     }
 
@@ -1287,12 +1374,51 @@ mod tests {
             r.conv.infos,
             vec![
                 "Backup code accepted; 3 left.".to_owned(),
+                messages::re_enroll_after_backup_code("alice"),
                 "Running low on backup codes: ask your administrator for new ones \
                  (otpctl backup-codes alice)."
                     .to_owned()
             ]
         );
         r.assert_not_logged(&["12345678"]);
+    }
+
+    #[test]
+    fn the_last_backup_code_says_none_are_left() {
+        let v = |nudge: Option<&str>| Verdict {
+            method: Method::BackupCode,
+            backup_codes_left: 0,
+            backup_codes_low: true,
+            recovery_nudge: nudge.map(str::to_owned),
+            ..verdict(Decision::Accepted, Reason::Ok)
+        };
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("12345678"))],
+            vec![],
+            vec![Ok(v(None))],
+        );
+        assert_eq!(
+            r.conv.infos,
+            vec![
+                "Backup code accepted; 0 left.".to_owned(),
+                messages::re_enroll_after_backup_code("alice"),
+                "No backup codes left: without your device you cannot log in. Ask your \
+                 administrator for new ones (otpctl backup-codes alice)."
+                    .to_owned()
+            ]
+        );
+        // A single device too: the recovery reminder alone says so.
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("12345678"))],
+            vec![],
+            vec![Ok(v(Some("the help desk")))],
+        );
+        assert_eq!(r.conv.infos.len(), 3, "{:?}", r.conv.infos);
+        assert!(r.conv.infos[2].starts_with("You have a single device and no backup codes"));
     }
 
     #[test]
@@ -1311,7 +1437,12 @@ mod tests {
         );
         assert_eq!(
             r.conv.infos,
-            vec!["Backup code accepted; 7 left.".to_owned()]
+            vec![
+                "Backup code accepted; 7 left.".to_owned(),
+                "If you used a backup code because your device is lost or broken, have a \
+                 new one enrolled now: ask your administrator (otpctl enroll alice)."
+                    .to_owned()
+            ]
         );
     }
 
@@ -1760,7 +1891,10 @@ mod tests {
         assert_eq!(r.authtok().as_deref(), Some("secret"));
         assert_eq!(
             r.conv.infos,
-            vec!["Backup code accepted; 4 left.".to_owned()]
+            vec![
+                "Backup code accepted; 4 left.".to_owned(),
+                messages::re_enroll_after_backup_code("alice")
+            ]
         );
         r.assert_not_logged(&["secret", "12345678", "345678"]);
 
@@ -1813,6 +1947,130 @@ mod tests {
         );
         assert_eq!(r.out.result, PamError::IGNORE);
         assert_eq!(r.authtok().as_deref(), Some("pw"));
+    }
+
+    /// otpd not running: no prompt for a code nobody can check; the
+    /// user hears it at once (closed), or the module steps aside (open).
+    /// A password+code prompt with fail_mode=open still asks: the password
+    /// goes on to the next module.
+    #[test]
+    fn an_unreachable_daemon_is_found_before_the_prompt() {
+        let probe_run = |args: &[&str], answers: Vec<Result<Option<&'static str>, Error>>| {
+            let (opts, _) = parse(args);
+            let mut conv = FakeConv {
+                answers: answers.into(),
+                ..FakeConv::default()
+            };
+            let mut daemon = FakeDaemon {
+                probes: vec![Err(unreachable())].into(),
+                statuses: vec![Err(unreachable())].into(),
+                verdicts: vec![Err(unreachable())].into(),
+                ..FakeDaemon::default()
+            };
+            let mut log = FakeLog::default();
+            let out = authenticate(&opts, request(), &mut conv, &mut daemon, &mut log);
+            (out, conv, daemon)
+        };
+        let (out, conv, daemon) = probe_run(&[], vec![]);
+        assert_eq!(out.result, PamError::AUTHINFO_UNAVAIL);
+        assert!(conv.prompts.is_empty());
+        assert_eq!(conv.errors, [messages::SERVICE_UNAVAILABLE]);
+        assert_eq!(daemon.probe_calls, 1);
+        assert!(daemon.attempts.is_empty());
+
+        let (out, conv, _) = probe_run(&["fail_mode=open"], vec![]);
+        assert_eq!(out.result, PamError::IGNORE);
+        assert!(conv.prompts.is_empty() && conv.errors.is_empty());
+
+        let (out, conv, daemon) = probe_run(
+            &["forward_pass", "fail_mode=open"],
+            vec![Ok(Some("pw123456"))],
+        );
+        assert_eq!(out.result, PamError::IGNORE);
+        assert_eq!(conv.prompts.len(), 1);
+        assert_eq!(daemon.probe_calls, 0);
+        assert_eq!(
+            out.authtok.as_ref().map(|s| s.as_bytes().to_vec()),
+            Some(b"pw".to_vec())
+        );
+
+        let (out, conv, _) = probe_run(&["app_passwords_only"], vec![Ok(Some("hunter2"))]);
+        assert_eq!(out.result, PamError::IGNORE);
+        assert_eq!(conv.prompts.len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_code_gets_a_hint_that_is_the_same_for_every_user() {
+        for answer in ["12a456", "12345", "1234567"] {
+            let r = run(
+                &[],
+                request(),
+                vec![Ok(Some(answer))],
+                vec![],
+                vec![Err(st(Code::InvalidArgument))],
+            );
+            assert_eq!(r.out.result, PamError::AUTH_ERR);
+            assert_eq!(
+                r.conv.errors,
+                [messages::not_a_code(None)],
+                "{answer}: the same text whoever the user is"
+            );
+            r.assert_not_logged(&[answer]);
+        }
+        // nullok already asked otpd: the user's own digits.
+        let r = run(
+            &["nullok"],
+            request(),
+            vec![Ok(Some("abcdefgh"))],
+            vec![Ok(Status {
+                digits: 8,
+                ..status(State::Active)
+            })],
+            vec![Err(st(Code::InvalidArgument))],
+        );
+        assert_eq!(r.conv.errors, [messages::not_a_code(Some(8))]);
+        // INVALID_ARGUMENT for a well-formed code (a user name otpd
+        // refuses): not a code problem, no hint.
+        let r = run(
+            &[],
+            request(),
+            vec![Ok(Some("123456"))],
+            vec![],
+            vec![Err(st(Code::InvalidArgument))],
+        );
+        assert!(r.conv.errors.is_empty(), "{:?}", r.conv.errors);
+    }
+
+    #[test]
+    fn a_password_given_as_the_code_is_not_sent_to_otpd() {
+        // sshd's password method answers the code prompt with the password
+        // that pam_unix already read into PAM_AUTHTOK.
+        let req = || Request {
+            authtok: Some(Secret::from_slice(b"hunter2 pw")),
+            ..request()
+        };
+        let r = run(&[], req(), vec![Ok(Some("hunter2 pw"))], vec![], vec![]);
+        assert_eq!(r.out.result, PamError::AUTH_ERR);
+        assert!(r.codes().is_empty(), "sent to otpd: {:?}", r.codes());
+        assert!(r.out.authtok.is_none());
+        assert!(
+            r.log.0.iter().any(|(level, line)| *level == Level::Error
+                && line.contains("is the password an earlier module read")
+                && line.contains("PasswordAuthentication no")),
+            "{:?}",
+            r.log.0
+        );
+        r.assert_not_logged(&["hunter2"]);
+        // A code with a password set by an earlier module goes to otpd.
+        let r = run(
+            &[],
+            req(),
+            vec![Ok(Some("123456"))],
+            vec![],
+            vec![Ok(accepted())],
+        );
+        assert_eq!(r.out.result, PamError::SUCCESS);
+        assert_eq!(r.codes(), ["123456"]);
     }
 
     #[test]

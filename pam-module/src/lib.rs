@@ -100,7 +100,12 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
     let (opts, warnings) = options::parse(args);
     let mut log = SysLog { handle };
     for warning in &warnings {
-        log.log(Level::Warning, &warning.to_string());
+        let level = if warning.is_error() {
+            Level::Error
+        } else {
+            Level::Warning
+        };
+        log.log(level, &warning.to_string());
     }
 
     let user = match handle.user() {
@@ -123,9 +128,13 @@ fn authenticate(handle: &ffi::Handle, flags: PamFlags, args: &[String]) -> PamEr
         service: text(handle.service()),
         remote_host: text(handle.rhost()),
         tty: text(handle.tty()),
+        // Code only: to tell a password given as the code (sshd's password
+        // method answers every prompt with it) from a code.
         authtok: match opts.pass_mode {
-            PassMode::UseFirstPass | PassMode::TryFirstPass => handle.authtok(),
-            PassMode::CodeOnly | PassMode::ForwardPass => None,
+            PassMode::UseFirstPass | PassMode::TryFirstPass | PassMode::CodeOnly => {
+                handle.authtok()
+            }
+            PassMode::ForwardPass => None,
         },
         // Who is asking: the invoking user for su and sudo (setuid root),
         // root for sshd and login.

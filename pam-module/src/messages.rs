@@ -2,14 +2,30 @@
 
 use crate::flow::Enforcement;
 
-/// Shown when the account is locked out or throttled.
+/// Shown when the lockout refused the attempt unchecked (after repeated
+/// failures; lasts minutes to hours, an administrator can lift it).
 #[must_use]
-pub fn too_many_attempts(retry_after_seconds: u64) -> String {
+pub fn locked(retry_after_seconds: u64) -> String {
+    let when = if retry_after_seconds == 0 {
+        "later".to_owned()
+    } else {
+        format!("in {}", human_duration(retry_after_seconds))
+    };
+    format!(
+        "Locked after too many failed attempts; try again {when}, or ask your \
+         administrator to unlock."
+    )
+}
+
+/// Shown when the throttle refused the attempt unchecked (too many
+/// failures in a short window; lasts seconds).
+#[must_use]
+pub fn throttled(retry_after_seconds: u64) -> String {
     if retry_after_seconds == 0 {
-        "Too many failed attempts; try again later".to_owned()
+        "Too many attempts in a short time; wait a moment, then try again.".to_owned()
     } else {
         format!(
-            "Too many failed attempts; try again in {}",
+            "Too many attempts in a short time; wait {}, then try again.",
             human_duration(retry_after_seconds)
         )
     }
@@ -21,13 +37,32 @@ pub fn backup_code_accepted(left: u32) -> String {
     format!("Backup code accepted; {left} left.")
 }
 
-/// Shown when few backup codes are left. `user` is already printable.
+/// Shown after a backup code was accepted: a backup code stands in for a
+/// lost or broken device, which should be replaced at once. `user` is
+/// already printable.
 #[must_use]
-pub fn backup_codes_low(user: &str) -> String {
+pub fn re_enroll_after_backup_code(user: &str) -> String {
     format!(
-        "Running low on backup codes: ask your administrator for new ones \
-         (otpctl backup-codes {user})."
+        "If you used a backup code because your device is lost or broken, have a new \
+         one enrolled now: ask your administrator (otpctl enroll {user})."
     )
+}
+
+/// Shown when few backup codes are left (`left`), or none. `user` is
+/// already printable.
+#[must_use]
+pub fn backup_codes_low(user: &str, left: u32) -> String {
+    if left == 0 {
+        format!(
+            "No backup codes left: without your device you cannot log in. Ask your \
+             administrator for new ones (otpctl backup-codes {user})."
+        )
+    } else {
+        format!(
+            "Running low on backup codes: ask your administrator for new ones \
+             (otpctl backup-codes {user})."
+        )
+    }
 }
 
 /// Shown at each login of a user whom the enforcement policy requires a
@@ -86,6 +121,19 @@ pub fn clock_skew(skew_seconds: i64) -> String {
     )
 }
 
+/// Shown when otpd refused the answer as malformed (letters, wrong
+/// length). `digits`: the user's TOTP digits when the module already knows
+/// them (a `nullok` line, which asked otpd before the prompt); otherwise
+/// the text is the same for every user, enrolled or not.
+#[must_use]
+pub fn not_a_code(digits: Option<u32>) -> String {
+    let digits = digits.map_or_else(|| "6 or 8".to_owned(), |d| d.to_string());
+    format!(
+        "That is not a code: enter the {digits} digits your authenticator app shows \
+         (spaces are fine), or an 8-digit backup code."
+    )
+}
+
 /// Shown when the code was right but already used.
 pub const REPLAYED: &str = "This code has already been used; wait for the next one.";
 
@@ -111,26 +159,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_times() {
+    fn lockout_and_throttle_say_which_and_how_long() {
         assert_eq!(
-            too_many_attempts(720),
-            "Too many failed attempts; try again in 12 min"
+            locked(720),
+            "Locked after too many failed attempts; try again in 12 min, or ask your \
+             administrator to unlock."
+        );
+        assert!(locked(661).contains("try again in 12 min,"));
+        assert!(locked(3 * 3600).contains("try again in 3 h,"));
+        assert!(locked(0).contains("try again later,"));
+        assert_eq!(
+            throttled(30),
+            "Too many attempts in a short time; wait 30 s, then try again."
         );
         assert_eq!(
-            too_many_attempts(661),
-            "Too many failed attempts; try again in 12 min"
-        );
-        assert_eq!(
-            too_many_attempts(45),
-            "Too many failed attempts; try again in 45 s"
-        );
-        assert_eq!(
-            too_many_attempts(3 * 3600),
-            "Too many failed attempts; try again in 3 h"
-        );
-        assert_eq!(
-            too_many_attempts(0),
-            "Too many failed attempts; try again later"
+            throttled(0),
+            "Too many attempts in a short time; wait a moment, then try again."
         );
     }
 
@@ -159,10 +203,26 @@ mod tests {
     fn backup_texts() {
         assert_eq!(backup_code_accepted(3), "Backup code accepted; 3 left.");
         assert_eq!(
-            backup_codes_low("alice"),
+            backup_codes_low("alice", 2),
             "Running low on backup codes: ask your administrator for new ones \
              (otpctl backup-codes alice)."
         );
+        assert_eq!(
+            backup_codes_low("alice", 0),
+            "No backup codes left: without your device you cannot log in. Ask your \
+             administrator for new ones (otpctl backup-codes alice)."
+        );
+        assert!(re_enroll_after_backup_code("alice").ends_with("(otpctl enroll alice)."));
+    }
+
+    #[test]
+    fn a_malformed_code_gets_its_shape() {
+        assert_eq!(
+            not_a_code(None),
+            "That is not a code: enter the 6 or 8 digits your authenticator app shows \
+             (spaces are fine), or an 8-digit backup code."
+        );
+        assert!(not_a_code(Some(8)).contains("enter the 8 digits"));
     }
 
     #[test]

@@ -151,12 +151,78 @@ impl Options {
     }
 }
 
+/// Every option name this module knows (flags, and names of `NAME=VALUE`
+/// options). `otpctl doctor` keeps the same list
+/// (`otpd_core::doctor::pam::OTPD_OPTIONS`): keep them in step.
+pub const OPTION_NAMES: &[&str] = &[
+    "socket",
+    "nullok",
+    "fail_mode",
+    "prompt",
+    "timeout_ms",
+    "forward_pass",
+    "use_first_pass",
+    "try_first_pass",
+    "echo_code",
+    "debug",
+    "app_passwords",
+    "app_passwords_only",
+    "grace",
+];
+
+/// The known option `arg` (or its name before `=`) is probably a typo of:
+/// at most two edits away, or the same but for case, `-` or `_`.
+#[must_use]
+pub fn did_you_mean(arg: &str) -> Option<&'static str> {
+    let name = arg.split_once('=').map_or(arg, |(n, _)| n);
+    // No option name is longer than 20 bytes: a long word is no typo of
+    // one (and the distance would cost its length times theirs).
+    if name.len() > 32 {
+        return None;
+    }
+    let folded = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], "");
+    OPTION_NAMES
+        .iter()
+        .copied()
+        .filter(|known| *known != name)
+        .map(|known| {
+            let d = if folded(known) == folded(name) {
+                0
+            } else {
+                edit_distance(known.as_bytes(), name.as_bytes())
+            };
+            (d, known)
+        })
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance (the names are short).
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn suggestion(arg: &str) -> String {
+    did_you_mean(arg).map_or_else(String::new, |known| format!(" (did you mean {known}?)"))
+}
+
 /// Why an argument was ignored.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OptionWarning {
     /// Not an option this module knows.
-    #[error("ignoring unknown option {0:?}")]
+    #[error("ignoring unknown option {0:?}{hint}", hint = suggestion(.0))]
     Unknown(String),
     /// A known option with an unusable value; the default stays.
     #[error("ignoring option {name}={value:?}: {why}")]
@@ -189,6 +255,20 @@ pub enum OptionWarning {
         /// The option that is dropped.
         old: &'static str,
     },
+}
+
+impl OptionWarning {
+    /// An argument that does not do what the admin wrote (an unknown
+    /// option, a malformed value: a typo such as `nulok` silently changes
+    /// how the line behaves): logged as an error. Options that are
+    /// understood but without effect, or overridden, are warnings.
+    #[must_use]
+    pub fn is_error(&self) -> bool {
+        match self {
+            Self::Unknown(_) | Self::Malformed { .. } | Self::UnexpectedValue(_) => true,
+            Self::Ineffective { .. } | Self::Overridden { .. } => false,
+        }
+    }
 }
 
 fn pass_mode_name(mode: PassMode) -> &'static str {
@@ -399,6 +479,42 @@ mod tests {
         assert_eq!(w, vec![OptionWarning::Unknown("frobnicate".into())]);
         assert!(o.nullok && o.debug);
         assert_eq!(w[0].to_string(), "ignoring unknown option \"frobnicate\"");
+    }
+
+    #[test]
+    fn a_typo_is_an_error_that_names_the_option_meant() {
+        let (o, w) = parse(&["nulok", "Debug", "fail-mode=open", "frobnicate"]);
+        assert!(!o.nullok && !o.debug);
+        assert_eq!(o.fail_mode, FailMode::Closed);
+        assert!(w.iter().all(OptionWarning::is_error), "{w:?}");
+        assert_eq!(did_you_mean(&"n".repeat(10_000)), None);
+        let texts: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "ignoring unknown option \"nulok\" (did you mean nullok?)",
+                "ignoring unknown option \"Debug\" (did you mean debug?)",
+                "ignoring unknown option \"fail-mode=open\" (did you mean fail_mode?)",
+                "ignoring unknown option \"frobnicate\"",
+            ]
+        );
+        // Understood but without effect: a warning.
+        let (_, w) = parse(&["app_passwords_only", "nullok"]);
+        assert!(!w[0].is_error());
+        // Every known name parses without a warning (given a value where
+        // one is needed).
+        for name in OPTION_NAMES {
+            let arg = match *name {
+                "socket" => "socket=/run/x.sock".to_owned(),
+                "fail_mode" => "fail_mode=open".to_owned(),
+                "prompt" => "prompt=X".to_owned(),
+                "timeout_ms" => "timeout_ms=10".to_owned(),
+                flag => flag.to_owned(),
+            };
+            let (_, w) = parse(&[arg.as_str()]);
+            assert!(w.is_empty(), "{arg}: {w:?}");
+            assert_eq!(did_you_mean(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -46,6 +46,14 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether both hold the same bytes; the time taken depends on the
+    /// lengths only, not on where they differ.
+    #[must_use]
+    pub fn same_as(&self, other: &Secret) -> bool {
+        let (a, b) = (self.as_bytes(), other.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 impl AsRef<[u8]> for Secret {
@@ -71,5 +79,14 @@ mod tests {
         assert_eq!(s.as_bytes(), b"123456");
         assert_eq!(s.len(), 6);
         assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn same_as_compares_all_bytes() {
+        let s = Secret::from_slice(b"hunter2");
+        assert!(s.same_as(&Secret::from_slice(b"hunter2")));
+        assert!(!s.same_as(&Secret::from_slice(b"hunter3")));
+        assert!(!s.same_as(&Secret::from_slice(b"hunter22")));
+        assert!(!s.same_as(&Secret::from_slice(b"")));
     }
 }

@@ -276,32 +276,82 @@ pub enum Methods {
     /// `AuthenticationMethods publickey,keyboard-interactive`; PAM asks
     /// only for the code.
     KeyAndCode,
+    /// The README's trap: `PasswordAuthentication yes` and no
+    /// `AuthenticationMethods`, the password + code stack; the client uses
+    /// SSH's password method, in which sshd answers every PAM prompt
+    /// (the code prompt too) with the password.
+    PasswordMethod,
 }
 
 impl Methods {
     fn sshd_config(self) -> &'static str {
         match self {
             Self::PasswordAndCode => {
-                "PubkeyAuthentication no\nAuthenticationMethods keyboard-interactive\n"
+                "PasswordAuthentication no\nPubkeyAuthentication no\n\
+                 AuthenticationMethods keyboard-interactive\n"
             }
             Self::KeyAndCode => {
-                "PubkeyAuthentication yes\nAuthenticationMethods publickey,keyboard-interactive\n"
+                "PasswordAuthentication no\nPubkeyAuthentication yes\n\
+                 AuthenticationMethods publickey,keyboard-interactive\n"
             }
+            Self::PasswordMethod => "PasswordAuthentication yes\nPubkeyAuthentication no\n",
         }
     }
 
-    fn pam_auth(self, module: &Path, socket: &Path) -> String {
-        let otpd = format!(
-            "auth     required  {} socket={}\n",
-            module.display(),
-            socket.display()
-        );
+    /// The auth part of the stack; `options` go on the pam_otpd line
+    /// (e.g. `nullok`).
+    fn pam_auth(self, module: &Path, socket: &Path, options: &str) -> String {
+        let otpd = format!("{} socket={} {options}", module.display(), socket.display());
         match self {
             // nodelay: no 2 s pause after each failure (pam_unix's default).
-            Self::PasswordAndCode => format!("auth     required  pam_unix.so nodelay\n{otpd}"),
-            Self::KeyAndCode => otpd,
+            Self::PasswordAndCode | Self::PasswordMethod => format!(
+                "auth     required  pam_unix.so nodelay\nauth     required  {}\n",
+                otpd.trim_end()
+            ),
+            // Exactly the README's lines, pam_otpd.so replaced by the
+            // built module and its options.
+            Self::KeyAndCode => readme_auth_lines("Key + code (recommended)")
+                .iter()
+                .map(|l| format!("{}\n", l.replace("pam_otpd.so", otpd.trim_end())))
+                .collect(),
         }
     }
+}
+
+/// The `auth` lines of the `/etc/pam.d/sshd` snippet (the first code block
+/// that names pam_otpd.so) in the README's section `### {heading}`:
+/// the tests run the stack the README tells admins to write.
+pub fn readme_auth_lines(heading: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let title = format!("### {heading}");
+    let mut lines = readme.lines().skip_while(|l| *l != title);
+    assert!(lines.next().is_some(), "README.md has no section {title:?}");
+    // The code blocks of the section, up to the next heading outside one.
+    let mut blocks: Vec<Vec<&str>> = Vec::new();
+    let mut in_code = false;
+    for line in lines {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            if in_code {
+                blocks.push(Vec::new());
+            }
+        } else if in_code {
+            blocks.last_mut().unwrap().push(line);
+        } else if line.starts_with('#') {
+            break;
+        }
+    }
+    let block = blocks
+        .iter()
+        .find(|b| b.iter().any(|l| l.contains("pam_otpd.so")))
+        .unwrap_or_else(|| panic!("README.md {title:?} has no pam_otpd.so snippet"));
+    block
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("auth"))
+        .map(|l| l.split('#').next().unwrap_or("").trim_end().to_owned())
+        .collect()
 }
 
 /// A private sshd on 127.0.0.1, for one user.
@@ -325,6 +375,16 @@ impl Sshd {
     /// `otpd_socket`; returns once it accepts connections. With
     /// [`Methods::KeyAndCode`] it also makes a client key and authorizes it.
     pub fn start(methods: Methods, otpd_socket: &Path, user: &User) -> Self {
+        Self::start_with_options(methods, otpd_socket, user, "")
+    }
+
+    /// [`Sshd::start`] with `options` on the pam_otpd line (e.g. `nullok`).
+    pub fn start_with_options(
+        methods: Methods,
+        otpd_socket: &Path,
+        user: &User,
+        options: &str,
+    ) -> Self {
         require_root_and_sshd();
         if !Path::new(PRIVSEP_DIR).is_dir() {
             std::fs::create_dir_all(PRIVSEP_DIR).unwrap();
@@ -363,7 +423,7 @@ impl Sshd {
              account  required  pam_unix.so\n\
              session  required  pam_unix.so\n",
             sshd.service,
-            methods.pam_auth(&built("libpam_otpd.so"), otpd_socket),
+            methods.pam_auth(&built("libpam_otpd.so"), otpd_socket, options),
         );
         std::fs::OpenOptions::new()
             .write(true)
@@ -406,7 +466,6 @@ impl Sshd {
              PidFile {pid}\n\
              UsePAM yes\n\
              KbdInteractiveAuthentication yes\n\
-             PasswordAuthentication no\n\
              {methods}\
              AuthorizedKeysFile .ssh/authorized_keys\n\
              AllowUsers {user}\n\
@@ -542,6 +601,9 @@ impl Sshd {
             Some(key) => cmd.arg("--key").arg(key),
             None => cmd.env("OTPD_TEST_PASSWORD", password),
         };
+        if self.methods == Methods::PasswordMethod {
+            cmd.arg("--password-method");
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path).unwrap())
@@ -749,8 +811,10 @@ pub enum Outcome {
     LoggedIn,
     /// Asked for the code, then refused.
     AuthFailed,
-    /// Never asked for a code (let in or not).
+    /// Never asked for a code, and refused.
     NoCodePrompt,
+    /// Never asked for a code, and let in (the command ran).
+    LoggedInWithoutCode,
     /// Anything else: connection, host key, timeout, a crashed client.
     Error,
 }
@@ -775,6 +839,7 @@ impl Login {
             (Some(0), Some("logged-in")) => Outcome::LoggedIn,
             (Some(1), Some("auth-failed")) => Outcome::AuthFailed,
             (Some(2), Some("no-code-prompt")) => Outcome::NoCodePrompt,
+            (Some(4), Some("logged-in-without-code")) => Outcome::LoggedInWithoutCode,
             _ => Outcome::Error,
         };
         Self {

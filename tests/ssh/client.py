@@ -3,15 +3,17 @@
 a password and/or a public key plus a one-time code, then one command.
 
     client.py --port N --user U --code CODE [--password PW] [--key FILE]
-              [--host-key FILE.pub] [--command 'id -un'] [--timeout S]
+              [--password-method] [--host-key FILE.pub] [--command 'id -un']
+              [--timeout S]
 
 Answers "Password:" with --password (default: the environment variable
 OTPD_TEST_PASSWORD, which other users cannot read in /proc, unlike the
 command line) and "Verification code:" with --code (a combined
 "Password & verification code:" prompt gets both). With --key,
 public-key authentication comes first (AuthenticationMethods
-publickey,keyboard-interactive). A login that is never asked for a code is a
-failure, also when the server lets it in.
+publickey,keyboard-interactive). A login that is never asked for a code is
+reported apart: refused (no-code-prompt), or let in (logged-in-without-code,
+e.g. an unenrolled user on a `nullok` line; the command then runs too).
 
 After logging in it opens an interactive shell on a pty, only to collect the
 login messages: sshd shows the PAM_TEXT_INFO messages of a successful
@@ -24,14 +26,16 @@ stdout, one line each, in order:
                       name/instruction, text before a prompt, login message)
     output: TEXT      the command's standard output
     stderr: TEXT      the command's standard error
-    result: WORD      logged-in | auth-failed | no-code-prompt | error
+    result: WORD      logged-in | auth-failed | no-code-prompt | error |
+                      logged-in-without-code
 Diagnostics go to stderr.
 
 Exit status:
     0  logged in, was asked for a code, and the command exited 0
     1  authentication failed after the code was asked for
-    2  never asked for a code (whether or not the login succeeded)
+    2  never asked for a code, and refused
     3  any other error (connection, host key mismatch, timeout, command failed)
+    4  never asked for a code, and let in (the command exited 0)
 
 Needs paramiko: run it with Debian's /usr/bin/python3 (python3-paramiko).
 """
@@ -59,12 +63,14 @@ LOGGED_IN = 0
 AUTH_FAILED = 1
 NO_CODE_PROMPT = 2
 ERROR = 3
+LOGGED_IN_WITHOUT_CODE = 4
 
 RESULT_WORDS = {
     LOGGED_IN: "logged-in",
     AUTH_FAILED: "auth-failed",
     NO_CODE_PROMPT: "no-code-prompt",
     ERROR: "error",
+    LOGGED_IN_WITHOUT_CODE: "logged-in-without-code",
 }
 
 # Shell prompts of a login shell (dash or bash, user or root), as the end of
@@ -220,6 +226,9 @@ def session(args):
                         print(f"client: after the key the server allows {allowed}",
                               file=sys.stderr)
                     transport.auth_interactive(args.user, answers)
+            elif args.password_method:
+                # SSH's password method: no prompt reaches the client.
+                transport.auth_password(args.user, args.password)
             else:
                 transport.auth_interactive(args.user, answers)
         except paramiko.AuthenticationException as e:
@@ -231,14 +240,13 @@ def session(args):
             raise Failure("the server neither accepted nor refused the login")
         if not answers.asked_code:
             print("client: logged in WITHOUT being asked for a code", file=sys.stderr)
-            return NO_CODE_PROMPT
         emit_lines("message", login_messages(transport, args.timeout))
         out, err, status = run_command(transport, args.command, args.timeout)
         emit_lines("output", out)
         emit_lines("stderr", err)
         if status != 0:
             raise Failure(f"the command exited with status {status}")
-        return LOGGED_IN
+        return LOGGED_IN if answers.asked_code else LOGGED_IN_WITHOUT_CODE
     finally:
         transport.close()
 
@@ -253,6 +261,8 @@ def main(argv=None):
     p.add_argument("--password", default=os.environ.get("OTPD_TEST_PASSWORD"),
                    help="the answer to the password prompt (default: $OTPD_TEST_PASSWORD)")
     p.add_argument("--key", help="private key for public-key authentication first")
+    p.add_argument("--password-method", action="store_true",
+                   help="use SSH's password method instead of keyboard-interactive")
     p.add_argument("--host-key", help="the server's public host key (.pub) to expect")
     p.add_argument("--command", default="id -un")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per step")

@@ -268,6 +268,58 @@ async fn forged_context_stays_inside_its_quoted_fields_in_the_text_log() {
     }
 }
 
+/// Every audit line of the text format is `key=value` pairs only, values
+/// with spaces quoted: a Verify from a remote host with a space in its
+/// name, and an import whose source has spaces (its line used to end in an
+/// unquoted free-text message, "device imported", that no key=value
+/// reader could take apart).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_text_audit_line_is_key_value_pairs_with_spaces_quoted() {
+    const HOST: &str = "build host 7";
+    const SOURCE: &str = "/etc/my users.oath:2";
+    let dir = shared_tempdir();
+    std::fs::write(dir.path().join("otpd.toml"), "").unwrap();
+    let d = Process::start(dir.path());
+    let mut root = connect(&d.socket).await;
+    let (app, _) = enroll(&mut root, "alice", unix_now()).await;
+    let mut req = verify_req("alice", &app.wrong_code_at(unix_now()));
+    req.remote_host = HOST.into();
+    root.verify(req).await.unwrap();
+    root.import_device(pb::ImportDeviceRequest {
+        user: b"bob".to_vec().into(),
+        device: "token".into(),
+        secret: b"12345678901234567890".to_vec().into(),
+        replace: true,
+        source: SOURCE.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(root);
+    assert!(d.stop().success());
+    let log = log_of(dir.path());
+
+    let audit: Vec<BTreeMap<String, String>> = log
+        .lines()
+        .filter(|l| l.contains(" otpd::audit: "))
+        .map(|l| {
+            parse_text(l)
+                .unwrap_or_else(|| panic!("not key=value pairs: {l:?}\n{log}"))
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    let event = |name: &str| {
+        audit
+            .iter()
+            .find(|f| f["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event:\n{log}"))
+    };
+    assert_eq!(event("verify")["remote_host"], HOST);
+    assert_eq!(event("import")["source"], SOURCE);
+    assert_eq!(event("import")["user"], "bob");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_context_is_one_exact_json_value_per_field() {
     let dir = shared_tempdir();

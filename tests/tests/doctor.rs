@@ -21,7 +21,8 @@ auth\trequired\t\t\tpam_permit.so
 ";
 
 /// The README's key + code stack (Protect SSH, Key + code).
-const SSHD_KEY_AND_CODE: &str = "# @include common-auth\nauth required pam_otpd.so\n";
+const SSHD_KEY_AND_CODE: &str =
+    "# @include common-auth\nauth required pam_otpd.so\nauth required pam_permit.so\n";
 
 /// The README's key + code sshd settings.
 const SSHD_CLEAN: &str = "UsePAM yes\nKbdInteractiveAuthentication yes\n\
@@ -376,6 +377,39 @@ fn pam_ignore_as_the_only_result_is_found() {
     let sshd = s.path("pam/sshd").display().to_string();
     assert_eq!(found(&report, "ignore-only"), [(sshd, Some(2))]);
     assert_eq!(file_ids(&report), ["ignore-only"]);
+
+    // The README's key + code stack with nullok: pam_permit decides.
+    let s = setup(
+        SSHD_CLEAN,
+        &SSHD_KEY_AND_CODE.replace("pam_otpd.so", "pam_otpd.so nullok"),
+    );
+    let (_, report) = s.doctor(&[]);
+    assert_eq!(file_ids(&report), [] as [&str; 0], "{report}");
+}
+
+/// The key + code stack (pam_permit after pam_otpd) with nullok is safe
+/// only when sshd asks for the key first: used for code only, a user who
+/// has not enrolled logs in with nothing at all.
+#[test]
+fn the_key_and_code_stack_without_a_key_first_is_found() {
+    let stack = SSHD_KEY_AND_CODE.replace("pam_otpd.so", "pam_otpd.so nullok");
+    let code_only = "UsePAM yes\nKbdInteractiveAuthentication yes\n\
+                     PasswordAuthentication no\n\
+                     AuthenticationMethods keyboard-interactive\n";
+    let s = setup(code_only, &stack);
+    let (code, report) = s.doctor(&[]);
+    assert_eq!(code, 1, "{report}");
+    let sshd = s.path("pam/sshd").display().to_string();
+    assert_eq!(found(&report, "permit-without-key"), [(sshd, Some(2))]);
+    assert_eq!(file_ids(&report), ["permit-without-key"], "{report}");
+    // Without nullok the same stack is fine for code only: pam_otpd decides.
+    let s = setup(code_only, SSHD_KEY_AND_CODE);
+    let (_, report) = s.doctor(&[]);
+    assert_eq!(file_ids(&report), [] as [&str; 0], "{report}");
+    // With the key first (the README's setup) it is fine with nullok.
+    let s = setup(SSHD_CLEAN, &stack);
+    let (_, report) = s.doctor(&[]);
+    assert_eq!(file_ids(&report), [] as [&str; 0], "{report}");
 }
 
 #[test]

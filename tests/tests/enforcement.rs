@@ -325,11 +325,18 @@ fn status_lists_who_must_enroll_and_who_has_no_recovery_path() {
         "{}",
         out.stdout
     );
-    // The reminder comes at most once a day (the low-codes warning stays).
+    // The reminder comes at most once a day (the warning that none are
+    // left stays, and says none, not "running low").
     let out = svc.pamtester(&a.member).answer(&codes.fresh()).run();
     out.assert_success();
     assert!(
-        !out.stdout.contains("single device") && out.stdout.contains("Running low"),
+        !out.stdout.contains("single device")
+            && out.stdout.contains(&format!(
+                "No backup codes left: without your device you cannot log in. Ask your \
+                 administrator for new ones (otpctl backup-codes {}).",
+                a.member
+            ))
+            && !out.stdout.contains("Running low"),
         "{}",
         out.stdout
     );

@@ -22,6 +22,14 @@ const UNAVAILABLE: &str =
 const SYSTEM_ERR: &str = "System error";
 const REPLAYED: &str = "This code has already been used; wait for the next one.";
 
+/// What a user who logged in with a backup code is told besides the count.
+fn re_enroll(user: &str) -> String {
+    format!(
+        "If you used a backup code because your device is lost or broken, have a new one \
+         enrolled now: ask your administrator (otpctl enroll {user})."
+    )
+}
+
 /// What a refused user sees: the prompt, then pamtester's failure line.
 fn refused() -> String {
     format!("{PROMPT}pamtester: {AUTH_ERR}\n")
@@ -136,7 +144,10 @@ fn a_backup_code_is_accepted_once_with_the_count_left() {
         .run()
         .assert_success()
         .assert_user_sees(
-            &format!("Backup code accepted; 9 left.\n{SUCCESS_LINE}"),
+            &format!(
+                "Backup code accepted; 9 left.\n{}\n{SUCCESS_LINE}",
+                re_enroll("dave")
+            ),
             PROMPT,
         )
         .assert_logged(6, &["user dave: backup code accepted, 9 left"])
@@ -157,7 +168,10 @@ fn a_backup_code_is_accepted_once_with_the_count_left() {
         .run()
         .assert_success()
         .assert_user_sees(
-            &format!("Backup code accepted; 8 left.\n{SUCCESS_LINE}"),
+            &format!(
+                "Backup code accepted; 8 left.\n{}\n{SUCCESS_LINE}",
+                re_enroll("dave")
+            ),
             PROMPT,
         )
         .assert_not_logged(&[&backup[1], &backup[1][..4], &backup[1][4..]]);
@@ -181,8 +195,9 @@ fn a_backup_code_is_accepted_once_with_the_count_left() {
         .assert_success()
         .assert_user_sees(
             &format!(
-                "Backup code accepted; 3 left.\nRunning low on backup codes: ask your \
-                 administrator for new ones (otpctl backup-codes dave).\n{SUCCESS_LINE}"
+                "Backup code accepted; 3 left.\n{}\nRunning low on backup codes: ask your \
+                 administrator for new ones (otpctl backup-codes dave).\n{SUCCESS_LINE}",
+                re_enroll("dave")
             ),
             PROMPT,
         );
@@ -222,7 +237,8 @@ fn a_locked_user_is_refused_even_with_the_right_code() {
     assert!(
         [15, 14].iter().any(|m| seen
             == format!(
-                "{PROMPT}Too many failed attempts; try again in {m} min\npamtester: {AUTH_ERR}\n"
+                "{PROMPT}Locked after too many failed attempts; try again in {m} min, or ask \
+                 your administrator to unlock.\npamtester: {AUTH_ERR}\n"
             )),
         "{out}"
     );
@@ -233,8 +249,40 @@ fn a_locked_user_is_refused_even_with_the_right_code() {
     svc.pamtester("erin").answer(&code).run().assert_success();
 }
 
+/// The throttle (seconds) and the lockout (minutes) say which it is and
+/// how long to wait.
+#[test]
+fn a_throttled_user_is_told_to_wait_seconds_not_that_they_are_locked() {
+    require_root();
+    let d = RealDaemon::start_with_config("[rate_limit]\nmax_failures = 2\n");
+    let (mut codes, _) = d.enroll("tess");
+    let wrong = codes.wrong();
+    for _ in 0..2 {
+        let r = d.verify("tess", &wrong);
+        assert_eq!(Decision::try_from(r.decision), Ok(Decision::Rejected));
+    }
+    let svc = PamService::new("otpd-throttled", &otpd_line(&d.socket(), ""));
+    let code = codes.fresh();
+    let out = svc
+        .pamtester("tess")
+        .item("rhost", "192.0.2.7")
+        .answer(&code)
+        .run();
+    out.assert_failure(AUTH_ERR)
+        .assert_logged(5, &["user tess: throttled (retry after "])
+        .assert_not_logged(&[&code]);
+    let seen = out.user_stderr();
+    assert!(
+        seen.starts_with(&format!("{PROMPT}Too many attempts in a short time; wait "))
+            && seen.contains(", then try again.\n")
+            && !seen.contains("Locked"),
+        "{out}"
+    );
+}
+
 /// Nothing is listening at `socket` (the log says `why`): fail_mode=closed
-/// refuses with AUTHINFO_UNAVAIL, fail_mode=open steps aside (PAM_IGNORE).
+/// refuses with AUTHINFO_UNAVAIL, fail_mode=open steps aside (PAM_IGNORE);
+/// both before asking for a code nobody could check (no prompt).
 fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
     let closed = PamService::new(
         &format!("otpd-down-closed-{label}"),
@@ -244,7 +292,7 @@ fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
     out.assert_failure(AUTHINFO_UNAVAIL)
         .assert_user_sees(
             "",
-            &format!("{PROMPT}{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
+            &format!("{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
         )
         .assert_logged(
             3,
@@ -265,7 +313,7 @@ fn check_unreachable(label: &str, socket: &std::path::Path, why: &str) {
         .answer("123456")
         .run()
         .assert_success()
-        .assert_user_sees(SUCCESS_LINE, PROMPT)
+        .assert_user_sees(SUCCESS_LINE, "")
         .assert_logged(
             3,
             &[
@@ -625,17 +673,25 @@ fn an_unknown_or_malformed_option_is_logged_and_ignored() {
     let (mut codes, _) = d.enroll("heidi");
     let svc = PamService::new(
         "otpd-options",
-        &otpd_line(&d.socket(), "frobnicate fail_mode=sideways timeout_ms=0"),
+        &otpd_line(
+            &d.socket(),
+            "frobnicate fail_mode=sideways timeout_ms=0 nulok",
+        ),
     );
+    // At error level (syslog err): each one changes what the line does.
     let code = codes.fresh();
     svc.pamtester("heidi")
         .answer(&code)
         .run()
         .assert_success()
         .assert_user_sees(SUCCESS_LINE, PROMPT)
-        .assert_logged(4, &["ignoring unknown option \"frobnicate\""])
-        .assert_logged(4, &["ignoring option fail_mode=\"sideways\""])
-        .assert_logged(4, &["ignoring option timeout_ms=\"0\""])
+        .assert_logged(3, &["ignoring unknown option \"frobnicate\""])
+        .assert_logged(3, &["ignoring option fail_mode=\"sideways\""])
+        .assert_logged(3, &["ignoring option timeout_ms=\"0\""])
+        .assert_logged(
+            3,
+            &["ignoring unknown option \"nulok\" (did you mean nullok?)"],
+        )
         .assert_not_logged(&[&code]);
 
     // The malformed fail_mode left the default: closed.
@@ -651,7 +707,7 @@ fn an_unknown_or_malformed_option_is_logged_and_ignored() {
     .answer("123456")
     .run()
     .assert_failure(AUTHINFO_UNAVAIL)
-    .assert_logged(4, &["ignoring option fail_mode=\"sideways\""]);
+    .assert_logged(3, &["ignoring option fail_mode=\"sideways\""]);
 
     // PAM's bracket syntax for a value with spaces.
     PamService::new(
@@ -695,12 +751,28 @@ fn oversized_and_garbage_answers_are_refused_and_the_daemon_keeps_serving() {
         ("only whitespace", line(b" \t  ".to_vec()), EMPTY),
         ("end of input", Vec::new(), EMPTY),
     ];
+    // A malformed code gets a hint: the same text for an enrolled user and
+    // for one who is not (otpd checks the shape before the user).
+    let not_a_code = format!(
+        "{PROMPT}That is not a code: enter the 6 or 8 digits your authenticator app shows \
+         (spaces are fine), or an 8-digit backup code.\npamtester: {AUTH_ERR}\n"
+    );
     for (what, input, (priority, logged)) in &cases {
+        let sees = if *logged == MALFORMED.1 {
+            not_a_code.clone()
+        } else {
+            refused()
+        };
         let out = svc.pamtester("ivan").stdin_bytes(input).run();
         assert_eq!(out.code(), Some(1), "{what}: {out}");
         out.assert_failure(AUTH_ERR)
-            .assert_user_sees("", &refused())
+            .assert_user_sees("", &sees)
             .assert_logged(*priority, &["user ivan: ", logged]);
+        svc.pamtester("walter-not-enrolled")
+            .stdin_bytes(input)
+            .run()
+            .assert_failure(AUTH_ERR)
+            .assert_user_sees("", &sees);
         let text = String::from_utf8_lossy(input);
         let text = text.trim();
         if text.len() >= 6 {
@@ -715,6 +787,53 @@ fn oversized_and_garbage_answers_are_refused_and_the_daemon_keeps_serving() {
         .run()
         .assert_success()
         .assert_user_sees(SUCCESS_LINE, PROMPT);
+}
+
+/// What sshd's password method does: an earlier module read the password
+/// (PAM_AUTHTOK), and the code prompt is answered with the same password.
+/// pam_otpd refuses it without sending it to otpd, and says why in the log
+/// (err); a code after the password works as always.
+#[test]
+fn the_password_given_at_the_code_prompt_is_refused_and_never_sent_to_otpd() {
+    require_root();
+    let d = RealDaemon::start();
+    let (mut codes, _) = d.enroll("olga");
+    // pam_exec's expose_authtok asks for the password and sets PAM_AUTHTOK,
+    // as pam_unix does.
+    let svc = PamService::new(
+        "otpd-password-as-code",
+        &format!(
+            "auth required pam_exec.so quiet expose_authtok /bin/true\n{}",
+            otpd_line(&d.socket(), "")
+        ),
+    );
+    svc.pamtester("olga")
+        .answer("hunter2 x")
+        .answer("hunter2 x")
+        .run()
+        .assert_failure(AUTH_ERR)
+        .assert_logged(
+            3,
+            &[
+                "user olga: the answer to the code prompt is the password an earlier module \
+                 read (PAM_AUTHTOK), not sent to otpd; refused",
+                "PasswordAuthentication no",
+            ],
+        )
+        .assert_not_logged(&["hunter2"]);
+    assert!(
+        !d.log()
+            .lines()
+            .any(|l| l.contains("event=\"verify\"") && l.contains("olga")),
+        "the password reached otpd:\n{}",
+        d.log()
+    );
+    let code = codes.fresh();
+    svc.pamtester("olga")
+        .answer("hunter2 x")
+        .answer(&code)
+        .run()
+        .assert_success();
 }
 
 #[test]
@@ -789,7 +908,10 @@ fn forward_pass_hands_the_password_to_the_next_module() {
         .run()
         .assert_success()
         .assert_user_sees(
-            &format!("Backup code accepted; 9 left.\n{SUCCESS_LINE}"),
+            &format!(
+                "Backup code accepted; 9 left.\n{}\n{SUCCESS_LINE}",
+                re_enroll("ken")
+            ),
             COMBINED_PROMPT,
         )
         .assert_not_logged(&["hunter2", &ken_backup[0], &ken_backup[0][2..]]);
@@ -802,8 +924,9 @@ fn an_untrusted_socket_fails_closed_even_with_fail_mode_open() {
     let d = RealDaemon::start();
     let (mut codes, _) = d.enroll("mallory");
     let tmp = shared_tempdir();
-    // Refused before anything is sent, so one code serves every case and
-    // still works at the end.
+    // Refused before anything is sent (and before the prompt: the socket
+    // is checked when connecting), so one code serves every case and still
+    // works at the end.
     let code = codes.fresh();
     let expect_refused = |label: &str, socket: &std::path::Path, why: &str| {
         let svc = PamService::new(
@@ -816,7 +939,7 @@ fn an_untrusted_socket_fails_closed_even_with_fail_mode_open() {
             .assert_failure(AUTHINFO_UNAVAIL)
             .assert_user_sees(
                 "",
-                &format!("{PROMPT}{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
+                &format!("{UNAVAILABLE}\npamtester: {AUTHINFO_UNAVAIL}\n"),
             )
             .assert_logged(
                 3,

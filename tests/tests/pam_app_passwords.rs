@@ -429,7 +429,7 @@ fn wrong_app_passwords_count_toward_the_lockout() {
         .assert_not_logged(&[&password]);
     assert!(
         out.user_stderr()
-            .contains("Too many failed attempts; try again in"),
+            .contains("Locked after too many failed attempts; try again in"),
         "{out}"
     );
     d.unlock("gina");

@@ -139,6 +139,49 @@ fn flags_alone_start_the_daemon_with_an_explicit_socket_mode() {
     assert!(!socket.exists(), "socket removed on shutdown");
 }
 
+/// `otpd --check-config` refuses a group that does not exist and a socket
+/// mode that is not one of 0o666, 0o660 or 0o600, naming the key (exit 78,
+/// as for any bad config); the same file with real groups is fine.
+#[test]
+fn check_config_refuses_a_missing_group_and_a_meaningless_socket_mode() {
+    let dir = shared_tempdir();
+    let config = dir.path().join("otpd.toml");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(built("otpd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = check("admin_group = \"root\"\nsocket_mode = 0o660\n");
+    assert_eq!((code, stdout.as_str()), (Some(0), "configuration OK\n"));
+
+    let (code, _, stderr) = check("admin_group = \"otpd-no-such-group\"\n");
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("admin_group: group \"otpd-no-such-group\" does not exist"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        check("[enforcement]\nrequire = \"groups\"\ngroups = [\"otpd-no-such-group\"]\n");
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("enforcement.groups: group"), "{stderr}");
+
+    let (code, _, stderr) = check("socket_mode = 0o777\n");
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("socket_mode = 0o777 is not one of 0o666"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn unsafe_key_file_or_config_stops_the_start_with_a_clear_message() {
     let dir = shared_tempdir();

@@ -104,7 +104,9 @@ async fn an_attacker_from_another_host_locks_itself_out_not_the_user() {
     login.expect(Outcome::AuthFailed);
     assert_eq!(
         login.messages(),
-        ["Too many failed attempts; try again in 15 min"],
+        [
+            "Locked after too many failed attempts; try again in 15 min, or ask your administrator to unlock."
+        ],
         "{login}"
     );
     let s = status(&mut rig.client, &name).await;
@@ -179,7 +181,14 @@ async fn a_backup_code_logs_in_once_and_tells_how_many_are_left() {
     assert_eq!(login.output(), [rig.name()], "{login}");
     assert_eq!(
         login.messages(),
-        ["Backup code accepted; 9 left."],
+        [
+            "Backup code accepted; 9 left.".to_owned(),
+            format!(
+                "If you used a backup code because your device is lost or broken, have a new \
+                 one enrolled now: ask your administrator (otpctl enroll {}).",
+                rig.name()
+            )
+        ],
         "{login}"
     );
 
@@ -221,7 +230,9 @@ async fn a_locked_user_is_refused_even_with_the_right_code() {
     assert_eq!(login.prompts(), PASSWORD_THEN_CODE, "{login}");
     assert_eq!(
         login.messages(),
-        ["Too many failed attempts; try again in 15 min"],
+        [
+            "Locked after too many failed attempts; try again in 15 min, or ask your administrator to unlock."
+        ],
         "{login}"
     );
 
@@ -404,4 +415,81 @@ async fn sudo_inside_the_ssh_session_needs_no_second_code_and_outside_it_does() 
         .filter(|l| l.contains(&sudo.service) && l.contains("grace"))
         .count();
     assert!(graces >= 2, "two sudo runs accepted by grace:\n{log}");
+}
+
+/// The README's key + code stack with `nullok` (the rollout setup):
+/// a user who has not enrolled logs in with the key alone; once enrolled,
+/// a wrong code is refused and the right one logs in; with otpd stopped
+/// (`fail_mode=closed`, the default), the key alone does not.
+/// Before `pam_permit.so` was in the README's lines, pam_otpd's
+/// `PAM_IGNORE` was the stack's only result and libpam refused the user
+/// who had not enrolled.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_and_code_with_nullok_lets_an_unenrolled_user_in_with_the_key() {
+    sshd::require_root_and_sshd();
+    let dir = shared_tempdir();
+    std::fs::write(dir.path().join("otpd.toml"), "").unwrap();
+    let daemon = Process::start(dir.path());
+    let mut client = connect(&daemon.socket).await;
+    let user = User::create();
+    let sshd = Sshd::start_with_options(Methods::KeyAndCode, &daemon.pam_socket, &user, "nullok");
+    let login = |code: &str| tokio::task::block_in_place(|| sshd.login(&user, code));
+
+    let login_unenrolled = login("000000");
+    login_unenrolled.expect(Outcome::LoggedInWithoutCode);
+    assert_eq!(
+        login_unenrolled.prompts(),
+        [] as [&str; 0],
+        "{login_unenrolled}"
+    );
+    assert_eq!(
+        login_unenrolled.output(),
+        [user.name.as_str()],
+        "{login_unenrolled}"
+    );
+
+    let (mut codes, _) = Codes::enroll(&mut client, &user.name).await;
+    let wrong = login(&codes.wrong());
+    wrong.expect(Outcome::AuthFailed);
+    assert_eq!(wrong.prompts(), ["Verification code:"], "{wrong}");
+    assert_eq!(wrong.output(), [] as [&str; 0], "{wrong}");
+
+    let right = login(&codes.fresh());
+    right.expect(Outcome::LoggedIn);
+    assert_eq!(right.prompts(), ["Verification code:"], "{right}");
+    assert_eq!(right.output(), [user.name.as_str()], "{right}");
+
+    // otpd stopped: fail_mode=closed refuses, the key alone is not enough.
+    drop(client);
+    daemon.stop();
+    // (nullok asks otpd about the user before prompting: no prompt.)
+    let down = login(&codes.wrong());
+    down.expect(Outcome::NoCodePrompt);
+    assert_eq!(down.output(), [] as [&str; 0], "{down}");
+    drop(sshd);
+}
+
+/// The README's trap, reproduced: `PasswordAuthentication yes` without
+/// `AuthenticationMethods` and the password + code stack. A client using
+/// SSH's password method with the right password is refused ("Failed
+/// password"), because sshd answers pam_otpd's code prompt with the
+/// password too; and the password is not sent to otpd as a code.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_password_method_runs_the_code_prompt_with_the_password_and_fails() {
+    let (rig, _, _) = Rig::start(Methods::PasswordMethod).await;
+    let login = rig.login("unused");
+    login.expect(Outcome::NoCodePrompt);
+    assert_eq!(login.output(), [] as [&str; 0], "{login}");
+    let sshd_log = rig.sshd.log();
+    assert!(
+        sshd_log.contains(&format!("Failed password for {}", rig.name())),
+        "{sshd_log}"
+    );
+    let otpd_log = rig.daemon.stderr();
+    assert!(
+        !otpd_log
+            .lines()
+            .any(|l| l.contains("event=\"verify\"") && l.contains(rig.name())),
+        "the password reached otpd as a code:\n{otpd_log}"
+    );
 }

@@ -337,6 +337,30 @@ fn ssh(args: &DoctorArgs, files: &pam::Files, r: &mut Report) {
     };
     r.findings
         .extend(sshd::check(&settings, &config.display().to_string()));
+    // The key + code stack (pam_permit after pam_otpd) is safe only when
+    // sshd asks for the key first.
+    let methods = settings.get("authenticationmethods");
+    let without_key = sshd::lists_without_key(&methods.value);
+    if let (Some(rule), false) = (
+        pam::permits_without_a_secret(files, "sshd"),
+        without_key.is_empty(),
+    ) {
+        r.error(
+            "permit-without-key",
+            &args.pam_dir.join(rule.file),
+            Some(rule.line),
+            format!(
+                "with nullok (or fail_mode=open) pam_otpd steps aside for users who have not \
+                 enrolled (or while otpd is down), and then only pam_permit.so decides; \
+                 AuthenticationMethods lets clients reach PAM without a key ({}): such users \
+                 log in with nothing at all",
+                without_key.join(" or ")
+            ),
+            "set `AuthenticationMethods publickey,keyboard-interactive` (key + code), or \
+             remove nullok and fail_mode=open from the line (README: Protect SSH, Key + \
+             code, Code only)",
+        );
+    }
 }
 
 fn state(args: &DoctorArgs, config: &OtpdConfig, socket: &Path, r: &mut Report) {

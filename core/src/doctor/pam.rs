@@ -327,6 +327,113 @@ const NEVER_DECIDE: &[&str] = &[
     "pam_loginuid.so",
 ];
 
+/// pam_otpd's options that take no value (pam-module/src/options.rs:
+/// keep in step).
+pub const OTPD_FLAGS: &[&str] = &[
+    "nullok",
+    "forward_pass",
+    "use_first_pass",
+    "try_first_pass",
+    "echo_code",
+    "debug",
+    "app_passwords",
+    "app_passwords_only",
+    "grace",
+];
+
+/// pam_otpd's `NAME=VALUE` options.
+pub const OTPD_VALUED: &[&str] = &["socket", "fail_mode", "prompt", "timeout_ms"];
+
+/// What is wrong with one pam_otpd argument, as the module would log it
+/// (it ignores the argument); `None` when the module takes it.
+pub fn otpd_option_problem(arg: &str) -> Option<String> {
+    let (name, value) = match arg.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (arg, None),
+    };
+    let known = OTPD_FLAGS.contains(&name) || OTPD_VALUED.contains(&name);
+    if !known {
+        let folded = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], "");
+        // No option name is longer than 20 bytes: a long word is no typo.
+        let near = OTPD_FLAGS
+            .iter()
+            .chain(OTPD_VALUED)
+            .filter(|_| name.len() <= 32)
+            .map(|k| {
+                let d = if folded(k) == folded(name) {
+                    0
+                } else {
+                    edit_distance(k.as_bytes(), name.as_bytes())
+                };
+                (d, *k)
+            })
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map_or_else(String::new, |(_, k)| format!(" (did you mean {k}?)"));
+        let shown: String = arg.chars().take(64).collect();
+        let cut = if shown.len() < arg.len() { "..." } else { "" };
+        return Some(format!("unknown option `{shown}{cut}`{near}"));
+    }
+    match (name, value) {
+        (flag, Some(_)) if OTPD_FLAGS.contains(&flag) => {
+            Some(format!("`{arg}`: {flag} takes no value (write `{flag}`)"))
+        }
+        (valued, None) if OTPD_VALUED.contains(&valued) => {
+            Some(format!("`{valued}` needs a value (`{valued}=...`)"))
+        }
+        ("fail_mode", Some(v)) if v != "closed" && v != "open" => Some(format!(
+            "`{arg}`: expected fail_mode=closed or fail_mode=open"
+        )),
+        ("timeout_ms", Some(v)) if !v.parse::<u64>().is_ok_and(|ms| (1..=60_000).contains(&ms)) => {
+            Some(format!("`{arg}`: expected milliseconds from 1 to 60000"))
+        }
+        ("socket", Some(v)) if !v.starts_with('/') => {
+            Some(format!("`{arg}`: the socket must be an absolute path"))
+        }
+        _ => None,
+    }
+}
+
+/// Levenshtein distance (option names are short).
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The pam_otpd rule of `service`'s auth stack that may answer
+/// `PAM_IGNORE` (`nullok`, `fail_mode=open`) in a stack where no other
+/// module checks anything: besides pam_otpd only `pam_permit.so` decides
+/// (the README's key + code stack). Such a stack lets a user who has not
+/// enrolled (or anyone, while otpd is down) in with no secret at all, so
+/// sshd must have checked a key first. `None` otherwise.
+pub fn permits_without_a_secret<'a>(files: &'a Files, service: &str) -> Option<StackRule<'a>> {
+    let stack = auth_stack(files, service);
+    let ignorer = stack
+        .iter()
+        .find(|r| is_otpd(r.module) && may_ignore(r.args))?
+        .clone();
+    let name = |r: &StackRule<'_>| r.module.rsplit('/').next().unwrap_or(r.module).to_owned();
+    let mut permits = false;
+    for rule in stack.iter().filter(|r| !is_otpd(r.module)) {
+        let module = name(rule);
+        if module == "pam_permit.so" {
+            permits = true;
+        } else if !NEVER_DECIDE.contains(&module.as_str()) {
+            return None;
+        }
+    }
+    permits.then_some(ignorer)
+}
+
 /// The shared files distributions include from every service.
 const SHARED: &[&str] = &["common-auth", "system-auth", "password-auth"];
 
@@ -403,6 +510,28 @@ pub fn check(files: &Files, dir: &str, pam_socket: &str) -> Vec<Finding> {
                             "move the line into the service files (/etc/pam.d/sshd, sudo, su, \
                          login) after their `@include common-auth` (README: Protect SSH, \
                          Traps)"
+                                .into(),
+                        ),
+                    );
+                }
+                let problems: Vec<String> = rule
+                    .args
+                    .iter()
+                    .filter_map(|a| otpd_option_problem(a))
+                    .collect();
+                if !problems.is_empty() {
+                    add(
+                        service,
+                        Finding::error(
+                            "pam-option",
+                            &path(rule.file),
+                            at,
+                            format!(
+                                "pam_otpd ignores {}: the line does not do what it says (the \
+                                 module logs this as an error at each login)",
+                                problems.join("; ")
+                            ),
+                            "fix the spelling; the options are listed in README: pam_otpd(8)"
                                 .into(),
                         ),
                     );
@@ -513,8 +642,10 @@ pub fn check(files: &Files, dir: &str, pam_socket: &str) -> Vec<Finding> {
                  module of the stack decides: libpam then refuses the login (every user \
                  not enrolled is locked out)"
                         .into(),
-                    "keep a module that decides beside it (`@include common-auth`, or `auth \
-                 required pam_unix.so`), or remove nullok (README: Traps, nullok)"
+                    "keep a module that decides beside it: with key + code (sshd checks \
+                 the key first), `auth required pam_permit.so` after the pam_otpd line; \
+                 with a password, `@include common-auth` or `auth required pam_unix.so`; \
+                 or remove nullok (README: Protect SSH, Key + code; Traps, nullok)"
                         .into(),
                 ),
             );

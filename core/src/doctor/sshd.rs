@@ -134,6 +134,24 @@ fn is_yes(s: &Setting) -> bool {
     s.value.eq_ignore_ascii_case("yes")
 }
 
+/// The lists of `AuthenticationMethods` that run PAM
+/// (keyboard-interactive or password) without a public key first (all of
+/// them: `any`).
+pub fn lists_without_key(methods: &str) -> Vec<String> {
+    if methods.trim().eq_ignore_ascii_case("any") || methods.trim().is_empty() {
+        return vec!["any".to_owned()];
+    }
+    methods
+        .split_whitespace()
+        .filter(|list| {
+            let list = list.to_ascii_lowercase();
+            let has = |m: &str| list.split(',').any(|x| x.starts_with(m));
+            (has("keyboard-interactive") || has("password")) && !has("publickey")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The lists of `AuthenticationMethods` that do not include
 /// keyboard-interactive (all of them: `any`).
 fn lists_without_code(methods: &str) -> Vec<String> {
@@ -210,8 +228,8 @@ pub fn check(settings: &Settings, file: &str) -> Vec<Finding> {
                 "password-authentication",
                 file,
                 password.line,
-                "PasswordAuthentication yes lets clients use the password method, which \
-                 never runs the code prompt"
+                "PasswordAuthentication yes lets clients use the password method, in \
+                 which sshd answers the code prompt with the password: password logins fail"
                     .into(),
                 "set `PasswordAuthentication no` and AuthenticationMethods as in README: \
                  Protect SSH (Password + code, Key + code); check with `ssh -v` that \
@@ -229,6 +247,20 @@ mod tests {
 
     fn ids(findings: &[Finding]) -> Vec<&str> {
         findings.iter().map(|f| f.id).collect()
+    }
+
+    #[test]
+    fn lists_that_reach_pam_without_a_key() {
+        assert_eq!(lists_without_key(""), ["any"]);
+        assert_eq!(lists_without_key("any"), ["any"]);
+        assert!(lists_without_key("publickey,keyboard-interactive").is_empty());
+        assert!(lists_without_key("publickey,keyboard-interactive:pam").is_empty());
+        assert_eq!(
+            lists_without_key("publickey,keyboard-interactive keyboard-interactive password"),
+            ["keyboard-interactive", "password"]
+        );
+        // A key alone never reaches PAM: authentication-methods' business.
+        assert!(lists_without_key("publickey").is_empty());
     }
 
     #[test]

@@ -217,6 +217,21 @@ fn pam_ignore_as_the_only_result_is_an_error() {
     let found = check(&files, "/etc/pam.d", PAM_SOCKET);
     assert_eq!(ids(&found), ["ignore-only"]);
     assert_eq!(found[0].line, Some(2));
+    // The fix names the key + code way out (pam_permit after pam_otpd).
+    assert!(
+        found[0]
+            .fix
+            .contains("`auth required pam_permit.so` after the pam_otpd line"),
+        "{}",
+        found[0].fix
+    );
+    // The README's key + code stack (Protect SSH) with nullok is fine.
+    let files = dir(&[(
+        "sshd",
+        "# @include common-auth\nauth required pam_otpd.so nullok\n\
+         auth required pam_permit.so\n",
+    )]);
+    assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
     // Without nullok the module decides itself.
     let files = dir(&[("sshd", "auth required pam_otpd.so\n")]);
     assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
@@ -270,4 +285,58 @@ fn files_that_include_each_other_many_times_take_bounded_work() {
     let stack = auth_stack(&files, "f0");
     assert!(stack.len() <= MAX_EXPANSIONS, "{}", stack.len());
     assert!(check(&files, "d", PAM_SOCKET).is_empty());
+}
+
+#[test]
+fn option_typos_are_errors_that_name_the_option_meant() {
+    let files = dir(&[(
+        "sshd",
+        "auth required pam_unix.so\n\
+         auth required pam_otpd.so nulok debug=1 fail_mode=sideways [prompt=Code: ] timeout_ms=0\n",
+    )]);
+    let found = check(&files, "/etc/pam.d", PAM_SOCKET);
+    assert_eq!(ids(&found), ["pam-option"]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, Some(2));
+    assert_eq!(found[0].severity, crate::doctor::Severity::Error);
+    assert!(
+        found[0].what.starts_with(
+            "pam_otpd ignores unknown option `nulok` (did you mean nullok?); \
+             `debug=1`: debug takes no value (write `debug`); \
+             `fail_mode=sideways`: expected fail_mode=closed or fail_mode=open; \
+             `timeout_ms=0`: expected milliseconds from 1 to 60000: "
+        ),
+        "{}",
+        found[0].what
+    );
+    // Every option the module knows passes.
+    let files = dir(&[(
+        "sshd",
+        "auth required pam_unix.so\n\
+         auth required pam_otpd.so nullok debug echo_code grace app_passwords \
+         forward_pass fail_mode=closed timeout_ms=60000 socket=/run/otpd/pam.sock \
+         [prompt=One-time code: ]\n",
+    )]);
+    assert_eq!(check(&files, "d", PAM_SOCKET), vec![]);
+}
+
+#[test]
+fn a_stack_where_only_pam_permit_decides_beside_an_ignoring_pam_otpd_is_found() {
+    let stack = |text: &str| dir(&[("sshd", text)]);
+    let found = |files: &Files| permits_without_a_secret(files, "sshd").map(|r| r.line);
+    let readme = "# @include common-auth\nauth required pam_otpd.so nullok\n\
+                  auth required pam_permit.so\n";
+    assert_eq!(found(&stack(readme)), Some(2));
+    assert_eq!(
+        found(&stack(&readme.replace("nullok", "fail_mode=open"))),
+        Some(2)
+    );
+    // pam_otpd decides itself (no nullok), or a password module decides.
+    assert_eq!(found(&stack(&readme.replace(" nullok", ""))), None);
+    assert_eq!(
+        found(&stack(&format!("auth required pam_unix.so\n{readme}"))),
+        None
+    );
+    // No pam_permit: PAM_IGNORE only (ignore-only's business), not this.
+    assert_eq!(found(&stack("auth required pam_otpd.so nullok\n")), None);
 }

@@ -391,10 +391,7 @@ fn refusals_of_app_passwords_are_logged_and_shown_like_codes() {
             ..verdict(Decision::Locked, Reason::Other)
         })],
     );
-    assert_eq!(
-        r.conv.errors,
-        vec!["Too many failed attempts; try again in 12 min".to_owned()]
-    );
+    assert_eq!(r.conv.errors, vec![crate::messages::locked(720)]);
 }
 
 #[test]
