@@ -148,6 +148,7 @@ fn main() {
             remote_host: "192.0.2.7".into(),
             tty: "ssh".into(),
             local_requester: None,
+            grace_only: false,
         }
         .encode_to_vec()
     };
@@ -178,6 +179,7 @@ fn main() {
                 remote_host: "x".repeat(300),
                 tty: "\u{2028}".into(),
                 local_requester: None,
+                grace_only: false,
             }
             .encode_to_vec()
         }),
@@ -195,6 +197,7 @@ fn main() {
                 algorithm: pb::Algorithm::Sha256 as i32,
                 digits: 8,
                 period: 60,
+                proof_code: Default::default(),
             }
             .encode_to_vec()
         }),
@@ -212,6 +215,7 @@ fn main() {
                 algorithm: 9,
                 digits: 300,
                 period: 1,
+                proof_code: Default::default(),
             }
             .encode_to_vec()
         }),

@@ -180,7 +180,8 @@ impl ServiceFixture {
                 .unwrap();
         }
         let snapshot = store.0.lock().unwrap().clone();
-        let service = OtpdService::new(Arc::new(engine), Arc::new(Authz::new(None).unwrap()));
+        let service =
+            OtpdService::new(Arc::new(engine), Arc::new(Authz::new(None).unwrap())).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
