@@ -194,12 +194,34 @@ struct Cleanup;
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(PAM_FILE);
-        if dpkg_status().is_some() {
+        if dpkg_status().is_some() && !purge().status.success() {
+            // Still refused after a minute (a PAM file this test did not
+            // write): the test has failed already; leave no package behind
+            // all the same, without the script that refuses.
+            let _ = std::fs::remove_file("/var/lib/dpkg/info/otpd.postrm");
             let _ = run("dpkg", &["--purge", "--force-all", "otpd"]);
         }
         for dir in ["/etc/otpd", "/var/lib/otpd", "/run/otpd"] {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// `dpkg --purge otpd`. The postrm refuses while any /etc/pam.d file uses
+/// pam_otpd, and the SSH tests (another test binary, maybe of another
+/// `make test` on this machine) write such files for the length of a test:
+/// a refusal is retried for up to a minute.
+fn purge() -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = run("dpkg", &["--purge", "otpd"]);
+        if out.status.success()
+            || Instant::now() > deadline
+            || !stderr(&out).contains("refusing to purge")
+        {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -342,9 +364,16 @@ fn the_package_installs_serves_a_login_and_is_removed_then_purged() {
         "dpkg forgot otpd after a refused purge"
     );
 
-    // Without the reference, purge removes everything.
-    std::fs::remove_file(PAM_FILE).unwrap();
-    ok("dpkg", &["--purge", "otpd"]);
+    // A commented-out line, or a module of another build (not in a
+    // security/ directory), does not load this package's module: purge
+    // removes everything.
+    std::fs::write(
+        PAM_FILE,
+        "# auth required pam_otpd.so\nauth optional /opt/otpd-build/pam_otpd.so\n",
+    )
+    .unwrap();
+    let purged = purge();
+    assert!(purged.status.success(), "dpkg --purge: {}", show(&purged));
     assert_eq!(dpkg_status(), None);
     for gone in [
         "/etc/otpd",
@@ -352,6 +381,11 @@ fn the_package_installs_serves_a_login_and_is_removed_then_purged() {
         "/run/otpd",
         "/etc/logrotate.d/otpd",
         "/etc/systemd/system/multi-user.target.wants/otpd.service",
+        // No mask left (postrm masks on remove, unmasks on purge), and no
+        // state of deb-systemd-helper.
+        "/etc/systemd/system/otpd.service",
+        "/var/lib/systemd/deb-systemd-helper-enabled/otpd.service.dsh-also",
+        "/var/lib/systemd/deb-systemd-helper-masked/otpd.service",
     ] {
         assert!(!exists(gone), "{gone} is left after dpkg --purge");
     }
@@ -486,65 +520,23 @@ fn bash_completes_the_commands() {
     assert_eq!(words.trim(), "enroll", "{}", show(&out));
 }
 
-/// lintian, with the informational and experimental tags too, finds nothing
-/// that dist/deb/lintian-overrides does not explain.
+/// lintian, with the informational, pedantic and experimental tags too,
+/// finds nothing that dist/deb/lintian-overrides does not explain.
 fn lintian_is_clean(deb: &Path) {
     let out = Command::new("lintian")
-        .args(["--fail-on", "error,warning,info", "-I", "-E", "--pedantic"])
+        .args(["-I", "-E", "--pedantic"])
         .arg(deb)
         .env("LC_ALL", "C.UTF-8")
         .output()
         .expect("lintian is missing: apt-get install lintian (.ci/run does)");
     assert!(out.status.success(), "lintian: {}", show(&out));
-    let tags = String::from_utf8_lossy(&out.stdout);
-    assert!(tags.trim().is_empty(), "lintian: {tags}");
-}
-
-/// `make install` from source puts the man pages and completions under
-/// PREFIX too (and uninstall removes them): checked on make's plan, as
-/// the logrotate file is in audit.rs, since a real `make install` needs a
-/// release build.
-#[test]
-fn make_install_installs_and_uninstall_removes_man_pages_and_completions() {
-    let make = |target: &str| {
-        let out = Command::new("make")
-            .args(["-n", "-C"])
-            .arg(repo_file(""))
-            .arg(target)
-            .args(["DESTDIR=/nonexistent-destdir", "PREFIX=/usr/local"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", show(&out));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let install = make("install");
-    let dest = "/nonexistent-destdir/usr/local/share";
-    for line in [
-        format!("target/release/otpd --man-page > {dest}/man/man8/otpd.8"),
-        format!("target/release/otpctl generate man {dest}/man/man8"),
-        format!("install -m 0644 dist/man/pam_otpd.8 {dest}/man/man8/pam_otpd.8"),
-        format!("install -m 0644 dist/man/otpd.toml.5 {dest}/man/man5/otpd.toml.5"),
-        format!(
-            "target/release/otpctl generate completions bash {dest}/bash-completion/completions"
-        ),
-        format!("target/release/otpctl generate completions zsh {dest}/zsh/site-functions"),
-        format!("target/release/otpctl generate completions fish {dest}/fish/vendor_completions.d"),
-    ] {
-        assert!(install.contains(&line), "{line:?} not in:\n{install}");
-    }
-    let uninstall = make("uninstall");
-    for file in [
-        "man/man8/otpd.8",
-        "man/man8/otpctl-*.8",
-        "man/man8/pam_otpd.8",
-        "man/man5/otpd.toml.5",
-        "bash-completion/completions/otpctl",
-        "zsh/site-functions/_otpctl",
-        "fish/vendor_completions.d/otpctl.fish",
-    ] {
-        assert!(
-            uninstall.contains(&format!("{dest}/{file}")),
-            "{file} not in:\n{uninstall}"
-        );
-    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tags: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("N: "))
+        // The spelling overrides are for strings of the release build,
+        // which this debug build does not have.
+        .filter(|l| !l.contains("unused-override spelling-error-in-binary"))
+        .collect();
+    assert!(tags.is_empty(), "lintian: {}", tags.join("\n"));
 }
