@@ -122,6 +122,7 @@ uninstall:
 # The Debian package from the release build: otpd_VERSION_ARCH.deb in this
 # directory (dist/deb/build-deb: dpkg-deb, no debhelper or cargo-deb).
 deb: build
+	@command -v dpkg-shlibdeps >/dev/null 2>&1 || { echo "error: make deb needs dpkg-dev (apt-get install dpkg-dev)"; exit 1; }
 	sh dist/deb/build-deb target/release .
 
 lint:
