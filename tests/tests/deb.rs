@@ -319,6 +319,35 @@ fn the_package_installs_serves_a_login_and_is_removed_then_purged() {
         daemon.log()
     );
 
+    // Upgrade (the same package again): the admin's edit of the conffile
+    // and the master key stay; without systemd the running otpd is left
+    // alone, and the postinst says that it still runs the old version.
+    let key = std::fs::read("/var/lib/otpd/master.key").unwrap();
+    let mut config = std::fs::read_to_string("/etc/otpd/otpd.toml").unwrap();
+    config.push_str("\n# edited by the admin\nissuer = \"deb-test\"\n");
+    std::fs::write("/etc/otpd/otpd.toml", &config).unwrap();
+    let upgraded = ok("dpkg", &["-i", deb.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string("/etc/otpd/otpd.toml").unwrap(),
+        config
+    );
+    assert!(
+        std::fs::read("/var/lib/otpd/master.key").unwrap() == key,
+        "the upgrade changed master.key"
+    );
+    if !Path::new("/run/systemd/system").exists() {
+        assert!(
+            stderr(&upgraded).contains("still runs the old version"),
+            "{}",
+            show(&upgraded)
+        );
+    }
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the upgrade stopped otpd: {}",
+        daemon.log()
+    );
+
     // Remove while a PAM file still uses the module: allowed, with a loud
     // warning naming the file and line; the daemon is stopped.
     std::fs::write(PAM_FILE, "auth required pam_otpd.so nullok\n").unwrap();
