@@ -22,6 +22,8 @@
 #   make bench-e2e   whole pamtester logins per second, 4 parallel loops,
 #                    pam_permit then pam_otpd (root; release build).
 #   make demo        a real SSH login with a TOTP code on 127.0.0.1.
+#   make deb         build (release) and package otpd_VERSION_ARCH.deb here
+#                    (dist/deb/build-deb, dpkg-deb); apt install ./otpd_*.deb
 
 PREFIX     ?= /usr/local
 SBINDIR    ?= $(PREFIX)/sbin
@@ -29,12 +31,19 @@ DOCDIR     ?= $(PREFIX)/share/doc/otpd
 SYSCONFDIR ?= /etc
 UNITDIR    ?= /etc/systemd/system
 LOGROTATEDIR ?= $(SYSCONFDIR)/logrotate.d
+MANDIR     ?= $(PREFIX)/share/man
+# Where bash-completion, zsh and fish look (Debian's zsh has
+# /usr/local/share/zsh/site-functions and /usr/share/zsh/vendor-completions
+# in its fpath).
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(if $(filter /usr,$(PREFIX)),/usr/share/zsh/vendor-completions,$(PREFIX)/share/zsh/site-functions)
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 # Where this system's PAM modules live (next to pam_unix.so).
 PAMDIR     ?= $(shell dirname "$$(find /lib /usr/lib /lib64 /usr/lib64 -name pam_unix.so -path '*security*' 2>/dev/null | head -n 1)" 2>/dev/null)
 CARGO      ?= cargo
 APT_PACKAGES = libpam0g-dev pkg-config
 
-.PHONY: all build deps install uninstall test lint bench bench-import bench-compare bench-load demo clean fuzz-build fuzz-ci fuzz-run
+.PHONY: all build deps install uninstall deb test lint bench bench-import bench-compare bench-load demo clean fuzz-build fuzz-ci fuzz-run
 
 all: build
 
@@ -59,6 +68,15 @@ install: build
 	install -m 0755 target/release/otpctl $(DESTDIR)$(SBINDIR)/otpctl
 	install -m 0644 target/release/libpam_otpd.so $(DESTDIR)$(PAMDIR)/pam_otpd.so
 	install -m 0644 README.md otpd.toml.example $(DESTDIR)$(DOCDIR)/
+	install -d -m 0755 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	target/release/otpd --man-page > $(DESTDIR)$(MANDIR)/man8/otpd.8
+	target/release/otpctl generate man $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 dist/man/pam_otpd.8 $(DESTDIR)$(MANDIR)/man8/pam_otpd.8
+	install -m 0644 dist/man/otpd.toml.5 $(DESTDIR)$(MANDIR)/man5/otpd.toml.5
+	target/release/otpctl generate completions bash $(DESTDIR)$(BASHCOMPDIR)
+	target/release/otpctl generate completions zsh $(DESTDIR)$(ZSHCOMPDIR)
+	target/release/otpctl generate completions fish $(DESTDIR)$(FISHCOMPDIR)
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/otpd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/otpd/otpd.toml ]; then \
 		echo "keeping existing $(SYSCONFDIR)/otpd/otpd.toml"; \
@@ -95,8 +113,19 @@ uninstall:
 	rm -f $(DESTDIR)$(LOGROTATEDIR)/otpd
 	@[ -z "$(PAMDIR)" ] || rm -f $(DESTDIR)$(PAMDIR)/pam_otpd.so
 	rm -rf $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(MANDIR)/man8/otpd.8 $(DESTDIR)$(MANDIR)/man8/otpctl.8 \
+		$(DESTDIR)$(MANDIR)/man8/otpctl-*.8 $(DESTDIR)$(MANDIR)/man8/pam_otpd.8 \
+		$(DESTDIR)$(MANDIR)/man5/otpd.toml.5
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/otpctl $(DESTDIR)$(ZSHCOMPDIR)/_otpctl \
+		$(DESTDIR)$(FISHCOMPDIR)/otpctl.fish
 	-@[ -d /run/systemd/system ] && systemctl daemon-reload || true
 	@echo "kept $(SYSCONFDIR)/otpd and the store in /var/lib/otpd (remove them by hand to erase all secrets)"
+
+# The Debian package from the release build: otpd_VERSION_ARCH.deb in this
+# directory (dist/deb/build-deb: dpkg-deb, no debhelper or cargo-deb).
+deb: build
+	@command -v dpkg-shlibdeps >/dev/null 2>&1 || { echo "error: make deb needs dpkg-dev (apt-get install dpkg-dev)"; exit 1; }
+	sh dist/deb/build-deb target/release .
 
 lint:
 	$(CARGO) fmt --all --check

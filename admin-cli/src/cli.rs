@@ -171,6 +171,37 @@ pub enum Command {
     /// or warnings; --ignore ID accepts one on purpose), 2 on a usage
     /// error, 5 when the PAM directory cannot be read. Run it as root.
     Doctor(DoctorArgs),
+    /// Write the man pages or the shell completions (for packagers; `make
+    /// install` and `make deb` run it). Hidden from --help, the man pages
+    /// and the completions.
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+/// `otpctl generate`: files made from these clap definitions, so that they
+/// never drift from `--help`.
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write otpctl.8, and otpctl-COMMAND.8 for each command, into DIR.
+    Man {
+        /// An existing directory; files of the same names are replaced.
+        dir: PathBuf,
+    },
+    /// Write the completion script for SHELL into DIR, under the name
+    /// that SHELL looks for (bash: otpctl, zsh: _otpctl, fish: otpctl.fish).
+    Completions {
+        shell: CompletionShell,
+        /// An existing directory; a file of the same name is replaced.
+        dir: PathBuf,
+    },
+}
+
+/// The shells `otpctl generate completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `otpctl status` filters: otpd applies them (a page at a time), so only

@@ -13,10 +13,27 @@ use clap::Parser;
 use otpd::config::{Config, LogFormat};
 use otpd::{Daemon, Error, SystemClock};
 
+/// Exit codes and files, for `--help` and the man page.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0   clean shutdown (SIGTERM or SIGINT); --check-config: the configuration is valid
+  1   runtime failure
+  2   usage error
+  78  configuration, key, state directory, store or socket problem at start
+
+Files:
+  /etc/otpd/otpd.toml    configuration, see otpd.toml(5)
+  /var/lib/otpd          master key, store and replay-watermark journal (mode 0700)
+  /run/otpd/otpd.sock    public socket (otpctl, users)
+  /run/otpd/pam.sock     root-only socket of pam_otpd(8)
+
+See also:
+  otpctl(8), pam_otpd(8), otpd.toml(5)";
+
 /// The otpd daemon: holds TOTP secrets and decides on one-time codes for
 /// PAM and otpctl, over a local Unix socket.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 struct Args {
     /// Configuration file [default: /etc/otpd/otpd.toml if it exists]
     #[arg(long, value_name = "FILE")]
@@ -34,10 +51,17 @@ struct Args {
     /// Check the configuration and exit
     #[arg(long)]
     check_config: bool,
+    /// Print the man page otpd(8), made from these definitions, and exit
+    /// (for packagers: `make install`, `make deb`)
+    #[arg(long, hide = true)]
+    man_page: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.man_page {
+        return man_page();
+    }
     match run(args) {
         Ok(code) => code,
         Err(e) => {
@@ -105,6 +129,66 @@ fn run(args: Args) -> Result<ExitCode, Error> {
     otpd::audit::flush_refusals();
     tracing::info!("otpd stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes otpd(8) to stdout: clap_mangen's sections, then [`AFTER_HELP`]
+/// as sections of its own with its lines kept (clap_mangen would fill its
+/// columns into one paragraph). otpctl's hidden `generate man` does the
+/// same for its pages (admin-cli/src/commands/generate.rs).
+fn man_page() -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let man = clap_mangen::Man::new(Args::command())
+        .title("OTPD")
+        .section("8")
+        .date(man_page_date())
+        .source(format!("otpd {}", env!("CARGO_PKG_VERSION")))
+        .manual("System Administration");
+    let mut page = Vec::new();
+    let rendered = man
+        .render_title(&mut page)
+        .and_then(|()| man.render_name_section(&mut page))
+        .and_then(|()| man.render_synopsis_section(&mut page))
+        .and_then(|()| man.render_description_section(&mut page))
+        .and_then(|()| man.render_options_section(&mut page))
+        .map(|()| {
+            for block in AFTER_HELP.split("\n\n") {
+                let (head, body) = block.split_once('\n').unwrap_or((block, ""));
+                let head = match head.trim_end_matches(':') {
+                    "Exit codes" => "EXIT STATUS".to_owned(),
+                    other => other.to_uppercase(),
+                };
+                page.extend_from_slice(format!(".SH \"{head}\"\n.nf\n").as_bytes());
+                for line in body.lines() {
+                    // \& first: a line starting with . or ' is no request.
+                    let line = line.replace('\\', "\\e").replace('-', "\\-");
+                    page.extend_from_slice(format!("\\&{line}\n").as_bytes());
+                }
+                page.extend_from_slice(b".fi\n");
+            }
+        })
+        .and_then(|()| man.render_version_section(&mut page));
+    match rendered.and_then(|()| std::io::stdout().lock().write_all(&page)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otpd: error: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SOURCE_DATE_EPOCH (reproducible builds) or today, as YYYY-MM-DD (UTC).
+fn man_page_date() -> String {
+    let when = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        // Years up to 9999, which RFC 3339 can spell.
+        .filter(|&secs| secs < 253_402_300_800)
+        .and_then(|secs| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        .unwrap_or_else(std::time::SystemTime::now);
+    let mut day = humantime::format_rfc3339(when).to_string();
+    day.truncate("YYYY-MM-DD".len());
+    day
 }
 
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {

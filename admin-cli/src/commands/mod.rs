@@ -9,6 +9,7 @@ pub mod device;
 pub mod doctor;
 pub mod enroll;
 pub mod export;
+pub mod generate;
 pub mod import;
 pub mod rekey;
 pub mod reset;
@@ -31,6 +32,8 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
         Command::Backup(BackupCommand::Identity(args)) => return backup::identity(p, args),
         // Works without a daemon: a daemon that does not answer is a finding.
         Command::Doctor(args) => return doctor::run(&cli.socket, p, args).await,
+        // Writes files made from the clap definitions; no daemon involved.
+        Command::Generate(command) => return generate::run(command),
         other => other,
     };
     crate::proof::init(cli.code.clone(), cli.json);
@@ -57,5 +60,6 @@ pub async fn run(cli: Cli, p: &mut Printer<'_>) -> Result<ExitCode, Error> {
         Command::Verify(args) => verify::run(&mut client, p, args).await,
         // Handled above, before connecting.
         Command::Doctor(args) => doctor::run(&cli.socket, p, args).await,
+        Command::Generate(command) => generate::run(command),
     }
 }
