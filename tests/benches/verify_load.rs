@@ -109,7 +109,8 @@ fn main() {
             );
             tasks.push(tokio::spawn(async move {
                 let mut samples: Vec<(Kind, Duration)> = Vec::with_capacity(1 << 16);
-                let mut not_accepted = 0usize;
+                // Why valid codes were not accepted: (decision, reason).
+                let mut not_accepted: Vec<(i32, i32)> = Vec::new();
                 let mut seed = (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 while !stop.load(Ordering::Relaxed) {
                     let i = ops.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +140,7 @@ fn main() {
                             let r = verify(&mut client, fresh.as_deref().unwrap(), &app.code_now())
                                 .await;
                             if r.decision() != pb::Decision::Accepted {
-                                not_accepted += 1;
+                                not_accepted.push((r.decision, r.reason));
                             }
                         }
                         Kind::Wrong => {
@@ -179,10 +180,10 @@ fn main() {
     });
     let (per_caller, elapsed) = results;
     let mut samples: Vec<(Kind, Duration)> = Vec::new();
-    let mut not_accepted = 0;
+    let mut not_accepted: Vec<(i32, i32)> = Vec::new();
     for (s, n) in per_caller {
         samples.extend(s);
-        not_accepted += n;
+        not_accepted.extend(n);
     }
     let total = samples.len();
     println!(
@@ -215,7 +216,20 @@ fn main() {
         );
     }
     line("all", samples.iter().map(|(_, d)| *d).collect());
-    println!("  valid codes not accepted: {not_accepted}");
+    // Random wrong codes for random users can throttle a user just before
+    // its one valid code (the throttle counts failures from origins the
+    // user never logged in from): those are refused by design, and said.
+    let mut why = std::collections::BTreeMap::<String, usize>::new();
+    for (d, r) in &not_accepted {
+        let d = pb::Decision::try_from(*d).map_or_else(|_| d.to_string(), |d| format!("{d:?}"));
+        let r = pb::Reason::try_from(*r).map_or_else(|_| r.to_string(), |r| format!("{r:?}"));
+        *why.entry(format!("{d}/{r}")).or_default() += 1;
+    }
+    println!(
+        "  valid codes not accepted: {} {:?}",
+        not_accepted.len(),
+        why
+    );
     println!(
         "otpd RSS after the run {:.1} MiB, peak {:.1} MiB",
         rss_mib(pid, "VmRSS:"),
