@@ -655,6 +655,39 @@ impl Engine {
         Ok(Some(mark))
     }
 
+    /// A batch's `before_write`: makes the marks staged for the round's
+    /// writes durable with one sync, and keeps each as the mark its user's
+    /// write goes with (to be noted as committed once the batch is in the
+    /// store).
+    fn put_staged(
+        &self,
+        key: &MasterKey,
+        staged: &mut [Option<Mark>],
+        written: &mut [Option<Mark>],
+    ) -> Result<(), Error> {
+        let Some(w) = &self.watermarks else {
+            return Ok(());
+        };
+        let mut marks = Vec::new();
+        for (slot, kept) in staged.iter_mut().zip(written.iter_mut()) {
+            if let Some(mark) = slot.take() {
+                *kept = Some(mark.clone());
+                marks.push(mark);
+            }
+        }
+        w.put_many(key, marks, true)
+    }
+
+    /// [`Engine::mark_committed`] for a batch's marks (already carrying
+    /// their committed generation), in one write.
+    fn mark_all_committed(&self, key: &MasterKey, committed: Vec<Mark>) {
+        if let Some(w) = &self.watermarks
+            && let Err(e) = w.put_many(key, committed, false)
+        {
+            tracing::debug!(error = %e, "commit marks not written");
+        }
+    }
+
     /// Notes that the mark's generation is in the store. Not fsynced: if it
     /// is lost, a later rollback of exactly that write is still repaired,
     /// only reported as an incomplete write.
@@ -866,19 +899,7 @@ impl Engine {
                 steps[i] = Some(step);
                 Ok(write)
             },
-            &mut || {
-                let Some(w) = &self.watermarks else {
-                    return Ok(());
-                };
-                let mut marks = Vec::new();
-                for (i, slot) in staged.borrow_mut().iter_mut().enumerate() {
-                    if let Some(mark) = slot.take() {
-                        written[i] = Some(mark.clone());
-                        marks.push(mark);
-                    }
-                }
-                w.put_many(&key, marks, true)
-            },
+            &mut || self.put_staged(&key, &mut staged.borrow_mut(), &mut written),
         );
         let results = match results {
             Ok(results) => results,
@@ -921,11 +942,7 @@ impl Engine {
                 }
             })
             .collect();
-        if let Some(w) = &self.watermarks
-            && let Err(e) = w.put_many(&key, committed, false)
-        {
-            tracing::debug!(error = %e, "commit marks not written");
-        }
+        self.mark_all_committed(&key, committed);
         out
     }
 
@@ -1148,19 +1165,7 @@ impl Engine {
                 staged.borrow_mut()[i] = mark;
                 Ok(Write::Put(bytes))
             },
-            &mut || {
-                let Some(w) = &self.watermarks else {
-                    return Ok(());
-                };
-                let mut marks = Vec::new();
-                for (i, slot) in staged.borrow_mut().iter_mut().enumerate() {
-                    if let Some(mark) = slot.take() {
-                        written[i] = Some(mark.clone());
-                        marks.push(mark);
-                    }
-                }
-                w.put_many(&key, marks, true)
-            },
+            &mut || self.put_staged(&key, &mut staged.borrow_mut(), &mut written),
         )?;
         let mut committed = Vec::new();
         let out = results
@@ -1178,11 +1183,7 @@ impl Engine {
                 value.ok_or_else(|| Error::Internal("the store's update decided nothing".into()))
             })
             .collect();
-        if let Some(w) = &self.watermarks
-            && let Err(e) = w.put_many(&key, committed, false)
-        {
-            tracing::debug!(error = %e, "commit marks not written");
-        }
+        self.mark_all_committed(&key, committed);
         Ok(out)
     }
 
