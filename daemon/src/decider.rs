@@ -131,7 +131,18 @@ fn run(engine: &Engine, receiver: &Mutex<Receiver<Job>>) {
         let Some(batch) = take_batch(receiver, &mut later) else {
             return;
         };
-        decide(engine, batch);
+        // A bug that panics fails this batch's calls (their answers are
+        // dropped: the callers get an error, closed), not the thread: the
+        // next batches are still decided, as a panicking blocking task
+        // failed only its own call before.
+        let size = batch.len();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(engine, batch))).is_err()
+        {
+            tracing::error!(
+                calls = size,
+                "a Verify batch failed (a bug): its calls were refused"
+            );
+        }
     }
 }
 
