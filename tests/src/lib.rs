@@ -44,6 +44,26 @@ pub fn built(name: &str) -> PathBuf {
     path
 }
 
+/// Waits until the `otpd` in `child` says `READY=1` on `notify` (its
+/// NOTIFY_SOCKET, with a short read timeout so that an exit is noticed at
+/// once): `false` when it exits first or `within` passes.
+pub fn wait_ready(notify: &UnixDatagram, child: &mut Child, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 256];
+    loop {
+        match notify.recv(&mut buf) {
+            Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => return true,
+            Ok(_) => {}
+            Err(_) if std::time::Instant::now() > deadline => return false,
+            Err(_) => {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// Builds `packages` (or brings them up to date) with cargo in the profile
 /// of the running bench (`target/release` for `cargo bench`): `cargo bench
 /// -p otpd-tests` builds neither the pam_otpd cdylib nor the binaries of
@@ -468,20 +488,11 @@ impl Process {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let mut buf = [0u8; 256];
-        let deadline =
-            std::time::Instant::now() + launch.deadline.unwrap_or(Duration::from_secs(60));
-        let ready = loop {
-            match notify.recv(&mut buf) {
-                Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break true,
-                Ok(_) => continue,
-                Err(_) if std::time::Instant::now() > deadline => break false,
-                Err(_) => match child.try_wait() {
-                    Ok(None) => continue,
-                    _ => break false,
-                },
-            }
-        };
+        let ready = wait_ready(
+            &notify,
+            &mut child,
+            launch.deadline.unwrap_or(Duration::from_secs(60)),
+        );
         let _ = std::fs::remove_file(&notify_path);
         if !ready {
             let _ = child.kill();

@@ -674,20 +674,7 @@ impl ForeignDaemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut buf = [0u8; 256];
-        let ready = loop {
-            match notify.recv(&mut buf) {
-                Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break true,
-                Ok(_) => {}
-                Err(_) if Instant::now() > deadline => break false,
-                Err(_) => {
-                    if !matches!(child.try_wait(), Ok(None)) {
-                        break false;
-                    }
-                }
-            }
-        };
+        let ready = crate::wait_ready(&notify, &mut child, Duration::from_secs(60));
         let _ = std::fs::remove_file(&notify_path);
         if !ready {
             let _ = child.kill();
