@@ -33,14 +33,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
-use otpd_tests::system_pam::{Services, Syslog, find_module};
+use otpd_tests::system_pam::{Services, Syslog, find_module, pamtester_login};
 use otpd_tests::*;
 
 /// Logins per series.
@@ -134,17 +133,7 @@ fn children() -> (Duration, i64) {
 fn login(service: &str, user: &str, answer: &str) -> (bool, Sample) {
     let (cpu0, flt0) = children();
     let started = Instant::now();
-    let mut child = Command::new("pamtester")
-        .args([service, user, "authenticate"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run pamtester (apt install pamtester)");
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(format!("{answer}\n").as_bytes());
-    drop(stdin);
-    let ok = child.wait().unwrap().success();
+    let ok = pamtester_login(service, user, answer);
     let wall = started.elapsed();
     let (cpu1, flt1) = children();
     (

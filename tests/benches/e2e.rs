@@ -19,14 +19,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use otpd_tests::pam_env::require_root;
-use otpd_tests::system_pam::{Services, Syslog, find_module};
+use otpd_tests::system_pam::{Services, Syslog, find_module, pamtester_login};
 use otpd_tests::*;
 
 /// The shared 20-byte secret, hex (RFC 4226's test secret).
@@ -108,17 +106,7 @@ fn run(
                     let typed = answer(l, n);
                     n += 1;
                     let started = Instant::now();
-                    let mut child = Command::new("pamtester")
-                        .args([service.as_str(), user.as_str(), "authenticate"])
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("run pamtester (apt install pamtester)");
-                    let mut stdin = child.stdin.take().unwrap();
-                    let _ = stdin.write_all(format!("{typed}\n").as_bytes());
-                    drop(stdin);
-                    let success = child.wait().unwrap().success();
+                    let success = pamtester_login(&service, &user, &typed);
                     if measuring.load(Ordering::Relaxed) {
                         latencies.push(started.elapsed());
                         if success {

@@ -2,9 +2,11 @@
 //! modules Debian installs), for the benches that compare whole logins:
 //! `compare` and `e2e`. Needs root.
 
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// Where Debian's PAM modules live.
 const PAM_DIRS: [&str; 3] = [
@@ -85,4 +87,20 @@ impl Drop for Syslog {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// One whole `pamtester SERVICE USER authenticate` process typing
+/// `answer`; whether it authenticated.
+pub fn pamtester_login(service: &str, user: &str, answer: &str) -> bool {
+    let mut child = Command::new("pamtester")
+        .args([service, user, "authenticate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run pamtester (apt install pamtester)");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(format!("{answer}\n").as_bytes());
+    }
+    child.wait().is_ok_and(|s| s.success())
 }
